@@ -1,0 +1,41 @@
+"""fastgd: gradient-descent parameter updates as fast as the hardware allows.
+
+Every update rule is one compiled, fused, in-place kernel (Numba for NumPy arrays),
+dispatched by array type behind one torch.optim-style API. Importing fastgd compiles
+nothing; each kernel compiles on first use and is cached on disk.
+"""
+
+from fastgd import functional
+from fastgd.flat import FlatParams
+from fastgd.optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    NAdam,
+    Optimizer,
+    RAdam,
+    RMSprop,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "FlatParams",
+    "Lion",
+    "NAdam",
+    "Optimizer",
+    "RAdam",
+    "RMSprop",
+    "__version__",
+    "functional",
+]

@@ -1,0 +1,116 @@
+"""FlatParams: a model's parameters in one contiguous buffer per dtype.
+
+Per-array Python overhead dominates an optimizer step when a model has many small
+parameters. With :class:`FlatParams` every parameter is a view into one buffer (one per
+dtype) and every gradient a view into a matching gradient buffer, so an optimizer built on
+it updates a whole param group, state included, with one kernel call per dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastgd import _backend
+
+__all__ = ["FlatParams"]
+
+
+class FlatParams:
+    """Parameters and gradients as views into one contiguous buffer per dtype.
+
+    Build it from shapes (zero-initialized) or from existing arrays (their values are
+    copied in; keep using ``flat.params``, not the originals).
+
+    Args:
+        specs: a sequence whose items are shapes (tuples or ints) or arrays.
+        dtype: the dtype of the items given as shapes (float32 or float64).
+
+    Attributes:
+        params: tuple of parameter views, in the order given (same shapes).
+        grads: tuple of gradient views, one per parameter, zero-initialized.
+        buffers: dict dtype -> 1-D parameter buffer.
+        grad_buffers: dict dtype -> 1-D gradient buffer.
+
+    Example:
+        >>> import numpy as np, fastgd
+        >>> flat = fastgd.FlatParams([(3, 2), np.ones(2, np.float32)])
+        >>> w, b = flat.params
+        >>> opt = fastgd.SGD(flat, lr=0.1)
+        >>> flat.grads[1][:] = 1.0
+        >>> opt.step()          # one kernel call over both arrays
+        >>> b
+        array([0.9, 0.9], dtype=float32)
+    """
+
+    def __init__(self, specs: Sequence[Any], dtype: Any = np.float32) -> None:
+        dtype = np.dtype(dtype)
+        if dtype not in _backend.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if isinstance(specs, (np.ndarray, str)) or not isinstance(specs, Sequence):
+            raise TypeError(
+                f"specs must be a sequence of shapes or arrays, got {type(specs).__name__}"
+            )
+        items: list[tuple[tuple[int, ...], np.dtype, np.ndarray | None]] = []
+        for i, s in enumerate(specs):
+            if isinstance(s, np.ndarray) or _backend.is_cupy(s):
+                a = _backend.check_array(s, f"specs[{i}]")
+                items.append((a.shape, a.dtype, a))
+            else:
+                shape = (s,) if isinstance(s, (int, np.integer)) else s
+                try:
+                    shape = tuple(int(d) for d in shape)
+                except TypeError:
+                    raise TypeError(
+                        f"specs[{i}] must be a shape or an array, got {s!r}"
+                    ) from None
+                if any(d < 0 for d in shape):
+                    raise ValueError(f"specs[{i}] has a negative dimension: {shape}")
+                items.append((shape, dtype, None))
+        totals: dict[np.dtype, int] = {}
+        for shape, dt, _ in items:
+            totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
+        self.buffers: dict[np.dtype, np.ndarray] = {
+            dt: np.zeros(n, dt) for dt, n in totals.items()
+        }
+        self.grad_buffers: dict[np.dtype, np.ndarray] = {
+            dt: np.zeros(n, dt) for dt, n in totals.items()
+        }
+        offsets = dict.fromkeys(totals, 0)
+        params, grads = [], []
+        for shape, dt, src in items:
+            n = int(np.prod(shape, dtype=np.int64))
+            o = offsets[dt]
+            offsets[dt] = o + n
+            p = self.buffers[dt][o : o + n].reshape(shape)
+            if src is not None:
+                p[...] = src
+            params.append(p)
+            grads.append(self.grad_buffers[dt][o : o + n].reshape(shape))
+        self.params: tuple[np.ndarray, ...] = tuple(params)
+        self.grads: tuple[np.ndarray, ...] = tuple(grads)
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero (one fill per buffer)."""
+        for b in self.grad_buffers.values():
+            b.fill(0)
+
+    @property
+    def size(self) -> int:
+        """Total number of parameter elements."""
+        return sum(b.size for b in self.buffers.values())
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.params)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.params[i]
+
+    def __repr__(self) -> str:
+        dts = ", ".join(f"{dt}: {b.size}" for dt, b in self.buffers.items())
+        return f"FlatParams({len(self.params)} arrays; {dts})"

@@ -1,0 +1,59 @@
+"""Adamax."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastgd import _validate as V
+from fastgd import functional as F
+from fastgd.optim.base import Optimizer, Scalars
+
+
+class Adamax(Optimizer):
+    r"""Adamax, Adam with the infinity norm (Kingma & Ba, 2015), as torch.optim.Adamax.
+
+    .. math::
+        m \leftarrow m + (1-\beta_1)(g-m);\quad u \leftarrow \max(\beta_2 u, |g| + \epsilon);
+        \quad \theta \leftarrow \theta - \frac{\gamma}{1-\beta_1^t}\frac{m}{u}
+
+    Args:
+        params: arrays, a :class:`~fastgd.FlatParams`, or a list of param-group dicts.
+        lr: :math:`\gamma`.
+        betas: :math:`(\beta_1, \beta_2)`.
+        eps: :math:`\epsilon`.
+        weight_decay: L2 coefficient.
+        maximize: ascend instead of descend.
+
+    Example:
+        >>> import numpy as np, fastgd
+        >>> w = np.ones(2)
+        >>> fastgd.Adamax([w], lr=0.1).step([np.ones(2)])
+        >>> w.round(6)
+        array([0.9, 0.9])
+    """
+
+    def __init__(self, params: Any, lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "weight_decay": weight_decay, "maximize": maximize})
+
+    def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "lr": V.lr(group["lr"]),
+            "betas": V.betas(group["betas"]),
+            "eps": V.nonneg("eps", group["eps"], "epsilon"),
+            "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
+            "maximize": V.flag("maximize", group["maximize"]),
+        }
+
+    def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+        step = ss["step"] + 1.0
+        beta1, beta2 = hp["betas"]
+        F._adamax(g, p, state[0], state[1], gs=gs, step=step, lr=hp["lr"], beta1=beta1,
+                  beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"])
+        return {"step": step}

@@ -1,0 +1,510 @@
+"""The optimizer base class: param groups, flat state, one kernel call per segment.
+
+A *segment* is a run of parameters of one group and one dtype that lie back to back in
+memory (all of a :class:`~fastgd.FlatParams` buffer, or a single array). Its optimizer state
+is allocated flat, one buffer per state name, so a step over a segment is one kernel call.
+Scalar state (the step count, NAdam's ``mu_product``) is per parameter, as in torch; while
+every parameter of a segment shares it (the usual case), it is kept once on the segment.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastgd import _backend
+from fastgd import _validate as V
+from fastgd.flat import FlatParams
+
+__all__ = ["Optimizer"]
+
+Scalars = dict[str, float]
+
+
+class _Segment:
+    """Parameters of one group and dtype that lie back to back in memory."""
+
+    __slots__ = ("index", "shapes", "offsets", "span", "grad_span", "state", "shared")
+
+    def __init__(self, index: list[int], params: list[np.ndarray], span: np.ndarray,
+                 grad_span: np.ndarray | None, init: Scalars) -> None:
+        self.index = index
+        self.shapes = [p.shape for p in params]
+        self.offsets = [0]
+        for p in params:
+            self.offsets.append(self.offsets[-1] + p.size)
+        self.span = span
+        self.grad_span = grad_span
+        self.state: dict[str, np.ndarray] = {}
+        # The scalar state all of the segment's parameters share, or None when they differ
+        # (then Optimizer._scalars holds each parameter's own).
+        self.shared: Scalars | None = init
+
+    def view(self, name: str, k: int) -> np.ndarray:
+        """The ``k``-th parameter's view of state buffer ``name``."""
+        return self.state[name][self.offsets[k] : self.offsets[k + 1]].reshape(self.shapes[k])
+
+
+def _segments(index: list[int], params: list[np.ndarray], attached: list[Any],
+              init: Scalars) -> list[_Segment]:
+    """Split one group's parameters into segments (by dtype, then memory adjacency)."""
+    by_dtype: dict[np.dtype, list[int]] = {}
+    for k, p in enumerate(params):
+        by_dtype.setdefault(p.dtype, []).append(k)
+    out = []
+    for ks in by_dtype.values():
+        runs: list[list[int]] = []
+        end = None
+        for k in ks:
+            p = params[k]
+            a = _backend.address(p)
+            if runs and a == end:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+            end = a + p.nbytes
+        for run in runs:
+            sp = _backend.span([params[k] for k in run])
+            pieces = [run] if sp is not None else [[k] for k in run]
+            for piece in pieces:
+                ps = [params[k] for k in piece]
+                pspan = sp if len(pieces) == 1 else ps[0].reshape(-1)
+                grads = [attached[k] for k in piece]
+                gspan = None if any(g is None for g in grads) else _backend.span(grads)
+                out.append(_Segment([index[k] for k in piece], ps, pspan, gspan, init))
+    return out
+
+
+class Optimizer(ABC):
+    """Base class of fastgd's optimizers (torch.optim-style param groups and state).
+
+    Subclasses define the hyperparameter defaults and four hooks: ``_normalize`` (check a
+    group's hyperparameters, return them as plain floats/bools), ``_state_names``,
+    ``_state_init`` and ``_update`` (one kernel call through :mod:`fastgd.functional`).
+
+    Args:
+        params: a list of arrays, a :class:`~fastgd.FlatParams`, or a list of dicts, each
+            with ``"params"`` and per-group hyperparameter overrides.
+        defaults: the hyperparameter defaults of the optimizer.
+    """
+
+    #: Scalar state of a parameter that has not stepped yet.
+    _scalar_init: Scalars = {"step": 0.0}
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict[str, Any]] = []
+        self._params: list[np.ndarray] = []
+        self._attached: list[np.ndarray | None] = []
+        self._scalars: list[Scalars] = []
+        self._segments: list[list[_Segment]] = []
+        self._checked: list[tuple[tuple[Any, ...], dict[str, Any]] | None] = []
+        self._flats: list[FlatParams] = []
+        self._attached_all: tuple[np.ndarray, ...] | None = None
+        for group in self._groups_from(params):
+            self.add_param_group(group)
+
+    # -- construction ----------------------------------------------------------------
+
+    @staticmethod
+    def _groups_from(params: Any) -> list[dict[str, Any]]:
+        if isinstance(params, FlatParams):
+            return [{"params": params}]
+        if isinstance(params, np.ndarray) or _backend.is_cupy(params) or isinstance(
+            params, (str, bytes, Mapping)
+        ):
+            raise TypeError(
+                "params must be a list of arrays, a FlatParams or a list of dicts, got "
+                f"{type(params).__name__}; wrap a single array in a list"
+            )
+        try:
+            items = list(params)
+        except TypeError:
+            raise TypeError(
+                "params must be a list of arrays, a FlatParams or a list of dicts, got "
+                f"{type(params).__name__}"
+            ) from None
+        if not items:
+            raise ValueError("optimizer got an empty parameter list")
+        if all(isinstance(x, Mapping) for x in items):
+            return [dict(x) for x in items]
+        if any(isinstance(x, Mapping) for x in items):
+            raise TypeError("params mixes dicts (param groups) and arrays")
+        return [{"params": items}]
+
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a group of parameters with its own hyperparameters (torch's semantics).
+
+        Args:
+            param_group: ``{"params": arrays or FlatParams, "<hyperparameter>": value}``;
+                missing hyperparameters take the optimizer's defaults.
+
+        Raises:
+            TypeError, ValueError: bad parameters or hyperparameters; nothing is added.
+        """
+        if not isinstance(param_group, Mapping) or "params" not in param_group:
+            raise TypeError("a param group must be a dict with a 'params' entry")
+        group = dict(param_group)
+        raw = group["params"]
+        if isinstance(raw, FlatParams):
+            params, attached = list(raw.params), list(raw.grads)
+        elif isinstance(raw, np.ndarray) or _backend.is_cupy(raw):
+            params, attached = [raw], [None]
+        else:
+            params = list(raw)
+            attached = [None] * len(params)
+        if not params:
+            raise ValueError("a param group got an empty parameter list")
+        base = len(self._params)
+        seen = {id(p) for p in self._params}
+        addresses = {(_backend.address(p), p.size) for p in self._params if p.size}
+        for k, p in enumerate(params):
+            name = f"params[{base + k}]"
+            _backend.check_array(p, name, writeable=True)
+            key = (_backend.address(p), p.size)
+            if id(p) in seen or (p.size and key in addresses):
+                raise ValueError("some parameters appear more than once (params[{}])"
+                                 .format(base + k))
+            seen.add(id(p))
+            if p.size:
+                addresses.add(key)
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        hp = self._normalize(group)
+        group["params"] = params
+        index = list(range(base, base + len(params)))
+        self._params.extend(params)
+        self._attached.extend(attached)
+        self._scalars.extend([self._scalar_init] * len(params))
+        self._segments.append(_segments(index, params, attached, self._scalar_init))
+        self._checked.append((self._hp_key(group), hp))
+        self.param_groups.append(group)
+        if isinstance(raw, FlatParams):
+            self._flats.append(raw)
+        self._attached_all = (
+            tuple(self._attached) if all(g is not None for g in self._attached) else None
+        )
+
+    # -- hooks for subclasses ----------------------------------------------------------
+
+    @abstractmethod
+    def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a group's hyperparameters; return them as plain floats and bools."""
+
+    @abstractmethod
+    def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """The state buffers these hyperparameters need, in kernel argument order."""
+
+    def _state_init(self, hp: Mapping[str, Any], name: str) -> float:
+        """The value state buffer ``name`` starts at."""
+        return 0.0
+
+    @abstractmethod
+    def _update(self, hp: Mapping[str, Any], ss: Scalars, gs: float, g: np.ndarray,
+                p: np.ndarray, state: list[np.ndarray]) -> Scalars:
+        """One kernel call on 1-D spans; returns the new scalar state (never mutates ss)."""
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def _hp_key(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(group[k] for k in self.defaults)
+
+    def _hyper(self, gi: int) -> dict[str, Any]:
+        """Group ``gi``'s hyperparameters, checked again only when they changed."""
+        group = self.param_groups[gi]
+        key = self._hp_key(group)
+        checked = self._checked[gi]
+        if checked is None or checked[0] != key:
+            checked = self._checked[gi] = (key, self._normalize(group))
+        return checked[1]
+
+    def _check_grads(self, grads: Any) -> list[np.ndarray | None]:
+        if isinstance(grads, np.ndarray) or _backend.is_cupy(grads) or not isinstance(
+            grads, Sequence
+        ):
+            raise TypeError(
+                "grads must be a list with one array (or None) per parameter, got "
+                f"{type(grads).__name__}"
+            )
+        n = len(self._params)
+        if len(grads) != n:
+            raise ValueError(
+                f"expected {n} gradients (one per parameter, None to skip one), got {len(grads)}"
+            )
+        out = list(grads)
+        for i, (g, p) in enumerate(zip(out, self._params)):
+            if g is None:
+                continue
+            if type(g) is not type(p):
+                _backend.check_array(g, f"grads[{i}]")
+                raise TypeError(f"grads[{i}] is a {type(g).__name__}, params[{i}] is a "
+                                f"{type(p).__name__}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has shape "
+                                 f"{p.shape}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has dtype "
+                                f"{p.dtype}")
+            if not g.flags.c_contiguous:
+                out[i] = np.ascontiguousarray(g)
+        return out
+
+    def _ensure_state(self, seg: _Segment, hp: Mapping[str, Any],
+                      names: tuple[str, ...]) -> list[np.ndarray]:
+        state = seg.state
+        for name in names:
+            if name not in state:
+                init = self._state_init(hp, name)
+                state[name] = np.full(seg.span.size, init, seg.span.dtype)
+        return [state[name] for name in names]
+
+    def step(self, grads: Sequence[Any] | None = None) -> None:
+        """Apply one update to every parameter, in place.
+
+        Args:
+            grads: one gradient per parameter, in the order of the param groups (``None``
+                leaves that parameter and its state untouched this step). Omit it when the
+                parameters come from a :class:`~fastgd.FlatParams`: its gradient views are
+                used, and each group's update is one kernel call per dtype.
+
+        Raises:
+            TypeError, ValueError: wrong number, shape, dtype or type of gradients, or a
+                hyperparameter set to an invalid value; raised before anything changes.
+        """
+        attached = grads is None or grads is self._attached_all
+        if attached:
+            if self._attached_all is None:
+                raise ValueError(
+                    "step() needs grads: one array (or None) per parameter; it can only be "
+                    "omitted when every parameter comes from a FlatParams"
+                )
+            gl: Sequence[Any] = self._attached_all
+        else:
+            gl = self._check_grads(grads)
+        hps = [self._hyper(gi) for gi in range(len(self.param_groups))]
+        for gi, hp in enumerate(hps):
+            names = self._state_names(hp)
+            gs = -1.0 if hp["maximize"] else 1.0
+            for seg in self._segments[gi]:
+                ss = seg.shared
+                if ss is not None:
+                    if attached:
+                        gspan = seg.grad_span
+                    elif len(seg.index) == 1:
+                        g = gl[seg.index[0]]
+                        gspan = None if g is None else g.reshape(-1)
+                    else:
+                        seg_grads = [gl[i] for i in seg.index]
+                        gspan = (None if any(g is None for g in seg_grads)
+                                 else _backend.span(seg_grads))
+                    if gspan is not None:
+                        state = self._ensure_state(seg, hp, names)
+                        seg.shared = self._update(hp, ss, gs, gspan, seg.span, state)
+                        continue
+                self._step_runs(seg, hp, names, gs, gl)
+
+    def _step_runs(self, seg: _Segment, hp: Mapping[str, Any], names: tuple[str, ...],
+                   gs: float, gl: Sequence[Any]) -> None:
+        """Step a segment whose parameters differ in gradient layout or scalar state."""
+        if seg.shared is not None:
+            for i in seg.index:
+                self._scalars[i] = seg.shared
+            seg.shared = None
+        state = self._ensure_state(seg, hp, names)
+        # Runs: consecutive parameters with a gradient, equal scalar state, and gradients
+        # that lie back to back in memory.
+        runs: list[list[int]] = []
+        prev_ss: Scalars | None = None
+        end = None
+        for k, i in enumerate(seg.index):
+            g = gl[i]
+            if g is None:
+                prev_ss = None
+                continue
+            ss = self._scalars[i]
+            a = _backend.address(g)
+            if prev_ss is not None and ss == prev_ss and a == end:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+            prev_ss, end = ss, a + g.nbytes
+        for run in runs:
+            grads = [gl[seg.index[k]] for k in run]
+            gspan = _backend.span(grads)
+            pieces = [run] if gspan is not None else [[k] for k in run]
+            for piece in pieces:
+                k0, k1 = piece[0], piece[-1] + 1
+                lo, hi = seg.offsets[k0], seg.offsets[k1]
+                g = gspan if len(pieces) == 1 else gl[seg.index[k0]].reshape(-1)
+                new = self._update(hp, self._scalars[seg.index[k0]], gs, g, seg.span[lo:hi],
+                                   [s[lo:hi] for s in state])
+                for k in piece:
+                    self._scalars[seg.index[k]] = new
+        first = self._scalars[seg.index[0]]
+        if all(self._scalars[i] == first for i in seg.index):
+            seg.shared = first
+
+    def zero_grad(self) -> None:
+        """Zero the gradient buffers of the FlatParams this optimizer was built on."""
+        for flat in self._flats:
+            flat.zero_grad()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _scalar_state(self, seg: _Segment, i: int) -> Scalars:
+        return seg.shared if seg.shared is not None else self._scalars[i]
+
+    def _param_state(self, copy: bool) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for segs in self._segments:
+            for seg in segs:
+                for k, i in enumerate(seg.index):
+                    ss = self._scalar_state(seg, i)
+                    if ss["step"] == 0:
+                        continue
+                    entry: dict[str, Any] = dict(ss)
+                    for name in seg.state:
+                        v = seg.view(name, k)
+                        entry[name] = v.copy() if copy else v
+                    out[i] = entry
+        return out
+
+    @property
+    def state(self) -> dict[int, dict[str, Any]]:
+        """Per-parameter state, keyed by parameter index: scalars and views (not copies).
+
+        Only parameters that have taken a step have state, as in torch.
+        """
+        return self._param_state(copy=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state as plain data: arrays (copies) and Python scalars.
+
+        Returns:
+            ``{"state": {index: {"step": float, <buffer>: array, ...}},
+            "param_groups": [{<hyperparameters>, "params": [indices]}]}``, the layout of
+            torch's state dicts; it holds no pickled objects, so it can be saved with
+            ``np.savez`` and loaded with ``allow_pickle=False``.
+        """
+        groups = []
+        for group, segs in zip(self.param_groups, self._segments):
+            entry = {k: v for k, v in group.items() if k != "params"}
+            entry["params"] = [i for seg in segs for i in seg.index]
+            entry["params"].sort()
+            groups.append(entry)
+        return {"state": self._param_state(copy=True), "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a :meth:`state_dict`, into this optimizer's (possibly other) arrays.
+
+        Parameters are matched by position, as in torch; state arrays are cast to each
+        parameter's dtype. Everything is checked before anything is changed, so a
+        mismatched or corrupt state dict raises and leaves the optimizer as it was.
+
+        Raises:
+            TypeError, ValueError: the structure, group sizes, hyperparameters, state
+                names, shapes or scalars do not fit this optimizer.
+        """
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError("state_dict must be a dict with keys 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        saved_state = state_dict["state"]
+        if not isinstance(saved_groups, Sequence) or not isinstance(saved_state, Mapping):
+            raise ValueError("state_dict['param_groups'] must be a list and ['state'] a dict")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(saved_groups)} param groups, this "
+                             f"optimizer has {len(self.param_groups)}")
+        id_map: dict[Any, int] = {}
+        new_groups = []
+        new_hps = []
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, Mapping) or "params" not in saved:
+                raise ValueError(f"state_dict param group {gi} has no 'params' list")
+            ids = list(saved["params"])
+            ours = sorted(i for seg in self._segments[gi] for i in seg.index)
+            if len(ids) != len(ours):
+                raise ValueError(f"param group {gi} has {len(ours)} parameters, the state "
+                                 f"dict's has {len(ids)}")
+            missing = [k for k in self.defaults if k not in saved]
+            if missing:
+                raise ValueError(f"state_dict param group {gi} lacks {missing}: it was not "
+                                 f"saved by {type(self).__name__}")
+            new_group = {k: v for k, v in saved.items() if k != "params"}
+            new_group["params"] = group["params"]
+            new_hps.append(self._normalize(new_group))
+            new_groups.append(new_group)
+            for sid, i in zip(ids, ours):
+                if sid in id_map:
+                    raise ValueError(f"state_dict lists parameter id {sid!r} twice")
+                id_map[sid] = i
+        group_of = {i: gi for gi, segs in enumerate(self._segments) for seg in segs
+                    for i in seg.index}
+        loaded: dict[int, tuple[Scalars, dict[str, np.ndarray]]] = {}
+        for sid, entry in saved_state.items():
+            if sid not in id_map:
+                raise ValueError(f"state_dict has state for unknown parameter id {sid!r}")
+            i = id_map[sid]
+            p = self._params[i]
+            hp = new_hps[group_of[i]]
+            names = self._state_names(hp)
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"state of parameter {sid!r} must be a dict")
+            expected = set(names) | set(self._scalar_init)
+            if set(entry) != expected:
+                raise ValueError(
+                    f"state of parameter {sid!r} has keys {sorted(entry)}, "
+                    f"{type(self).__name__} with these settings expects {sorted(expected)}"
+                )
+            scalars = {}
+            for key in self._scalar_init:
+                v = entry[key]
+                if isinstance(v, np.ndarray) and v.shape == ():
+                    v = v.item()
+                scalars[key] = V.real(f"state[{sid!r}][{key!r}]", v)
+            if scalars["step"] < 1 or scalars["step"] != int(scalars["step"]):
+                raise ValueError(f"state[{sid!r}]['step'] must be an integer >= 1, got "
+                                 f"{scalars['step']}")
+            arrays = {}
+            for name in names:
+                a = entry[name]
+                if _backend.is_cupy(a):
+                    a = a.get()
+                if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                    raise TypeError(f"state[{sid!r}][{name!r}] must be a float array")
+                if a.shape != p.shape:
+                    raise ValueError(f"state[{sid!r}][{name!r}] has shape {a.shape}, "
+                                     f"params[{i}] has shape {p.shape}")
+                arrays[name] = a
+            loaded[i] = (scalars, arrays)
+        # Everything checked: apply.
+        for gi, (new_group, hp) in enumerate(zip(new_groups, new_hps)):
+            self.param_groups[gi] = new_group
+            self._checked[gi] = (self._hp_key(new_group), hp)
+            names = self._state_names(hp)
+            for seg in self._segments[gi]:
+                seg.state = {}
+                self._ensure_state(seg, hp, names)
+                for k, i in enumerate(seg.index):
+                    if i in loaded:
+                        scalars, arrays = loaded[i]
+                        for name, a in arrays.items():
+                            seg.view(name, k)[...] = a
+                        self._scalars[i] = scalars
+                    else:
+                        self._scalars[i] = self._scalar_init
+                first = self._scalars[seg.index[0]]
+                seg.shared = (first if all(self._scalars[i] == first for i in seg.index)
+                              else None)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for gi, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {gi}")
+            for k in sorted(group):
+                if k != "params":
+                    lines.append(f"    {k}: {group[k]}")
+        lines.append(")")
+        return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""The compile policy of every CPU kernel, in one place.
+
+A rule module writes its loop body once, inside a *factory* whose arguments are the
+variant flags (``nesterov``, ``amsgrad``, ``centered``, ...). The flags are closure
+constants, so Numba folds the branches they guard away and each variant is its own
+specialization. :func:`rule` turns a factory into a getter that compiles a variant the
+first time it is asked for, once as a serial loop and once as a ``prange`` loop, and
+memoizes both. Hyperparameters are never closure constants: they are kernel arguments, so
+changing a learning rate never recompiles anything.
+
+Compile options, for every kernel:
+
+* ``cache=True``: the machine code is written to Numba's disk cache (``__pycache__`` beside
+  this file, or ``NUMBA_CACHE_DIR``) and reloaded by later processes.
+* ``error_model="numpy"``: no Python division checks, which would block vectorization.
+* no ``fastmath``: its no-NaN/no-inf assumptions would break NaN propagation.
+* ``nogil=True``: callers may step several optimizers from their own threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from numba import njit
+from numba.extending import overload
+
+#: Arrays with at least this many elements take the ``prange`` (multi-threaded) kernel;
+#: smaller ones take the serial kernel, whose call costs ~2 us less than starting the
+#: thread pool. Measured on the 2-core development machine with
+#: ``bench/test_threshold.py`` (README, "Serial and parallel kernels"); override with the
+#: environment variable ``FASTGD_PARALLEL_THRESHOLD``.
+PARALLEL_THRESHOLD: int = int(os.environ.get("FASTGD_PARALLEL_THRESHOLD", "131072"))
+
+_JIT_OPTIONS: dict[str, Any] = {"cache": True, "error_model": "numpy", "nogil": True}
+
+
+def as_dtype_of(x: float, like: Any) -> Any:
+    """Convert the scalar ``x`` to the element type of the array ``like``.
+
+    Kernels call it once per scalar, before the loop: a float64 scalar mixed into a
+    float32 loop would make Numba compute in float64 and stop vectorizing.
+    """
+    return like.dtype.type(x)
+
+
+@overload(as_dtype_of, inline="always")
+def _as_dtype_of(x, like):  # pragma: no cover - runs inside Numba's type inference
+    dtype = like.dtype
+
+    def impl(x, like):
+        return dtype(x)
+
+    return impl
+
+
+class KernelRule:
+    """A rule's loop body as a family of compiled variants.
+
+    Args:
+        factory: ``factory(**flags)`` returns the loop body, a plain Python function that
+            loops with ``numba.prange``.
+    """
+
+    def __init__(self, factory: Callable[..., Callable[..., None]]) -> None:
+        self._factory = factory
+        self._compiled: dict[tuple[Any, ...], Any] = {}
+        self.__name__ = factory.__name__
+        self.__doc__ = factory.__doc__
+
+    def variant(self, parallel: bool, flags: tuple[tuple[str, bool], ...] = ()) -> Any:
+        """The compiled dispatcher for ``flags``, serial or parallel (built on first use).
+
+        Args:
+            parallel: the ``prange`` build (multi-threaded) rather than the serial one.
+            flags: the variant flags as ``(name, value)`` pairs sorted by name.
+        """
+        key = (parallel, flags)
+        dispatcher = self._compiled.get(key)
+        if dispatcher is None:
+            body = self._factory(**dict(flags))
+            # A distinct name per variant gives each its own disk-cache index, so the
+            # serial and parallel builds of one body never overwrite each other.
+            suffix = "".join(f"_{k}{int(v)}" for k, v in flags)
+            body.__name__ = body.__qualname__ = (
+                f"{self.__name__}{suffix}_{'parallel' if parallel else 'serial'}"
+            )
+            dispatcher = njit(parallel=parallel, **_JIT_OPTIONS)(body)
+            self._compiled[key] = dispatcher
+        return dispatcher
+
+    def __call__(self, *args: Any, **flags: bool) -> None:
+        """Run the kernel on ``args``, choosing the serial or parallel build by size."""
+        self.variant(args[-1].size >= PARALLEL_THRESHOLD, tuple(sorted(flags.items())))(*args)
+
+    def compiled_variants(self) -> dict[tuple[Any, ...], Any]:
+        """The variants built so far (for tests and warm-up)."""
+        return dict(self._compiled)
+
+
+def rule(factory: Callable[..., Callable[..., None]]) -> KernelRule:
+    """Decorator turning a body factory into a :class:`KernelRule`."""
+    return KernelRule(factory)

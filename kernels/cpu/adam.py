@@ -1,0 +1,49 @@
+"""Adam and AdamW, optionally AMSGrad (torch.optim.Adam / AdamW's update)."""
+
+import numpy as np
+from numba import prange
+
+from ._jit import as_dtype_of, rule
+
+
+@rule
+def adam(amsgrad):
+    """m <- m + (1-b1)(g-m); v <- b2 v + (1-b2) g^2; theta <- theta - step_size m/denom.
+
+    ``denom = sqrt(v or vmax) / bc2_sqrt + eps``. Weight decay is either L2 (``l2``, added
+    to the gradient) or decoupled (``decay = 1 - lr * wd`` multiplies the parameter);
+    callers pass ``l2 = 0`` / ``decay = 1`` for the form not in use. ``vmax`` is only
+    touched by the AMSGrad variant.
+    """
+
+    def adam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps,
+             step_size, p, m, v, vmax):
+        gs = as_dtype_of(gs, p)
+        l2 = as_dtype_of(l2, p)
+        decay = as_dtype_of(decay, p)
+        one_minus_beta1 = as_dtype_of(one_minus_beta1, p)
+        beta2 = as_dtype_of(beta2, p)
+        one_minus_beta2 = as_dtype_of(one_minus_beta2, p)
+        bc2_sqrt = as_dtype_of(bc2_sqrt, p)
+        eps = as_dtype_of(eps, p)
+        step_size = as_dtype_of(step_size, p)
+        for i in prange(p.size):
+            gi = gs * g[i]
+            pi = p[i]
+            if l2 != 0:
+                gi = gi + l2 * pi
+            pi = pi * decay
+            mi = m[i] + one_minus_beta1 * (gi - m[i])
+            m[i] = mi
+            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+            v[i] = vi
+            if amsgrad:
+                vm = vmax[i]
+                if vi > vm or vi != vi:
+                    vm = vi
+                vmax[i] = vm
+                vi = vm
+            denom = np.sqrt(vi) / bc2_sqrt + eps
+            p[i] = pi - step_size * (mi / denom)
+
+    return adam

@@ -1,0 +1,37 @@
+"""Lion (Chen et al. 2023, as optax.lion computes it)."""
+
+from numba import prange
+
+from ._jit import as_dtype_of, rule
+
+
+@rule
+def lion():
+    """c = b1 m + (1-b1) g; theta <- theta - lr (sign(c) + wd theta); m <- b2 m + (1-b2) g."""
+
+    def lion(g, gs, wd, beta1, one_minus_beta1, beta2, one_minus_beta2, lr, p, m):
+        gs = as_dtype_of(gs, p)
+        wd = as_dtype_of(wd, p)
+        beta1 = as_dtype_of(beta1, p)
+        one_minus_beta1 = as_dtype_of(one_minus_beta1, p)
+        beta2 = as_dtype_of(beta2, p)
+        one_minus_beta2 = as_dtype_of(one_minus_beta2, p)
+        lr = as_dtype_of(lr, p)
+        one = as_dtype_of(1.0, p)
+        for i in prange(p.size):
+            gi = gs * g[i]
+            mi = m[i]
+            c = beta1 * mi + one_minus_beta1 * gi
+            # sign with sign(0) = 0 and sign(NaN) = NaN, as jnp.sign.
+            s = c
+            if c > 0:
+                s = one
+            elif c < 0:
+                s = -one
+            pi = p[i]
+            if wd != 0:
+                s = s + wd * pi
+            p[i] = pi - lr * s
+            m[i] = beta2 * mi + one_minus_beta2 * gi
+
+    return lion

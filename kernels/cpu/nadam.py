@@ -1,0 +1,39 @@
+"""NAdam (torch.optim.NAdam's update)."""
+
+import numpy as np
+from numba import prange
+
+from ._jit import as_dtype_of, rule
+
+
+@rule
+def nadam():
+    """theta <- theta - c_grad g/denom - c_avg m/denom, denom = sqrt(v / bc2) + eps."""
+
+    def nadam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2, bc2, eps,
+              c_grad, c_avg, p, m, v):
+        gs = as_dtype_of(gs, p)
+        l2 = as_dtype_of(l2, p)
+        decay = as_dtype_of(decay, p)
+        one_minus_beta1 = as_dtype_of(one_minus_beta1, p)
+        beta2 = as_dtype_of(beta2, p)
+        one_minus_beta2 = as_dtype_of(one_minus_beta2, p)
+        bc2 = as_dtype_of(bc2, p)
+        eps = as_dtype_of(eps, p)
+        c_grad = as_dtype_of(c_grad, p)
+        c_avg = as_dtype_of(c_avg, p)
+        for i in prange(p.size):
+            gi = gs * g[i]
+            pi = p[i]
+            if l2 != 0:
+                gi = gi + l2 * pi
+            pi = pi * decay
+            mi = m[i] + one_minus_beta1 * (gi - m[i])
+            m[i] = mi
+            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+            v[i] = vi
+            denom = np.sqrt(vi / bc2) + eps
+            pi = pi - c_grad * (gi / denom)
+            p[i] = pi - c_avg * (mi / denom)
+
+    return nadam

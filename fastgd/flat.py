@@ -60,12 +60,11 @@ class FlatParams:
                 items.append((a.shape, a.dtype, a))
             else:
                 shape = (s,) if isinstance(s, (int, np.integer)) else s
-                try:
-                    shape = tuple(int(d) for d in shape)
-                except TypeError:
-                    raise TypeError(
-                        f"specs[{i}] must be a shape or an array, got {s!r}"
-                    ) from None
+                if not isinstance(shape, Sequence) or isinstance(shape, str) or not all(
+                    isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape
+                ):
+                    raise TypeError(f"specs[{i}] must be a shape or an array, got {s!r}")
+                shape = tuple(int(d) for d in shape)
                 if any(d < 0 for d in shape):
                     raise ValueError(f"specs[{i}] has a negative dimension: {shape}")
                 items.append((shape, dtype, None))

@@ -153,6 +153,7 @@ def _flat(param: Any, grad: Any, **state: Any) -> tuple[Any, ...]:
     if g.dtype != p.dtype:
         raise TypeError(f"grad has dtype {g.dtype}, param has dtype {p.dtype}")
     out = [np.ascontiguousarray(g).reshape(-1), p.reshape(-1)]
+    written = {"param": p}
     for name, s in state.items():
         if s is None:
             out.append(None)
@@ -162,8 +163,11 @@ def _flat(param: Any, grad: Any, **state: Any) -> tuple[Any, ...]:
             raise ValueError(f"{name} has shape {s.shape}, param has shape {p.shape}")
         if s.dtype != p.dtype:
             raise TypeError(f"{name} has dtype {s.dtype}, param has dtype {p.dtype}")
-        if np.shares_memory(s, p):
-            raise ValueError(f"{name} shares memory with param")
+        for other, a in written.items():
+            # contiguous arrays: overlapping bounds means shared memory
+            if s.size and np.may_share_memory(s, a):
+                raise ValueError(f"{name} shares memory with {other}")
+        written[name] = s
         out.append(s.reshape(-1))
     return tuple(out)
 

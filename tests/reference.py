@@ -1,0 +1,173 @@
+"""Naive NumPy update rules, written straight from the formulas (update-rules, torch 2.13).
+
+Each ``ref_<rule>(p, g, state, hp)`` applies one step to ``p`` (a NumPy array, updated in
+place), keeping its state in the dict ``state`` (created empty). Everything is computed
+with whole-array NumPy expressions in the parameter's dtype; clarity over speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _prep(p, g, hp, l2=True):
+    g = -g if hp.get("maximize", False) else g
+    wd = hp.get("weight_decay", 0.0)
+    if l2 and wd != 0:
+        g = g + wd * p
+    return g
+
+
+def ref_sgd(p, g, state, hp):
+    g = _prep(p, g, hp)
+    mu = hp.get("momentum", 0.0)
+    if mu != 0:
+        if "momentum_buffer" not in state:
+            buf = g.copy()
+        else:
+            buf = mu * state["momentum_buffer"] + (1 - hp.get("dampening", 0.0)) * g
+        state["momentum_buffer"] = buf
+        g = g + mu * buf if hp.get("nesterov", False) else buf
+    p -= hp["lr"] * g
+
+
+def ref_adagrad(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    g = _prep(p, g, hp)
+    s = state.get("sum", np.full_like(p, hp.get("initial_accumulator_value", 0.0)))
+    clr = hp["lr"] / (1 + (t - 1) * hp.get("lr_decay", 0.0))
+    s = s + g * g
+    state["sum"] = s
+    p -= clr * (g / (np.sqrt(s) + hp.get("eps", 1e-10)))
+
+
+def ref_adadelta(p, g, state, hp):
+    g = _prep(p, g, hp)
+    rho, eps = hp.get("rho", 0.9), hp.get("eps", 1e-6)
+    u = rho * state.get("square_avg", np.zeros_like(p)) + (1 - rho) * g * g
+    a = state.get("acc_delta", np.zeros_like(p))
+    delta = np.sqrt(a + eps) / np.sqrt(u + eps) * g
+    state["square_avg"] = u
+    state["acc_delta"] = rho * a + (1 - rho) * delta * delta
+    p -= hp.get("lr", 1.0) * delta
+
+
+def ref_rmsprop(p, g, state, hp):
+    g = _prep(p, g, hp)
+    alpha, eps = hp.get("alpha", 0.99), hp.get("eps", 1e-8)
+    sq = alpha * state.get("square_avg", np.zeros_like(p)) + (1 - alpha) * g * g
+    state["square_avg"] = sq
+    if hp.get("centered", False):
+        ga = state.get("grad_avg", np.zeros_like(p))
+        ga = ga + (1 - alpha) * (g - ga)
+        state["grad_avg"] = ga
+        avg = np.sqrt(sq - ga * ga) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    mu = hp.get("momentum", 0.0)
+    if mu > 0:
+        buf = mu * state.get("momentum_buffer", np.zeros_like(p)) + g / avg
+        state["momentum_buffer"] = buf
+        p -= hp["lr"] * buf
+    else:
+        p -= hp["lr"] * g / avg
+
+
+def _decay(p, hp):
+    if hp.get("decoupled_weight_decay", False):
+        p *= 1 - hp["lr"] * hp.get("weight_decay", 0.0)
+
+
+def ref_adam(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    decoupled = hp.get("decoupled_weight_decay", False)
+    g = _prep(p, g, hp, l2=not decoupled)
+    _decay(p, hp)
+    b1, b2 = hp.get("betas", (0.9, 0.999))
+    m = state.get("exp_avg", np.zeros_like(p))
+    m = m + (1 - b1) * (g - m)
+    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    if hp.get("amsgrad", False):
+        v = np.maximum(state.get("max_exp_avg_sq", np.zeros_like(p)), v)
+        state["max_exp_avg_sq"] = v
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    denom = np.sqrt(v) / np.sqrt(bc2) + hp.get("eps", 1e-8)
+    p -= hp["lr"] / bc1 * (m / denom)
+
+
+def ref_adamw(p, g, state, hp):
+    ref_adam(p, g, state, {"weight_decay": 1e-2, **hp, "decoupled_weight_decay": True})
+
+
+def ref_adamax(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    g = _prep(p, g, hp)
+    b1, b2 = hp.get("betas", (0.9, 0.999))
+    m = state.get("exp_avg", np.zeros_like(p))
+    m = m + (1 - b1) * (g - m)
+    u = np.maximum(b2 * state.get("exp_inf", np.zeros_like(p)), np.abs(g) + hp.get("eps", 1e-8))
+    state["exp_avg"], state["exp_inf"] = m, u
+    p -= hp["lr"] / (1 - b1**t) * (m / u)
+
+
+def ref_nadam(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    decoupled = hp.get("decoupled_weight_decay", False)
+    g = _prep(p, g, hp, l2=not decoupled)
+    _decay(p, hp)
+    b1, b2 = hp.get("betas", (0.9, 0.999))
+    psi = hp.get("momentum_decay", 4e-3)
+    mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+    mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+    prod = state["mu_product"] = state.get("mu_product", 1.0) * mu
+    m = state.get("exp_avg", np.zeros_like(p))
+    m = m + (1 - b1) * (g - m)
+    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    denom = np.sqrt(v / (1 - b2**t)) + hp.get("eps", 1e-8)
+    p -= hp["lr"] * (1 - mu) / (1 - prod) * (g / denom)
+    p -= hp["lr"] * mu_next / (1 - prod * mu_next) * (m / denom)
+
+
+def ref_radam(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    decoupled = hp.get("decoupled_weight_decay", False)
+    g = _prep(p, g, hp, l2=not decoupled)
+    _decay(p, hp)
+    b1, b2 = hp.get("betas", (0.9, 0.999))
+    m = state.get("exp_avg", np.zeros_like(p))
+    m = m + (1 - b1) * (g - m)
+    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    mhat = m / (1 - b1**t)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+    if rho_t > 5:
+        r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        adaptive = np.sqrt(1 - b2**t) / (np.sqrt(v) + hp.get("eps", 1e-8))
+        p -= mhat * hp["lr"] * adaptive * r
+    else:
+        p -= mhat * hp["lr"]
+
+
+def ref_lion(p, g, state, hp):
+    g = -g if hp.get("maximize", False) else g
+    b1, b2 = hp.get("betas", (0.9, 0.99))
+    m = state.get("exp_avg", np.zeros_like(p))
+    c = b1 * m + (1 - b1) * g
+    p -= hp["lr"] * (np.sign(c) + hp.get("weight_decay", 0.0) * p)
+    state["exp_avg"] = b2 * m + (1 - b2) * g
+
+
+class ReferenceOptimizer:
+    """Per-parameter naive stepping with torch's conventions (None grad: untouched)."""
+
+    def __init__(self, rule, params, **hp):
+        self.rule, self.params, self.hp = rule, params, hp
+        self.state = [{} for _ in params]
+
+    def step(self, grads):
+        for p, g, s in zip(self.params, grads, self.state):
+            if g is not None:
+                self.rule(p, g, s, self.hp)

@@ -1,0 +1,239 @@
+"""The optimizer API: flat buffers, one call per segment, no recompiles, edge cases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastgd
+import fastgd.functional as F
+from fastgd import _backend
+from tests.reference import ReferenceOptimizer, ref_adam, ref_sgd
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Record every kernel launch: (rule, kernel, number of elements)."""
+    calls = []
+    real = _backend.launch
+
+    def spy(module, name, flags, *args):
+        calls.append((module, name, args[-1].size))
+        real(module, name, flags, *args)
+
+    monkeypatch.setattr(F, "_launch", spy)
+    return calls
+
+
+def _model_flat(dtype=np.float32, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 500, size=n)
+    return fastgd.FlatParams([(int(s),) for s in sizes], dtype=dtype)
+
+
+def test_flat_params_step_is_one_kernel_call_per_dtype(launches):
+    flat = fastgd.FlatParams([(30, 20), np.ones(20, np.float64), (5,), np.ones(3, np.float64)])
+    assert set(flat.buffers) == {np.dtype(np.float32), np.dtype(np.float64)}
+    opt = fastgd.Adam(flat, lr=0.1)
+    for g in flat.grads:
+        g[...] = 1.0
+    opt.step()
+    assert sorted(launches) == [("adam", "adam", 23), ("adam", "adam", 605)]
+    launches.clear()
+    opt.step(flat.grads)  # the FlatParams' own gradient views: the same single call
+    assert len(launches) == 2
+
+
+def test_300_flat_params_one_call_and_parity(launches):
+    flat = _model_flat()
+    ref_params = [p.copy() for p in flat.params]
+    opt = fastgd.Adam(flat, lr=0.01)
+    ref = ReferenceOptimizer(ref_adam, ref_params, lr=0.01)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        for g in flat.grads:
+            g[...] = rng.standard_normal(g.shape)
+        opt.step()
+        ref.step([g.copy() for g in flat.grads])
+    assert len(launches) == 3
+    for p, r in zip(flat.params, ref_params):
+        np.testing.assert_allclose(p, r, rtol=1e-5, atol=1e-6)
+
+
+def test_partial_grads_split_then_coalesce_again(launches):
+    flat = fastgd.FlatParams([(4,), (3,), (5,), (2,)])
+    opt = fastgd.SGD(flat, lr=0.1, momentum=0.9)
+    for g in flat.grads:
+        g[...] = 1.0
+    opt.step([flat.grads[0], flat.grads[1], None, flat.grads[3]])
+    assert [n for _, _, n in launches] == [7, 2]  # params 0-1 together, param 3 alone
+    assert 2 not in opt.state
+    launches.clear()
+    opt.step()  # steps differ now: param 2 takes its first (undampened) step apart
+    assert [n for _, _, n in launches] == [7, 5, 2]
+    assert opt.state[0]["step"] == 2 and opt.state[2]["step"] == 1
+    launches.clear()
+    opt.step([None, None, flat.grads[2], None])  # param 2 catches up
+    assert [n for _, _, n in launches] == [5]
+    launches.clear()
+    opt.step()
+    assert [n for _, _, n in launches] == [14]  # equal step counts: one call again
+
+
+def test_separate_arrays_take_one_call_each(launches):
+    params = [np.ones(3), np.ones(4), np.ones(())]
+    opt = fastgd.Adam(params, lr=0.1)
+    opt.step([np.ones(3), np.ones(4), np.ones(())])
+    assert sorted(n for _, _, n in launches) == [1, 3, 4]
+
+
+def test_views_of_one_buffer_are_coalesced(launches):
+    buf = np.zeros(10)
+    params = [buf[:4], buf[4:].reshape(2, 3)]
+    gbuf = np.ones(10)
+    opt = fastgd.SGD(params, lr=0.5)
+    opt.step([gbuf[:4], gbuf[4:].reshape(2, 3)])
+    assert [n for _, _, n in launches] == [10]
+    np.testing.assert_array_equal(buf, -0.5)
+
+
+def test_changing_hyperparameters_compiles_nothing_new():
+    p = np.ones(1000, np.float32)
+    opt = fastgd.Adam([p], lr=1e-3)
+    opt.step([np.ones(1000, np.float32)])
+    before = {k: len(d.signatures) for k, d in _backend._kernel_cache.items()}
+    opt.param_groups[0]["lr"] = 1  # an int: must not create an int64 specialization
+    opt.param_groups[0]["betas"] = (0.5, 0.75)
+    opt.param_groups[0]["eps"] = 1e-3
+    opt.param_groups[0]["weight_decay"] = 0.1
+    opt.step([np.ones(1000, np.float32)])
+    after = {k: len(d.signatures) for k, d in _backend._kernel_cache.items()}
+    assert before == after
+
+
+def test_hyperparameters_are_read_per_group_each_step():
+    a, b = np.zeros(2), np.zeros(2)
+    opt = fastgd.SGD([{"params": [a]}, {"params": [b], "lr": 1.0}], lr=0.1)
+    opt.step([np.ones(2), np.ones(2)])
+    opt.param_groups[0]["lr"] = 0.5
+    opt.step([np.ones(2), np.ones(2)])
+    np.testing.assert_allclose(a, -0.6)
+    np.testing.assert_allclose(b, -2.0)
+
+
+def test_add_param_group():
+    a, b = np.ones(2), np.ones(3)
+    opt = fastgd.SGD([a], lr=0.1)
+    opt.add_param_group({"params": [b], "lr": 1.0})
+    opt.step([np.ones(2), np.ones(3)])
+    np.testing.assert_allclose(a, 0.9)
+    np.testing.assert_allclose(b, 0.0)
+    with pytest.raises(ValueError, match="appear more than once"):
+        opt.add_param_group({"params": [a]})
+    assert len(opt.param_groups) == 2
+
+
+def test_nan_and_inf_gradients_propagate_like_torch():
+    p = np.ones(4)
+    opt = fastgd.Adam([p], lr=0.1, amsgrad=True)
+    opt.step([np.array([np.nan, np.inf, -np.inf, 1.0])])
+    assert np.isnan(p[0]) and np.isnan(p[1]) and np.isnan(p[2]) and np.isfinite(p[3])
+    assert np.isnan(opt.state[0]["max_exp_avg_sq"][0])
+    q = np.ones(2)
+    fastgd.Adamax([q], lr=0.1).step([np.array([np.nan, 1.0])])
+    assert np.isnan(q[0]) and np.isfinite(q[1])
+    r = np.ones(3)
+    fastgd.Lion([r], lr=0.1).step([np.array([np.nan, 0.0, 1.0])])
+    assert np.isnan(r[0]) and r[1] == 1.0 and r[2] == 0.9
+
+
+def test_size_zero_and_0d_params():
+    params = [np.zeros(0, np.float32), np.array(2.0, np.float32), np.zeros((0, 3), np.float32)]
+    opt = fastgd.SGD(params, lr=0.5, momentum=0.9)
+    opt.step([np.zeros(0, np.float32), np.array(1.0, np.float32), np.zeros((0, 3), np.float32)])
+    assert params[1].shape == () and params[1] == 1.5
+    assert opt.state[0]["momentum_buffer"].shape == (0,)
+
+
+def test_non_contiguous_grad_is_copied():
+    p = np.zeros(3)
+    g = np.arange(6.0)[::2]
+    opt = fastgd.SGD([p], lr=1.0)
+    opt.step([g])
+    np.testing.assert_array_equal(p, -g)
+    q = np.zeros(3)
+    F.sgd_(q, g, lr=1.0)
+    np.testing.assert_array_equal(q, -g)
+
+
+def test_zero_grad_and_flat_views():
+    flat = fastgd.FlatParams([(2, 2), (3,)], dtype=np.float64)
+    assert flat.size == 7 and len(flat) == 2
+    for g in flat.grads:
+        g[...] = 3.0
+    fastgd.SGD(flat, lr=0.1).zero_grad()
+    assert not flat.grad_buffers[np.dtype(np.float64)].any()
+    flat.params[0][...] = 5.0
+    assert flat.buffers[np.dtype(np.float64)][:4].tolist() == [5.0] * 4
+    packed = fastgd.FlatParams([np.arange(3.0), np.ones((2,), np.float32)])
+    np.testing.assert_array_equal(packed.params[0], [0.0, 1.0, 2.0])
+    assert packed.params[1].dtype == np.float32
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        fastgd.FlatParams([(2,)], dtype=np.int32)
+    with pytest.raises(ValueError, match="negative dimension"):
+        fastgd.FlatParams([(2, -1)])
+    with pytest.raises(TypeError, match="must be a shape or an array"):
+        fastgd.FlatParams(["ab"])
+
+
+def test_step_count_is_per_parameter():
+    a, b = np.ones(2), np.ones(2)
+    opt = fastgd.Adam([a, b], lr=0.1)
+    opt.step([np.ones(2), None])
+    opt.step([np.ones(2), np.ones(2)])
+    assert opt.state[0]["step"] == 2.0 and opt.state[1]["step"] == 1.0
+    ref_a, ref_b = np.ones(2), np.ones(2)
+    ref = ReferenceOptimizer(ref_adam, [ref_a, ref_b], lr=0.1)
+    ref.step([np.ones(2), None])
+    ref.step([np.ones(2), np.ones(2)])
+    np.testing.assert_allclose(a, ref_a, rtol=1e-14)
+    np.testing.assert_allclose(b, ref_b, rtol=1e-14)
+
+
+def test_sgd_momentum_turned_on_later_starts_its_buffer_like_torch():
+    p, r = np.ones(3), np.ones(3)
+    opt = fastgd.SGD([p], lr=0.1)
+    ref = ReferenceOptimizer(ref_sgd, [r], lr=0.1)
+    opt.step([np.ones(3)])
+    ref.step([np.ones(3)])
+    assert opt.state == {}
+    opt.param_groups[0]["momentum"] = 0.9
+    ref.hp["momentum"] = 0.9
+    for _ in range(3):
+        opt.step([np.full(3, 2.0)])
+        ref.step([np.full(3, 2.0)])
+    np.testing.assert_allclose(p, r, rtol=1e-14)
+
+
+def test_repr_and_exports():
+    opt = fastgd.RMSprop([np.ones(2)], lr=0.1)
+    assert "RMSprop (" in repr(opt) and "lr: 0.1" in repr(opt)
+    for name in fastgd.__all__:
+        assert hasattr(fastgd, name)
+
+
+def test_import_compiles_nothing_and_never_imports_cupy():
+    code = (
+        "import sys, fastgd, fastgd.functional\n"
+        "from fastgd import _backend\n"
+        "assert not _backend._kernel_cache, _backend._kernel_cache\n"
+        "assert 'cupy' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

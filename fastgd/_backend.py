@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from fastgd.kernels.cpu._jit import PARALLEL_THRESHOLD
-
 __all__ = [
     "FLOAT_DTYPES",
     "address",
@@ -27,7 +25,8 @@ __all__ = [
 #: The parameter dtypes every rule supports; state is kept in the parameter's dtype.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-_kernel_cache: dict[tuple[Any, ...], Any] = {}
+# (module, kernel, flags) -> [parallel threshold, serial dispatcher, parallel dispatcher]
+_kernel_cache: dict[tuple[Any, ...], list[Any]] = {}
 
 
 def is_cupy(a: Any) -> bool:
@@ -103,20 +102,31 @@ def span(arrays: list[np.ndarray]) -> np.ndarray | None:
     return base.reshape(-1)[start : start + total]
 
 
-def _kernel(module: str, name: str, flags: tuple[tuple[str, bool], ...], parallel: bool) -> Any:
-    key = (module, name, flags, parallel)
-    k = _kernel_cache.get(key)
-    if k is None:
-        rule = getattr(importlib.import_module(f"fastgd.kernels.cpu.{module}"), name)
-        k = _kernel_cache[key] = rule.variant(parallel, flags)
+def kernel_rule(module: str, name: str) -> Any:
+    """The :class:`~fastgd.kernels.cpu._jit.KernelRule` ``name`` of rule module ``module``."""
+    return getattr(importlib.import_module(f"fastgd.kernels.cpu.{module}"), name)
+
+
+def _variants(module: str, name: str, flags: tuple[tuple[str, bool], ...]) -> list[Any]:
+    """``[threshold, serial, parallel]`` for one kernel variant (builds filled on first use)."""
+    key = (module, name, flags)
+    entry = _kernel_cache.get(key)
+    if entry is None:
+        entry = _kernel_cache[key] = [kernel_rule(module, name).threshold, None, None]
+    return entry
+
+
+def _build(module: str, name: str, flags: tuple[tuple[str, bool], ...], parallel: bool) -> Any:
+    entry = _variants(module, name, flags)
+    k = entry[1 + parallel] = kernel_rule(module, name).variant(parallel, flags)
     return k
 
 
 def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
     """Run kernel ``name`` of rule module ``module`` on ``args`` (validated by the caller).
 
-    The serial build runs below :data:`fastgd.kernels.cpu._jit.PARALLEL_THRESHOLD` elements, the
-    parallel build from there on.
+    The serial build runs below the rule's threshold (``KernelRule.threshold``, measured
+    per kind of rule), the parallel build from there on.
 
     Args:
         module: the kernel module's stem, e.g. ``"adam"``.
@@ -124,4 +134,6 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
         flags: variant flags as sorted ``(name, value)`` pairs.
         *args: the kernel's arguments: 1-D arrays of equal length and Python floats.
     """
-    _kernel(module, name, flags, args[-1].size >= PARALLEL_THRESHOLD)(*args)
+    entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
+    parallel = args[-1].size >= entry[0]
+    (entry[1 + parallel] or _build(module, name, flags, parallel))(*args)

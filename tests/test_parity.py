@@ -7,7 +7,6 @@ import pytest
 
 import fastgd
 from fastgd import _backend
-from fastgd.kernels.cpu import _jit
 from tests.conftest import CASES, DTYPES, RULES, tol
 from tests.reference import ReferenceOptimizer
 
@@ -91,7 +90,9 @@ def test_parallel_kernel_matches_reference(name, case, dtype, rng):
     """Arrays above the threshold take the prange kernels (numba-pitfalls.md, item 1)."""
     cls, rule, options = RULES[name]
     hp = options[case]
-    n = _jit.PARALLEL_THRESHOLD + 1001
+    module = {"AdamW": "adam"}.get(name, name.lower())
+    kernel = {"SGD": "sgd_momentum" if hp.get("momentum") else "sgd"}.get(name, module)
+    n = _backend.kernel_rule(module, kernel).threshold + 1001
     p = rng.standard_normal(n).astype(dtype)
     r = p.copy()
     opt, ref = cls([p], **hp), ReferenceOptimizer(rule, [r], **hp)
@@ -108,9 +109,9 @@ def _parallel_signatures(name):
     module = {"AdamW": "adam"}.get(name, name.lower())
     return {
         str(sig[-1].dtype)
-        for key, dispatcher in _backend._kernel_cache.items()
-        if key[0] == module and key[3]
-        for sig in dispatcher.signatures
+        for key, (_, _, parallel) in _backend._kernel_cache.items()
+        if key[0] == module and parallel is not None
+        for sig in parallel.signatures
     }
 
 
@@ -133,7 +134,8 @@ def test_functional_matches_class(name, case, dtype, rng):
         names = opt._state_names(opt._hyper(0))
         for n in names:
             state.setdefault(n, np.full_like(p, opt._state_init(opt._hyper(0), n)))
-        kw = {k: v for k, v in hp.items() if k not in ("betas", "amsgrad", "centered", "initial_accumulator_value")}
+        skip = ("betas", "amsgrad", "centered", "initial_accumulator_value")
+        kw = {k: v for k, v in hp.items() if k not in skip}
         if "betas" in hp or name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Lion"):
             b1, b2 = hp.get("betas", (0.9, 0.99) if name == "Lion" else (0.9, 0.999))
             kw.update(beta1=b1, beta2=b2)

@@ -149,7 +149,7 @@ def test_state_dict_of_another_optimizer_is_refused():
 
 
 def test_load_restores_hyperparameters_and_unstepped_params():
-    params, opt = _stepped()
+    _, opt = _stepped()
     sd = opt.state_dict()
     fresh = [np.ones((2, 2)), np.full(3, 2.0)]
     opt2 = fastgd.Adam([{"params": fresh[:1]}, {"params": fresh[1:]}], lr=0.5)

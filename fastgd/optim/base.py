@@ -9,9 +9,10 @@ every parameter of a segment shares it (the usual case), it is kept once on the 
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,7 +28,7 @@ Scalars = dict[str, float]
 class _Segment:
     """Parameters of one group and dtype that lie back to back in memory."""
 
-    __slots__ = ("index", "shapes", "offsets", "span", "grad_span", "state", "shared")
+    __slots__ = ("grad_span", "index", "offsets", "shapes", "shared", "span", "state")
 
     def __init__(self, index: list[int], params: list[np.ndarray], span: np.ndarray,
                  grad_span: np.ndarray | None, init: Scalars) -> None:
@@ -92,10 +93,13 @@ class Optimizer(ABC):
     """
 
     #: Scalar state of a parameter that has not stepped yet.
-    _scalar_init: Scalars = {"step": 0.0}
+    _scalar_init: ClassVar[Scalars] = {"step": 0.0}
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)
+        names = tuple(self.defaults)
+        getter = operator.itemgetter(*names)
+        self._hp_key = getter if len(names) > 1 else (lambda g: (getter(g),))
         self.param_groups: list[dict[str, Any]] = []
         self._params: list[np.ndarray] = []
         self._attached: list[np.ndarray | None] = []
@@ -166,8 +170,8 @@ class Optimizer(ABC):
             _backend.check_array(p, name, writeable=True)
             key = (_backend.address(p), p.size)
             if id(p) in seen or (p.size and key in addresses):
-                raise ValueError("some parameters appear more than once (params[{}])"
-                                 .format(base + k))
+                raise ValueError(f"some parameters appear more than once (params[{base + k}])"
+                                 )
             seen.add(id(p))
             if p.size:
                 addresses.add(key)
@@ -209,9 +213,6 @@ class Optimizer(ABC):
 
     # -- stepping ------------------------------------------------------------------------
 
-    def _hp_key(self, group: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(group[k] for k in self.defaults)
-
     def _hyper(self, gi: int) -> dict[str, Any]:
         """Group ``gi``'s hyperparameters, checked again only when they changed."""
         group = self.param_groups[gi]
@@ -222,8 +223,9 @@ class Optimizer(ABC):
         return checked[1]
 
     def _check_grads(self, grads: Any) -> list[np.ndarray | None]:
-        if isinstance(grads, np.ndarray) or _backend.is_cupy(grads) or not isinstance(
-            grads, Sequence
+        if type(grads) not in (list, tuple) and (
+            isinstance(grads, np.ndarray) or _backend.is_cupy(grads)
+            or not isinstance(grads, Sequence)
         ):
             raise TypeError(
                 "grads must be a list with one array (or None) per parameter, got "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from fastgd import _validate as V
 from fastgd import functional as F
@@ -37,7 +37,7 @@ class NAdam(Optimizer):
         True
     """
 
-    _scalar_init: Scalars = {"step": 0.0, "mu_product": 1.0}
+    _scalar_init: ClassVar[Scalars] = {"step": 0.0, "mu_product": 1.0}
 
     def __init__(self, params: Any, lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -26,12 +26,14 @@ from typing import Any
 from numba import njit
 from numba.extending import overload
 
-#: Arrays with at least this many elements take the ``prange`` (multi-threaded) kernel;
-#: smaller ones take the serial kernel, whose call costs ~2 us less than starting the
-#: thread pool. Measured on the 2-core development machine with
-#: ``bench/test_threshold.py`` (README, "Serial and parallel kernels"); override with the
-#: environment variable ``FASTGD_PARALLEL_THRESHOLD``.
-PARALLEL_THRESHOLD: int = int(os.environ.get("FASTGD_PARALLEL_THRESHOLD", "131072"))
+#: Element counts from which the ``prange`` (two-thread) kernels beat the serial ones, whose
+#: call costs ~2 us less than waking the thread pool. Measured on the 2-core development
+#: machine with ``bench/test_threshold.py`` (README, "Serial and parallel kernels"): rules
+#: with a square root or division per element cross over near 16k elements, the light
+#: ones (SGD, Lion, axpy) near 32k. ``FASTGD_PARALLEL_THRESHOLD`` overrides both.
+HEAVY_THRESHOLD = 16_384
+LIGHT_THRESHOLD = 32_768
+_OVERRIDE = os.environ.get("FASTGD_PARALLEL_THRESHOLD")
 
 _JIT_OPTIONS: dict[str, Any] = {"cache": True, "error_model": "numpy", "nogil": True}
 
@@ -61,10 +63,12 @@ class KernelRule:
     Args:
         factory: ``factory(**flags)`` returns the loop body, a plain Python function that
             loops with ``numba.prange``.
+        threshold: arrays of at least this many elements take the parallel build.
     """
 
-    def __init__(self, factory: Callable[..., Callable[..., None]]) -> None:
+    def __init__(self, factory: Callable[..., Callable[..., None]], threshold: int) -> None:
         self._factory = factory
+        self.threshold = int(_OVERRIDE) if _OVERRIDE else threshold
         self._compiled: dict[tuple[Any, ...], Any] = {}
         self.__name__ = factory.__name__
         self.__doc__ = factory.__doc__
@@ -92,13 +96,18 @@ class KernelRule:
 
     def __call__(self, *args: Any, **flags: bool) -> None:
         """Run the kernel on ``args``, choosing the serial or parallel build by size."""
-        self.variant(args[-1].size >= PARALLEL_THRESHOLD, tuple(sorted(flags.items())))(*args)
+        self.variant(args[-1].size >= self.threshold, tuple(sorted(flags.items())))(*args)
 
     def compiled_variants(self) -> dict[tuple[Any, ...], Any]:
         """The variants built so far (for tests and warm-up)."""
         return dict(self._compiled)
 
 
-def rule(factory: Callable[..., Callable[..., None]]) -> KernelRule:
-    """Decorator turning a body factory into a :class:`KernelRule`."""
-    return KernelRule(factory)
+def rule(threshold: int) -> Callable[[Callable[..., Callable[..., None]]], KernelRule]:
+    """Decorator turning a body factory into a :class:`KernelRule`.
+
+    Args:
+        threshold: :data:`HEAVY_THRESHOLD` or :data:`LIGHT_THRESHOLD`, by the work the
+            rule does per element.
+    """
+    return lambda factory: KernelRule(factory, threshold)

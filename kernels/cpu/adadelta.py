@@ -3,10 +3,10 @@
 import numpy as np
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(HEAVY_THRESHOLD)
 def adadelta():
     """u <- rho u + (1-rho) g^2; d = sqrt(a+eps)/sqrt(u+eps) g; a <- rho a + (1-rho) d^2."""
 

@@ -3,10 +3,10 @@
 import numpy as np
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(HEAVY_THRESHOLD)
 def adagrad():
     """s <- s + g^2; theta <- theta - clr * g / (sqrt(s) + eps)."""
 

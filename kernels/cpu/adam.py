@@ -3,10 +3,10 @@
 import numpy as np
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(HEAVY_THRESHOLD)
 def adam(amsgrad):
     """m <- m + (1-b1)(g-m); v <- b2 v + (1-b2) g^2; theta <- theta - step_size m/denom.
 

@@ -2,10 +2,10 @@
 
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(HEAVY_THRESHOLD)
 def adamax():
     """m <- m + (1-b1)(g-m); u <- max(b2 u, |g| + eps); theta <- theta - clr m/u."""
 

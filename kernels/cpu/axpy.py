@@ -2,10 +2,10 @@
 
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(4 * HEAVY_THRESHOLD)  # light as SGD, and only a baseline: crosses at ~64k
 def axpy():
     """y <- y + a x: 12 bytes per float32 element, read-modify-write like the optimizers."""
 

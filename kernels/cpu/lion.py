@@ -2,10 +2,10 @@
 
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import LIGHT_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(LIGHT_THRESHOLD)
 def lion():
     """c = b1 m + (1-b1) g; theta <- theta - lr (sign(c) + wd theta); m <- b2 m + (1-b2) g."""
 

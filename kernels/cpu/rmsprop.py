@@ -3,10 +3,10 @@
 import numpy as np
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(HEAVY_THRESHOLD)
 def rmsprop(centered, use_momentum):
     """sq <- alpha sq + (1-alpha) g^2; avg = sqrt(sq [- ga^2]) + eps; step g/avg [via buf].
 

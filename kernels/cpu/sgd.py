@@ -2,10 +2,10 @@
 
 from numba import prange
 
-from ._jit import as_dtype_of, rule
+from ._jit import LIGHT_THRESHOLD, as_dtype_of, rule
 
 
-@rule
+@rule(LIGHT_THRESHOLD)
 def sgd():
     """theta <- theta - lr * (gs * g + wd * theta)."""
 
@@ -22,7 +22,7 @@ def sgd():
     return sgd
 
 
-@rule
+@rule(LIGHT_THRESHOLD)
 def sgd_momentum(nesterov):
     """buf <- momentum * buf + damp * g; theta <- theta - lr * (g + momentum * buf | buf).
 

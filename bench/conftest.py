@@ -1,0 +1,69 @@
+"""Ratio tables for the pytest-benchmark suites, printed after pytest-benchmark's own.
+
+Every benchmark records ``extra_info`` (rule, n, impl, bytes). At the end of the run the
+medians are combined into the figures the README reports: GB/s, the fraction of the
+in-place axpy bandwidth measured in the same run, and the speed-up over each peer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def _medians(config):
+    session = getattr(config, "_benchmarksession", None)
+    out = {}
+    for bench in getattr(session, "benchmarks", []) or []:
+        info = bench.extra_info
+        if "impl" in info and bench.stats is not None:
+            out[(info.get("suite"), info.get("rule"), info.get("n"), info["impl"])] = (
+                bench.stats.median, info)
+    return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    med = _medians(config)
+    if not med:
+        return
+    w = terminalreporter.write_line
+    rows = defaultdict(dict)
+    for (suite, rule, n, impl), (t, info) in med.items():
+        rows[(suite, rule, n)][impl] = (t, info)
+    axpy = {n: v["axpy"] for (s, r, n), v in rows.items() if s == "single" and "axpy" in v}
+    singles = sorted(k for k in rows if k[0] == "single" and k[1] != "axpy")
+    if singles:
+        w("")
+        w("fastgd vs peers (medians of this run; GB/s counts g read + param/state read+write)")
+        w(f"{'rule':<9}{'n':>10}{'fastgd us':>12}{'GB/s':>8}{'x axpy':>8}{'vs numpy':>10}"
+          f"{'vs torch':>10}")
+        for key in singles:
+            v = rows[key]
+            if "fastgd" not in v:
+                continue
+            t, info = v["fastgd"]
+            gbs = info["bytes"] / t / 1e9
+            frac = ""
+            if key[2] in axpy:
+                ta, ia = axpy[key[2]]
+                frac = f"{gbs / (ia['bytes'] / ta / 1e9):8.2f}"
+            vs = [f"{v[p][0] / t:9.2f}x" if p in v else f"{'-':>10}" for p in ("numpy", "torch")]
+            w(f"{key[1]:<9}{key[2]:>10}{t * 1e6:12.1f}{gbs:8.1f}{frac:>8}{vs[0]}{vs[1]}")
+    models = sorted(k for k in rows if k[0] == "model")
+    if models:
+        w("")
+        w("300-tensor model step: FlatParams vs torch over the separate tensors")
+        for key in models:
+            v = rows[key]
+            t = v["fastgd"][0]
+            parts = [f"{impl} {v[impl][0] * 1e6:9.1f} us" for impl in sorted(v)]
+            tt = f"  ({v['torch'][0] / t:.2f}x torch)" if "torch" in v else ""
+            w(f"{key[1]:<9}" + "  ".join(parts) + tt)
+    thresholds = sorted(k for k in rows if k[0] == "threshold")
+    if thresholds:
+        w("")
+        w("serial vs parallel kernels (the parallel threshold)")
+        for key in thresholds:
+            v = rows[key]
+            ts, tp = v["serial"][0], v["parallel"][0]
+            w(f"{key[1]:<14}{key[2]:>10}  serial {ts * 1e6:8.1f} us  parallel {tp * 1e6:8.1f} us"
+              f"  {'parallel' if tp < ts else 'serial'} wins ({ts / tp:.2f}x)")

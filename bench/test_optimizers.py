@@ -1,0 +1,60 @@
+"""Optimizer step benchmarks: fastgd vs careful in-place NumPy vs torch, plus axpy.
+
+Run: ``pytest bench/ --benchmark-only`` (add ``-k Adam`` to narrow). The summary at the end
+prints GB/s, the fraction of the axpy bandwidth and the speed-ups, all from this run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgd import _bench
+
+IMPLS = ("fastgd", "numpy", "torch")
+
+
+@pytest.mark.parametrize("n", _bench.SIZES)
+def test_axpy(benchmark, n):
+    fn = _bench.axpy(n)
+    fn()
+    benchmark.group = f"n={n}"
+    benchmark.extra_info.update(suite="single", rule="axpy", n=n, impl="axpy", bytes=12 * n)
+    benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n", _bench.SIZES)
+@pytest.mark.parametrize("rule", list(_bench.CONFIGS))
+def test_step(benchmark, rule, n, impl):
+    fn = _bench.single(rule, n, impl)
+    if fn is None:
+        pytest.skip(f"no {impl} peer for {rule}")
+    fn()
+    benchmark.group = f"n={n}"
+    benchmark.extra_info.update(suite="single", rule=rule, n=n, impl=impl,
+                                bytes=_bench.bytes_per_step(rule, n))
+    benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "torch"))
+@pytest.mark.parametrize("rule", ["Adam", "AdamW", "SGD", "Adagrad"])
+def test_model_300_tensors(benchmark, rule, impl):
+    fn = _bench.model(rule, impl)
+    if fn is None:
+        pytest.skip(f"no {impl} peer")
+    fn()
+    benchmark.group = "300 tensors"
+    benchmark.extra_info.update(suite="model", rule=rule, n=2_000_000, impl=impl)
+    benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ("fastgd", "torch"))
+@pytest.mark.parametrize("n", [1, 1000])
+def test_step_overhead(benchmark, n, impl):
+    fn = _bench.single("Adam", n, impl)
+    if fn is None:
+        pytest.skip("torch not installed")
+    fn()
+    benchmark.group = "opt.step overhead"
+    benchmark.extra_info.update(suite="overhead", rule="Adam", n=n, impl=impl)
+    benchmark(fn)

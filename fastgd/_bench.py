@@ -1,0 +1,408 @@
+"""Benchmark workloads shared by the pytest-benchmark suite (bench/) and ``fastgd bench``.
+
+Every figure is reported against peers measured in the same run: a NumPy implementation
+written carefully in place (preallocated temporaries, ``out=``), torch.optim (``fused=True``
+where torch has a fused CPU kernel) when torch is installed, and an in-place axpy kernel
+(``y += a*x``: 12 bytes per float32 element, read-modify-write like the optimizers) as the
+memory-bandwidth baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import fastgd
+from fastgd import _backend
+
+#: Hyperparameters each rule is benchmarked with (its usual configuration).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "SGD": {"lr": 0.01, "momentum": 0.9},
+    "Adagrad": {"lr": 0.01},
+    "Adadelta": {},
+    "RMSprop": {"lr": 0.01},
+    "Adam": {"lr": 1e-3},
+    "AdamW": {"lr": 1e-3},
+    "Adamax": {},
+    "NAdam": {},
+    "RAdam": {},
+    "Lion": {"lr": 1e-4},
+}
+#: State buffers per parameter for each configuration.
+N_STATE = {"SGD": 1, "Adagrad": 1, "Adadelta": 2, "RMSprop": 1, "Adam": 2, "AdamW": 2,
+           "Adamax": 2, "NAdam": 2, "RAdam": 2, "Lion": 1}
+#: torch.optim classes with a fused CPU kernel.
+TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+
+
+def bytes_per_step(rule: str, n: int, itemsize: int = 4) -> int:
+    """Memory traffic of one step: read g, read and write param and each state buffer."""
+    return itemsize * n * (1 + 2 * (1 + N_STATE[rule]))
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# -- the NumPy peer: each rule in place, with one preallocated temporary -----------------
+
+
+def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None]:
+    """A careful in-place NumPy implementation of ``rule``'s benchmark configuration."""
+    hp = {**_defaults(rule), **CONFIGS[rule]}
+    tmp = np.empty_like(param)
+    s = [np.zeros_like(param) for _ in range(N_STATE[rule])]
+    count = [0]
+    lr = hp["lr"]
+
+    def adam_moments(m, v, b1, b2):
+        t = tmp
+        np.subtract(g, m, out=t)
+        t *= 1 - b1
+        m += t
+        v *= b2
+        np.multiply(g, g, out=t)
+        t *= 1 - b2
+        v += t
+
+    def sgd():
+        p, t = param, tmp
+        (buf,) = s
+        buf *= hp["momentum"]
+        buf += g
+        np.multiply(buf, lr, out=t)
+        p -= t
+
+    def adagrad():
+        p, t = param, tmp
+        (acc,) = s
+        np.multiply(g, g, out=t)
+        acc += t
+        np.sqrt(acc, out=t)
+        t += hp["eps"]
+        np.divide(g, t, out=t)
+        t *= lr
+        p -= t
+
+    def adadelta():
+        p, t = param, tmp
+        u, a = s
+        rho, eps = hp["rho"], hp["eps"]
+        u *= rho
+        np.multiply(g, g, out=t)
+        t *= 1 - rho
+        u += t
+        np.add(u, eps, out=t)
+        np.sqrt(t, out=t)
+        # t <- sqrt(a + eps) / t * g, reusing p's update below
+        d = np.add(a, eps)
+        np.sqrt(d, out=d)
+        np.divide(d, t, out=t)
+        t *= g
+        a *= rho
+        np.multiply(t, t, out=d)
+        d *= 1 - rho
+        a += d
+        t *= lr
+        p -= t
+
+    def rmsprop():
+        p, t = param, tmp
+        (sq,) = s
+        sq *= hp["alpha"]
+        np.multiply(g, g, out=t)
+        t *= 1 - hp["alpha"]
+        sq += t
+        np.sqrt(sq, out=t)
+        t += hp["eps"]
+        np.divide(g, t, out=t)
+        t *= lr
+        p -= t
+
+    def adam(decoupled):
+        p, t = param, tmp
+        m, v = s
+        b1, b2 = hp["betas"]
+        count[0] += 1
+        step = count[0]
+        if decoupled:
+            p *= 1 - lr * hp["weight_decay"]
+        adam_moments(m, v, b1, b2)
+        np.sqrt(v, out=t)
+        t /= math.sqrt(1 - b2**step)
+        t += hp["eps"]
+        np.divide(m, t, out=t)
+        t *= lr / (1 - b1**step)
+        p -= t
+
+    def adamax():
+        p, t = param, tmp
+        m, u = s
+        b1, b2 = hp["betas"]
+        count[0] += 1
+        np.subtract(g, m, out=t)
+        t *= 1 - b1
+        m += t
+        u *= b2
+        np.abs(g, out=t)
+        t += hp["eps"]
+        np.maximum(u, t, out=u)
+        np.divide(m, u, out=t)
+        t *= lr / (1 - b1 ** count[0])
+        p -= t
+
+    def nadam():
+        p, t = param, tmp
+        m, v = s
+        b1, b2 = hp["betas"]
+        count[0] += 1
+        step = count[0]
+        psi = hp["momentum_decay"]
+        mu = b1 * (1 - 0.5 * 0.96 ** (step * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((step + 1) * psi))
+        hp["_prod"] = prod = hp.get("_prod", 1.0) * mu
+        adam_moments(m, v, b1, b2)
+        d = np.divide(v, 1 - b2**step)
+        np.sqrt(d, out=d)
+        d += hp["eps"]
+        np.divide(g, d, out=t)
+        t *= lr * (1 - mu) / (1 - prod)
+        p -= t
+        np.divide(m, d, out=t)
+        t *= lr * mu_next / (1 - prod * mu_next)
+        p -= t
+
+    def radam():
+        p, t = param, tmp
+        m, v = s
+        b1, b2 = hp["betas"]
+        count[0] += 1
+        step = count[0]
+        adam_moments(m, v, b1, b2)
+        bc2 = 1 - b2**step
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * step * b2**step / bc2
+        np.multiply(m, lr / (1 - b1**step), out=t)
+        if rho_t > 5:
+            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                          / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            d = np.sqrt(v)
+            d += hp["eps"]
+            np.divide(t, d, out=t)
+            t *= math.sqrt(bc2) * r
+        p -= t
+
+    def lion():
+        p, t = param, tmp
+        (m,) = s
+        b1, b2 = hp["betas"]
+        np.multiply(m, b1, out=t)
+        t += (1 - b1) * g
+        np.sign(t, out=t)
+        t *= lr
+        p -= t
+        m *= b2
+        m += (1 - b2) * g
+
+    table = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
+             "Adam": lambda: adam(False), "AdamW": lambda: adam(True), "Adamax": adamax,
+             "NAdam": nadam, "RAdam": radam, "Lion": lion}
+    return table[rule]
+
+
+def _defaults(rule: str) -> dict[str, Any]:
+    import inspect
+
+    sig = inspect.signature(getattr(fastgd, rule).__init__)
+    return {k: v.default for k, v in sig.parameters.items()
+            if v.default is not inspect.Parameter.empty}
+
+
+# -- workloads -----------------------------------------------------------------------------
+
+
+def single(rule: str, n: int, impl: str, seed: int = 0) -> Callable[[], None] | None:
+    """One step of ``rule`` on one float32 array of ``n`` elements, or None if unavailable.
+
+    Args:
+        rule: optimizer class name, e.g. ``"Adam"``.
+        n: number of parameters.
+        impl: ``"fastgd"``, ``"numpy"`` or ``"torch"``.
+        seed: seed of the random parameter and gradient.
+    """
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32)
+    if impl == "fastgd":
+        opt = getattr(fastgd, rule)([p], **CONFIGS[rule])
+        grads = [g]
+        return lambda: opt.step(grads)
+    if impl == "numpy":
+        return numpy_step(rule, p, g)
+    if impl == "torch":
+        torch = _torch()
+        if torch is None or rule == "Lion":
+            return None
+        tp = torch.from_numpy(p)
+        tp.grad = torch.from_numpy(g)
+        kw = {"fused": True} if rule in TORCH_FUSED else {}
+        topt = getattr(torch.optim, rule)([tp], **CONFIGS[rule], **kw)
+        return topt.step
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def axpy(n: int) -> Callable[[], None]:
+    """The bandwidth baseline: in-place ``y += a*x`` over ``n`` float32 elements."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n, dtype=np.float32)
+    y = rng.standard_normal(n, dtype=np.float32)
+    return lambda: _backend.launch("axpy", "axpy", (), x, 1e-7, y)
+
+
+def model_sizes(seed: int = 0) -> list[int]:
+    """300 model-like tensor sizes from 64 to 262144 (log-uniform), about 2e6 in total."""
+    rng = np.random.default_rng(seed)
+    sizes = np.exp(rng.uniform(np.log(64), np.log(262144), 300)).astype(int)
+    return [int(s) for s in sizes * (2_000_000 / sizes.sum())]
+
+
+def model(rule: str, impl: str) -> Callable[[], None] | None:
+    """One step over the 300-tensor list: FlatParams (fastgd) or separate tensors (torch)."""
+    sizes = model_sizes()
+    rng = np.random.default_rng(1)
+    if impl == "fastgd":
+        flat = fastgd.FlatParams([(s,) for s in sizes])
+        for p, g in zip(flat.params, flat.grads):
+            p[...] = rng.standard_normal(p.shape)
+            g[...] = rng.standard_normal(g.shape)
+        opt = getattr(fastgd, rule)(flat, **CONFIGS[rule])
+        return opt.step
+    if impl == "fastgd-list":
+        ps = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+        gs = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+        opt = getattr(fastgd, rule)(ps, **CONFIGS[rule])
+        return lambda: opt.step(gs)
+    if impl == "torch":
+        torch = _torch()
+        if torch is None or rule == "Lion":
+            return None
+        tps = []
+        for s in sizes:
+            tp = torch.from_numpy(rng.standard_normal(s, dtype=np.float32))
+            tp.grad = torch.from_numpy(rng.standard_normal(s, dtype=np.float32))
+            tps.append(tp)
+        kw = {"fused": True} if rule in TORCH_FUSED else {}
+        return getattr(torch.optim, rule)(tps, **CONFIGS[rule], **kw).step
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+# -- timing for the command line -------------------------------------------------------------
+
+
+def measure(fns: dict[str, Callable[[], None]], rounds: int = 15,
+            min_time: float = 0.01) -> dict[str, float]:
+    """Median seconds per call of each callable, timed in interleaved rounds.
+
+    Each callable is warmed up (compiling what it needs), then every round times each
+    callable once over a batch of calls lasting at least ``min_time``, so slow drifts of a
+    shared machine hit every implementation alike.
+    """
+    batch = {}
+    for name, fn in fns.items():
+        fn()
+        k, t = 1, 0.0
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            t = time.perf_counter() - t0
+            if t >= min_time or k >= 1 << 20:
+                break
+            k *= 4
+        batch[name] = k
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            k = batch[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            times[name].append((time.perf_counter() - t0) / k)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _fmt_time(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:8.1f} us"
+    return f"{s * 1e3:8.2f} ms"
+
+
+def report(rules: Sequence[str] = tuple(CONFIGS), sizes: Sequence[int] = SIZES,
+           rounds: int = 15, model_rules: Sequence[str] = ("Adam", "SGD", "Adagrad"),
+           out: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Measure and print the benchmark tables; return the rows.
+
+    Columns: fastgd time, its GB/s, that as a fraction of the in-place axpy bandwidth
+    measured in the same run, and fastgd's speed-up over the NumPy and torch peers.
+    """
+    rows: list[dict[str, Any]] = []
+    torch = _torch()
+    out(f"fastgd {fastgd.__version__}; numpy {np.__version__}; "
+        f"torch {torch.__version__ if torch else 'not installed'}; float32; median of "
+        f"{rounds} interleaved rounds")
+    head = (f"{'rule':<9}{'n':>10}{'fastgd':>12}{'GB/s':>8}{'x axpy':>8}"
+            f"{'vs numpy':>10}{'vs torch':>10}")
+    out(head)
+    out("-" * len(head))
+    for n in sizes:
+        base = measure({"axpy": axpy(n)}, rounds)["axpy"]
+        axpy_gbs = 12 * n / base / 1e9
+        out(f"{'axpy':<9}{n:>10}{_fmt_time(base):>12}{axpy_gbs:>8.1f}{1.0:>8.2f}")
+        for rule in rules:
+            fns = {impl: fn for impl in ("fastgd", "numpy", "torch")
+                   if (fn := single(rule, n, impl)) is not None}
+            t = measure(fns, rounds)
+            gbs = bytes_per_step(rule, n) / t["fastgd"] / 1e9
+            row = {"rule": rule, "n": n, "fastgd_s": t["fastgd"], "gbps": gbs,
+                   "axpy_fraction": gbs / axpy_gbs, "numpy_s": t["numpy"],
+                   "torch_s": t.get("torch")}
+            rows.append(row)
+            vs_torch = f"{t['torch'] / t['fastgd']:>9.2f}x" if "torch" in t else f"{'-':>10}"
+            out(f"{rule:<9}{n:>10}{_fmt_time(t['fastgd']):>12}{gbs:>8.1f}"
+                f"{gbs / axpy_gbs:>8.2f}{t['numpy'] / t['fastgd']:>9.2f}x{vs_torch}")
+    if model_rules:
+        out("")
+        out("300 tensors (64..262144 elements, ~2e6 in total), float32")
+        head = f"{'rule':<9}{'FlatParams':>12}{'list':>12}{'torch':>12}{'vs torch':>10}"
+        out(head)
+        out("-" * len(head))
+        for rule in model_rules:
+            fns = {impl: fn for impl in ("fastgd", "fastgd-list", "torch")
+                   if (fn := model(rule, impl)) is not None}
+            t = measure(fns, rounds)
+            tt = t.get("torch")
+            out(f"{rule:<9}{_fmt_time(t['fastgd']):>12}{_fmt_time(t['fastgd-list']):>12}"
+                + (f"{_fmt_time(tt):>12}{tt / t['fastgd']:>9.2f}x" if tt else ""))
+            rows.append({"rule": rule, "model": True, "fastgd_s": t["fastgd"],
+                         "list_s": t["fastgd-list"], "torch_s": tt})
+        out("")
+        out("opt.step overhead (Adam)")
+        for n in (1, 1000):
+            fns = {impl: fn for impl in ("fastgd", "torch")
+                   if (fn := single("Adam", n, impl)) is not None}
+            t = measure(fns, rounds)
+            out(f"  n={n:<6} fastgd {_fmt_time(t['fastgd'])}"
+                + (f"   torch fused {_fmt_time(t['torch'])}" if "torch" in t else ""))
+            rows.append({"rule": "Adam", "overhead_n": n, "fastgd_s": t["fastgd"],
+                         "torch_s": t.get("torch")})
+    return rows

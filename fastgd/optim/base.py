@@ -188,9 +188,13 @@ class Optimizer(ABC):
         self.param_groups.append(group)
         if isinstance(raw, FlatParams):
             self._flats.append(raw)
-        self._attached_all = (
-            tuple(self._attached) if all(g is not None for g in self._attached) else None
-        )
+        if len(self._flats) == 1 and len(self._flats[0].grads) == len(self._params):
+            # so that step(flat.grads) is recognized as the attached gradients at once
+            self._attached_all = self._flats[0].grads
+        elif all(g is not None for g in self._attached):
+            self._attached_all = tuple(self._attached)
+        else:
+            self._attached_all = None
 
     # -- hooks for subclasses ----------------------------------------------------------
 

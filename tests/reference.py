@@ -73,21 +73,24 @@ def ref_rmsprop(p, g, state, hp):
         p -= hp["lr"] * g / avg
 
 
-def _decay(p, hp):
-    if hp.get("decoupled_weight_decay", False):
-        p *= 1 - hp["lr"] * hp.get("weight_decay", 0.0)
-
-
-def ref_adam(p, g, state, hp):
+def _adam_moments(p, g, state, hp):
+    """Step count, weight decay (L2 or decoupled) and Adam's two moments, shared by the
+    Adam family. Returns (t, g, m, v, beta1, beta2)."""
     t = state["step"] = state.get("step", 0) + 1
     decoupled = hp.get("decoupled_weight_decay", False)
     g = _prep(p, g, hp, l2=not decoupled)
-    _decay(p, hp)
+    if decoupled:
+        p *= 1 - hp["lr"] * hp.get("weight_decay", 0.0)
     b1, b2 = hp.get("betas", (0.9, 0.999))
     m = state.get("exp_avg", np.zeros_like(p))
     m = m + (1 - b1) * (g - m)
     v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
     state["exp_avg"], state["exp_avg_sq"] = m, v
+    return t, g, m, v, b1, b2
+
+
+def ref_adam(p, g, state, hp):
+    t, g, m, v, b1, b2 = _adam_moments(p, g, state, hp)
     if hp.get("amsgrad", False):
         v = np.maximum(state.get("max_exp_avg_sq", np.zeros_like(p)), v)
         state["max_exp_avg_sq"] = v
@@ -112,34 +115,18 @@ def ref_adamax(p, g, state, hp):
 
 
 def ref_nadam(p, g, state, hp):
-    t = state["step"] = state.get("step", 0) + 1
-    decoupled = hp.get("decoupled_weight_decay", False)
-    g = _prep(p, g, hp, l2=not decoupled)
-    _decay(p, hp)
-    b1, b2 = hp.get("betas", (0.9, 0.999))
+    t, g, m, v, b1, b2 = _adam_moments(p, g, state, hp)
     psi = hp.get("momentum_decay", 4e-3)
     mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
     mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
     prod = state["mu_product"] = state.get("mu_product", 1.0) * mu
-    m = state.get("exp_avg", np.zeros_like(p))
-    m = m + (1 - b1) * (g - m)
-    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
-    state["exp_avg"], state["exp_avg_sq"] = m, v
     denom = np.sqrt(v / (1 - b2**t)) + hp.get("eps", 1e-8)
     p -= hp["lr"] * (1 - mu) / (1 - prod) * (g / denom)
     p -= hp["lr"] * mu_next / (1 - prod * mu_next) * (m / denom)
 
 
 def ref_radam(p, g, state, hp):
-    t = state["step"] = state.get("step", 0) + 1
-    decoupled = hp.get("decoupled_weight_decay", False)
-    g = _prep(p, g, hp, l2=not decoupled)
-    _decay(p, hp)
-    b1, b2 = hp.get("betas", (0.9, 0.999))
-    m = state.get("exp_avg", np.zeros_like(p))
-    m = m + (1 - b1) * (g - m)
-    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
-    state["exp_avg"], state["exp_avg_sq"] = m, v
+    t, g, m, v, b1, b2 = _adam_moments(p, g, state, hp)
     mhat = m / (1 - b1**t)
     rho_inf = 2 / (1 - b2) - 1
     rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)

@@ -5,7 +5,10 @@ dispatched by array type behind one torch.optim-style API. Importing fastgd comp
 nothing; each kernel compiles on first use and is cached on disk.
 """
 
-from fastgd import functional
+from fastgd import clip, functional, schedules
+from fastgd.accumulate import GradientAccumulator
+from fastgd.checkpoint import CheckpointError, load, save
+from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value_
 from fastgd.flat import FlatParams
 from fastgd.optim import (
     SGD,
@@ -30,12 +33,21 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "CheckpointError",
     "FlatParams",
+    "GradientAccumulator",
     "Lion",
     "NAdam",
+    "NonFiniteGradientError",
     "Optimizer",
     "RAdam",
     "RMSprop",
     "__version__",
+    "clip",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "functional",
+    "load",
+    "save",
+    "schedules",
 ]

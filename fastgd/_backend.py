@@ -122,6 +122,23 @@ def _build(module: str, name: str, flags: tuple[tuple[str, bool], ...], parallel
     return k
 
 
+#: Chunks of a parallel reduction: fixed, so results do not depend on the thread count.
+REDUCE_CHUNKS = 16
+
+
+def reduce(name: str, x: np.ndarray, *scalars: float) -> np.ndarray:
+    """Run reduction ``name`` of ``kernels/cpu/reduce.py`` over the 1-D array ``x``.
+
+    Returns:
+        The float64 partial results, one per chunk, for the caller to combine in order.
+    """
+    entry = _variants("reduce", name, ())
+    parallel = x.size >= entry[0]
+    out = np.empty(REDUCE_CHUNKS if parallel else 1)
+    (entry[1 + parallel] or _build("reduce", name, (), parallel))(x, *scalars, out)
+    return out
+
+
 def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
     """Run kernel ``name`` of rule module ``module`` on ``args`` (validated by the caller).
 

@@ -89,3 +89,17 @@ def step(value: Any, name: str = "step") -> float:
     if v < 1.0 or v != int(v):
         raise ValueError(f"Invalid {name} value: {value!r} ({name} must be an integer >= 1)")
     return v
+
+
+def lr_or_schedule(value: Any, name: str = "lr") -> Any:
+    """A learning rate (float) or a :mod:`fastgd.schedules` schedule (also as a spec dict)."""
+    from fastgd.schedules import Schedule, from_spec
+
+    if isinstance(value, Schedule):
+        return value
+    if isinstance(value, dict) and "schedule" in value:
+        return from_spec(value)
+    if callable(value):
+        raise TypeError(f"{name} must be a float or a fastgd.schedules schedule, got "
+                        f"{value!r}; wrap other callables with a schedule")
+    return lr(value, name)

@@ -15,7 +15,32 @@ import numpy as np
 
 from fastgd import _backend
 
-__all__ = ["FlatParams"]
+__all__ = ["FlatParams", "flat_layout"]
+
+
+def flat_layout(layout: Sequence[tuple[tuple[int, ...], np.dtype]]
+                ) -> tuple[dict[np.dtype, np.ndarray], list[np.ndarray]]:
+    """Zeroed buffers, one per dtype, and views of the given shapes laid out in order.
+
+    Args:
+        layout: ``(shape, dtype)`` per array.
+
+    Returns:
+        ``(buffers, views)``: dtype -> 1-D buffer, and one view per layout entry; views of
+        one dtype lie back to back in their buffer, in the order given.
+    """
+    totals: dict[np.dtype, int] = {}
+    for shape, dt in layout:
+        totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
+    buffers = {dt: np.zeros(n, dt) for dt, n in totals.items()}
+    offsets = dict.fromkeys(totals, 0)
+    views = []
+    for shape, dt in layout:
+        n = int(np.prod(shape, dtype=np.int64))
+        o = offsets[dt]
+        offsets[dt] = o + n
+        views.append(buffers[dt][o : o + n].reshape(shape))
+    return buffers, views
 
 
 class FlatParams:
@@ -41,6 +66,7 @@ class FlatParams:
         >>> opt = fastgd.SGD(flat, lr=0.1)
         >>> flat.grads[1][:] = 1.0
         >>> opt.step()          # one kernel call over both arrays
+        True
         >>> b
         array([0.9, 0.9], dtype=float32)
     """
@@ -68,26 +94,12 @@ class FlatParams:
                 if any(d < 0 for d in shape):
                     raise ValueError(f"specs[{i}] has a negative dimension: {shape}")
                 items.append((shape, dtype, None))
-        totals: dict[np.dtype, int] = {}
-        for shape, dt, _ in items:
-            totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
-        self.buffers: dict[np.dtype, np.ndarray] = {
-            dt: np.zeros(n, dt) for dt, n in totals.items()
-        }
-        self.grad_buffers: dict[np.dtype, np.ndarray] = {
-            dt: np.zeros(n, dt) for dt, n in totals.items()
-        }
-        offsets = dict.fromkeys(totals, 0)
-        params, grads = [], []
-        for shape, dt, src in items:
-            n = int(np.prod(shape, dtype=np.int64))
-            o = offsets[dt]
-            offsets[dt] = o + n
-            p = self.buffers[dt][o : o + n].reshape(shape)
+        layout = [(shape, dt) for shape, dt, _ in items]
+        self.buffers, params = flat_layout(layout)
+        self.grad_buffers, grads = flat_layout(layout)
+        for p, (_, _, src) in zip(params, items):
             if src is not None:
                 p[...] = src
-            params.append(p)
-            grads.append(self.grad_buffers[dt][o : o + n].reshape(shape))
         self.params: tuple[np.ndarray, ...] = tuple(params)
         self.grads: tuple[np.ndarray, ...] = tuple(grads)
 

@@ -25,23 +25,28 @@ class Adadelta(Optimizer):
         eps: :math:`\epsilon`, inside both roots.
         weight_decay: L2 coefficient.
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.Adadelta([w]).step([np.ones(2)])
+        True
         >>> bool((w < 1).all())
         True
     """
 
     def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "rho": rho, "eps": eps,
-                                  "weight_decay": weight_decay, "maximize": maximize})
+                                  "weight_decay": weight_decay, "maximize": maximize},
+                         nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "rho": V.closed_unit("rho", group["rho"]),
             "eps": V.nonneg("eps", group["eps"], "epsilon"),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),

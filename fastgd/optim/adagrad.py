@@ -25,26 +25,30 @@ class Adagrad(Optimizer):
         initial_accumulator_value: the value :math:`s` starts at.
         eps: :math:`\epsilon`, outside the root.
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.Adagrad([w], lr=0.1).step([np.full(2, 3.0)])
+        True
         >>> w.round(6)
         array([0.9, 0.9])
     """
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, *, maximize: bool = False) -> None:
+                 eps: float = 1e-10, *, maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay,
                                   "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value,
-                                  "eps": eps, "maximize": maximize})
+                                  "eps": eps, "maximize": maximize}, nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "lr_decay": V.nonneg("lr_decay", group["lr_decay"]),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
             "initial_accumulator_value": V.nonneg("initial_accumulator_value",

@@ -31,6 +31,8 @@ class Adam(Optimizer):
         weight_decay: :math:`\lambda`.
         amsgrad: use the running maximum of :math:`v` (Reddi et al., 2018).
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
         decoupled_weight_decay: AdamW's decay instead of L2.
 
     Example:
@@ -38,6 +40,7 @@ class Adam(Optimizer):
         >>> params = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
         >>> opt = fastgd.Adam(params, lr=0.1)
         >>> opt.step([np.ones((2, 2), np.float32), None])   # None: no gradient this step
+        True
         >>> params[0].round(4)
         array([[0.9, 0.9],
                [0.9, 0.9]], dtype=float32)
@@ -46,15 +49,17 @@ class Adam(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False) -> None:
+                 decoupled_weight_decay: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "amsgrad": amsgrad,
                                   "maximize": maximize,
-                                  "decoupled_weight_decay": decoupled_weight_decay})
+                                  "decoupled_weight_decay": decoupled_weight_decay},
+                         nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "betas": V.betas(group["betas"]),
             "eps": V.nonneg("eps", group["eps"], "epsilon"),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
@@ -100,6 +105,7 @@ class AdamW(Adam):
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.AdamW([w], lr=0.1, weight_decay=0.5).step([np.zeros(2)])
+        True
         >>> w
         array([0.95, 0.95])
     """
@@ -107,6 +113,7 @@ class AdamW(Adam):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, nonfinite=nonfinite)

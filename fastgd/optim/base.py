@@ -9,16 +9,19 @@ every parameter of a segment shares it (the usual case), it is kept once on the 
 
 from __future__ import annotations
 
+import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from fastgd import _backend
 from fastgd import _validate as V
+from fastgd import clip as _clip
 from fastgd.flat import FlatParams
+from fastgd.schedules import Schedule
 
 __all__ = ["Optimizer"]
 
@@ -89,13 +92,35 @@ class Optimizer(ABC):
     Args:
         params: a list of arrays, a :class:`~fastgd.FlatParams`, or a list of dicts, each
             with ``"params"`` and per-group hyperparameter overrides.
-        defaults: the hyperparameter defaults of the optimizer.
+        defaults: the hyperparameter defaults of the optimizer. ``lr`` may be a float or a
+            :mod:`fastgd.schedules` schedule, evaluated at :attr:`steps_applied`.
+        nonfinite: what :meth:`step` does when a gradient holds NaN or inf:
+            ``"propagate"`` (apply it, as torch does: NaN reaches the parameters),
+            ``"skip"`` (change nothing, return False) or ``"raise"``
+            (:class:`fastgd.clip.NonFiniteGradientError`, nothing changed). Detection is
+            fused into the norm pass when clipping; otherwise it costs one read of the
+            gradients.
     """
 
     #: Scalar state of a parameter that has not stepped yet.
     _scalar_init: ClassVar[Scalars] = {"step": 0.0}
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    #: The policies for non-finite gradients (see ``nonfinite`` in :class:`Optimizer`).
+    NONFINITE_POLICIES = ("propagate", "skip", "raise")
+
+    def __init__(self, params: Any, defaults: dict[str, Any], *,
+                 nonfinite: str = "propagate") -> None:
+        if nonfinite not in self.NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {self.NONFINITE_POLICIES}, got "
+                             f"{nonfinite!r}")
+        #: What a step does with a NaN or inf gradient: "propagate" (torch's behaviour),
+        #: "skip" (nothing changes, the step is counted in steps_skipped) or "raise".
+        self.nonfinite = nonfinite
+        #: Steps applied / skipped so far; schedules are evaluated at steps_applied.
+        self.steps_applied = 0
+        self.steps_skipped = 0
+        #: The gradient norm of the last step taken with ``clip_norm`` (else None).
+        self.last_grad_norm: float | None = None
         self.defaults = dict(defaults)
         names = tuple(self.defaults)
         getter = operator.itemgetter(*names)
@@ -267,18 +292,36 @@ class Optimizer(ABC):
                 state[name] = np.full(seg.span.size, init, seg.span.dtype)
         return [state[name] for name in names]
 
-    def step(self, grads: Sequence[Any] | None = None) -> None:
-        """Apply one update to every parameter, in place.
+    def step(self, grads: Sequence[Any] | None = None, *, grad_scale: float = 1.0,
+             clip_norm: float | None = None, norm_type: float | str = 2.0) -> bool:
+        r"""Apply one update to every parameter, in place.
+
+        Everything is checked first (gradients, hyperparameters, scheduled learning rates,
+        the non-finite policy), so a call that raises changes nothing.
 
         Args:
             grads: one gradient per parameter, in the order of the param groups (``None``
                 leaves that parameter and its state untouched this step). Omit it when the
                 parameters come from a :class:`~fastgd.FlatParams`: its gradient views are
                 used, and each group's update is one kernel call per dtype.
+            grad_scale: a factor applied to every gradient inside the update kernel (e.g.
+                ``1/k`` for the mean of ``k`` accumulated micro-batches); no extra pass.
+            clip_norm: clip the gradients to this total norm first, as
+                :func:`fastgd.clip.clip_grad_norm_` would, fused: one reduction pass for
+                the norm, the scale folded into the update kernel. The norm (before
+                clipping, after ``grad_scale``) is kept in :attr:`last_grad_norm`.
+            norm_type: the norm ``clip_norm`` bounds: ``p > 0`` or ``inf``.
+
+        Returns:
+            True if the update was applied; False if it was skipped because a gradient was
+            not finite and ``nonfinite="skip"`` (parameters, state and step counts
+            untouched; :attr:`steps_skipped` counts these).
 
         Raises:
-            TypeError, ValueError: wrong number, shape, dtype or type of gradients, or a
-                hyperparameter set to an invalid value; raised before anything changes.
+            TypeError, ValueError: wrong number, shape, dtype or type of gradients, or an
+                invalid hyperparameter; raised before anything changes.
+            fastgd.clip.NonFiniteGradientError: a gradient is NaN or inf and
+                ``nonfinite="raise"``; nothing changed.
         """
         attached = grads is None or grads is self._attached_all
         if attached:
@@ -290,13 +333,72 @@ class Optimizer(ABC):
             gl: Sequence[Any] = self._attached_all
         else:
             gl = self._check_grads(grads)
-        hps = [self._hyper(gi) for gi in range(len(self.param_groups))]
-        for gi, hp in enumerate(hps):
-            names = self._state_names(hp)
-            gs = -1.0 if hp["maximize"] else 1.0
-            for seg in self._segments[gi]:
-                ss = seg.shared
-                if ss is not None:
+        scale = 1.0 if grad_scale == 1.0 else V.real("grad_scale", grad_scale)
+        if clip_norm is not None:
+            clip_norm = V.nonneg("clip_norm", clip_norm)
+            p_norm = _clip._norm_type(norm_type)
+        hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
+        plan = self._plan(gl, attached)
+        if clip_norm is not None or self.nonfinite != "propagate":
+            spans = [g for _, _, pieces in plan for _, _, g in pieces]
+            if clip_norm is not None:
+                norm = _clip.total_norm(spans, p_norm) * abs(scale)
+                self.last_grad_norm = norm
+                finite = math.isfinite(norm)
+            else:
+                finite = _clip.all_finite(spans)
+            if not finite and self.nonfinite != "propagate":
+                if self.nonfinite == "raise":
+                    raise _clip.NonFiniteGradientError(self._nonfinite_message(gl))
+                self.steps_skipped += 1
+                return False
+            if clip_norm is not None:
+                scale *= _clip.clip_coef(clip_norm, norm)
+        for gi, seg, pieces in plan:
+            hp = hps[gi]
+            state = self._ensure_state(seg, hp, self._state_names(hp))
+            gs = -scale if hp["maximize"] else scale
+            if len(pieces) == 1 and pieces[0][0] == -1:
+                seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span, state)
+                continue
+            if seg.shared is not None:
+                for i in seg.index:
+                    self._scalars[i] = seg.shared
+                seg.shared = None
+            for k0, k1, g in pieces:
+                lo, hi = seg.offsets[k0], seg.offsets[k1]
+                new = self._update(hp, self._scalars[seg.index[k0]], gs, g, seg.span[lo:hi],
+                                   [s[lo:hi] for s in state])
+                for k in range(k0, k1):
+                    self._scalars[seg.index[k]] = new
+            first = self._scalars[seg.index[0]]
+            if all(self._scalars[i] == first for i in seg.index):
+                seg.shared = first
+        self.steps_applied += 1
+        return True
+
+    def _scheduled(self, gi: int) -> dict[str, Any]:
+        """Group ``gi``'s checked hyperparameters with the learning rate of this step."""
+        hp = self._hyper(gi)
+        lr = hp["lr"]
+        if isinstance(lr, Schedule):
+            hp = dict(hp)
+            value = lr(self.steps_applied)
+            hp["lr"] = V.lr(value, f"param_groups[{gi}]['lr'] schedule at step "
+                                   f"{self.steps_applied}")
+        return hp
+
+    def _plan(self, gl: Sequence[Any], attached: bool) -> list[tuple[int, _Segment, Any]]:
+        """The kernel calls of a step, computed without changing anything.
+
+        Returns ``(group, segment, pieces)`` items; ``pieces`` lists ``(k0, k1, gspan)``,
+        parameters ``k0:k1`` of the segment with their gradients as one 1-D span, or is
+        ``[(-1, -1, gspan)]`` for the whole segment at its shared scalar state.
+        """
+        plan = []
+        for gi, segs in enumerate(self._segments):
+            for seg in segs:
+                if seg.shared is not None:
                     if attached:
                         gspan = seg.grad_span
                     elif len(seg.index) == 1:
@@ -307,21 +409,19 @@ class Optimizer(ABC):
                         gspan = (None if any(g is None for g in seg_grads)
                                  else _backend.span(seg_grads))
                     if gspan is not None:
-                        state = self._ensure_state(seg, hp, names)
-                        seg.shared = self._update(hp, ss, gs, gspan, seg.span, state)
+                        plan.append((gi, seg, [(-1, -1, gspan)]))
                         continue
-                self._step_runs(seg, hp, names, gs, gl)
+                pieces = self._pieces(seg, gl)
+                if pieces:
+                    plan.append((gi, seg, pieces))
+        return plan
 
-    def _step_runs(self, seg: _Segment, hp: Mapping[str, Any], names: tuple[str, ...],
-                   gs: float, gl: Sequence[Any]) -> None:
-        """Step a segment whose parameters differ in gradient layout or scalar state."""
-        if seg.shared is not None:
-            for i in seg.index:
-                self._scalars[i] = seg.shared
-            seg.shared = None
-        state = self._ensure_state(seg, hp, names)
-        # Runs: consecutive parameters with a gradient, equal scalar state, and gradients
-        # that lie back to back in memory.
+    def _pieces(self, seg: _Segment, gl: Sequence[Any]) -> list[tuple[int, int, Any]]:
+        """Runs of a segment's parameters that one kernel call can update together.
+
+        A run: consecutive parameters with a gradient, equal scalar state, and gradients
+        lying back to back in memory.
+        """
         runs: list[list[int]] = []
         prev_ss: Scalars | None = None
         end = None
@@ -330,28 +430,30 @@ class Optimizer(ABC):
             if g is None:
                 prev_ss = None
                 continue
-            ss = self._scalars[i]
+            ss = self._scalar_state(seg, i)
             a = _backend.address(g)
             if prev_ss is not None and ss == prev_ss and a == end:
                 runs[-1].append(k)
             else:
                 runs.append([k])
             prev_ss, end = ss, a + g.nbytes
+        pieces = []
         for run in runs:
             grads = [gl[seg.index[k]] for k in run]
             gspan = _backend.span(grads)
-            pieces = [run] if gspan is not None else [[k] for k in run]
-            for piece in pieces:
-                k0, k1 = piece[0], piece[-1] + 1
-                lo, hi = seg.offsets[k0], seg.offsets[k1]
-                g = gspan if len(pieces) == 1 else gl[seg.index[k0]].reshape(-1)
-                new = self._update(hp, self._scalars[seg.index[k0]], gs, g, seg.span[lo:hi],
-                                   [s[lo:hi] for s in state])
-                for k in piece:
-                    self._scalars[seg.index[k]] = new
-        first = self._scalars[seg.index[0]]
-        if all(self._scalars[i] == first for i in seg.index):
-            seg.shared = first
+            if gspan is not None:
+                pieces.append((run[0], run[-1] + 1, gspan))
+            else:
+                pieces.extend((k, k + 1, g.reshape(-1)) for k, g in zip(run, grads))
+        return pieces
+
+    def _nonfinite_message(self, gl: Sequence[Any]) -> str:
+        bad = [i for i, g in enumerate(gl)
+               if g is not None and not _clip.all_finite([g.reshape(-1)])]
+        shown = ", ".join(f"grads[{i}]" for i in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        return (f"non-finite gradient in {shown} (nonfinite='raise'); nothing was updated. "
+                "Use nonfinite='skip' to skip such steps or 'propagate' to apply them as torch "
+                "does")
 
     def zero_grad(self) -> None:
         """Zero the gradient buffers of the FlatParams this optimizer was built on."""
@@ -391,20 +493,25 @@ class Optimizer(ABC):
 
         Returns:
             ``{"state": {index: {"step": float, <buffer>: array, ...}},
-            "param_groups": [{<hyperparameters>, "params": [indices]}]}``, the layout of
-            torch's state dicts; it holds no pickled objects, so it can be saved with
-            ``np.savez`` and loaded with ``allow_pickle=False``.
+            "param_groups": [{<hyperparameters>, "params": [indices]}],
+            "steps": {"applied": int, "skipped": int}}``, the layout of torch's state
+            dicts plus the step counters; a scheduled ``lr`` appears as its spec dict. It
+            holds no pickled objects, so it can be saved with ``np.savez`` (arrays) and
+            JSON (the rest) and loaded with ``allow_pickle=False``.
         """
         groups = []
         for group, segs in zip(self.param_groups, self._segments):
-            entry = {k: v for k, v in group.items() if k != "params"}
-            entry["params"] = [i for seg in segs for i in seg.index]
-            entry["params"].sort()
+            entry = {k: (v.spec() if isinstance(v, Schedule) else v)
+                     for k, v in group.items() if k != "params"}
+            entry["params"] = sorted(i for seg in segs for i in seg.index)
             groups.append(entry)
-        return {"state": self._param_state(copy=True), "param_groups": groups}
+        return {"state": self._param_state(copy=True), "param_groups": groups,
+                "steps": {"applied": self.steps_applied, "skipped": self.steps_skipped}}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`, into this optimizer's (possibly other) arrays.
+
+        Same as ``opt.prepare_load(state_dict)()``.
 
         Parameters are matched by position, as in torch; state arrays are cast to each
         parameter's dtype. Everything is checked before anything is changed, so a
@@ -414,8 +521,30 @@ class Optimizer(ABC):
             TypeError, ValueError: the structure, group sizes, hyperparameters, state
                 names, shapes or scalars do not fit this optimizer.
         """
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError("state_dict must be a dict with keys 'state' and 'param_groups'")
+        self.prepare_load(state_dict)()
+
+    def prepare_load(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        """Check a state dict against this optimizer; return the function that loads it.
+
+        Nothing changes until the returned function is called, so callers can check
+        several things (a checkpoint's parameters, optimizer and schedule) before
+        changing any.
+
+        Raises:
+            TypeError, ValueError: as :meth:`load_state_dict`.
+        """
+        if not isinstance(state_dict, Mapping) or not (
+            {"state", "param_groups"} <= set(state_dict) <= {"state", "param_groups", "steps"}
+        ):
+            raise ValueError("state_dict must be a dict with keys 'state', 'param_groups' "
+                             "(and optionally 'steps')")
+        steps = state_dict.get("steps", {"applied": 0, "skipped": 0})
+        if not isinstance(steps, Mapping) or set(steps) != {"applied", "skipped"} or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+            for v in steps.values()
+        ):
+            raise ValueError(f"state_dict['steps'] must be {{'applied': n, 'skipped': k}} "
+                             f"with integers >= 0, got {steps!r}")
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
         if not isinstance(saved_groups, Sequence) or not isinstance(saved_state, Mapping):
@@ -440,7 +569,10 @@ class Optimizer(ABC):
                                  f"saved by {type(self).__name__}")
             new_group = {k: v for k, v in saved.items() if k != "params"}
             new_group["params"] = group["params"]
-            new_hps.append(self._normalize(new_group))
+            hp = self._normalize(new_group)
+            # checked values (a spec dict becomes its schedule again, a list of betas a tuple)
+            new_group.update((k, hp[k]) for k in self.defaults)
+            new_hps.append(hp)
             new_groups.append(new_group)
             for sid, i in zip(ids, ours):
                 if sid in id_map:
@@ -485,25 +617,29 @@ class Optimizer(ABC):
                                      f"params[{i}] has shape {p.shape}")
                 arrays[name] = a
             loaded[i] = (scalars, arrays)
-        # Everything checked: apply.
-        for gi, (new_group, hp) in enumerate(zip(new_groups, new_hps)):
-            self.param_groups[gi] = new_group
-            self._checked[gi] = (self._hp_key(new_group), hp)
-            names = self._state_names(hp)
-            for seg in self._segments[gi]:
-                seg.state = {}
-                self._ensure_state(seg, hp, names)
-                for k, i in enumerate(seg.index):
-                    if i in loaded:
-                        scalars, arrays = loaded[i]
-                        for name, a in arrays.items():
-                            seg.view(name, k)[...] = a
-                        self._scalars[i] = scalars
-                    else:
-                        self._scalars[i] = self._scalar_init
-                first = self._scalars[seg.index[0]]
-                seg.shared = (first if all(self._scalars[i] == first for i in seg.index)
-                              else None)
+        def apply() -> None:
+            self.steps_applied = int(steps["applied"])
+            self.steps_skipped = int(steps["skipped"])
+            for gi, (new_group, hp) in enumerate(zip(new_groups, new_hps)):
+                self.param_groups[gi] = new_group
+                self._checked[gi] = (self._hp_key(new_group), hp)
+                names = self._state_names(hp)
+                for seg in self._segments[gi]:
+                    seg.state = {}
+                    self._ensure_state(seg, hp, names)
+                    for k, i in enumerate(seg.index):
+                        if i in loaded:
+                            scalars, arrays = loaded[i]
+                            for name, a in arrays.items():
+                                seg.view(name, k)[...] = a
+                            self._scalars[i] = scalars
+                        else:
+                            self._scalars[i] = self._scalar_init
+                    first = self._scalars[seg.index[0]]
+                    seg.shared = (first if all(self._scalars[i] == first for i in seg.index)
+                                  else None)
+
+        return apply
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

@@ -29,24 +29,28 @@ class Lion(Optimizer):
         betas: :math:`(\beta_1, \beta_2)`.
         weight_decay: decoupled decay :math:`\lambda`.
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.Lion([w], lr=0.1).step([np.array([2.0, -3.0])])
+        True
         >>> w
         array([0.9, 1.1])
     """
 
     def __init__(self, params: Any, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay,
-                                  "maximize": maximize})
+                                  "maximize": maximize}, nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "betas": V.betas(group["betas"]),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
             "maximize": V.flag("maximize", group["maximize"]),

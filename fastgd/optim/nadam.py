@@ -28,11 +28,14 @@ class NAdam(Optimizer):
         momentum_decay: :math:`\psi`.
         decoupled_weight_decay: decay the parameter (NAdamW) instead of L2.
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.NAdam([w]).step([np.ones(2)])
+        True
         >>> bool((w < 1).all())
         True
     """
@@ -42,16 +45,17 @@ class NAdam(Optimizer):
     def __init__(self, params: Any, lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None:
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay,
                                   "momentum_decay": momentum_decay,
                                   "decoupled_weight_decay": decoupled_weight_decay,
-                                  "maximize": maximize})
+                                  "maximize": maximize}, nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "betas": V.betas(group["betas"]),
             "eps": V.nonneg("eps", group["eps"], "epsilon"),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),

@@ -30,11 +30,14 @@ class RAdam(Optimizer):
         weight_decay: :math:`\lambda`.
         decoupled_weight_decay: decay the parameter (RAdamW) instead of L2.
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.RAdam([w], lr=0.1).step([np.ones(2)])
+        True
         >>> w.round(6)
         array([0.9, 0.9])
     """
@@ -42,15 +45,16 @@ class RAdam(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay,
                                   "decoupled_weight_decay": decoupled_weight_decay,
-                                  "maximize": maximize})
+                                  "maximize": maximize}, nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "betas": V.betas(group["betas"]),
             "eps": V.nonneg("eps", group["eps"], "epsilon"),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),

@@ -32,25 +32,29 @@ class RMSprop(Optimizer):
         momentum: :math:`\mu`.
         centered: normalize by the estimated variance of the gradient.
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(2)
         >>> fastgd.RMSprop([w], lr=0.01).step([np.ones(2)])
+        True
         >>> w.round(3)
         array([0.9, 0.9])
     """
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, *, maximize: bool = False) -> None:
+                 centered: bool = False, *, maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
                                   "weight_decay": weight_decay, "momentum": momentum,
-                                  "centered": centered, "maximize": maximize})
+                                  "centered": centered, "maximize": maximize}, nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "alpha": V.nonneg("alpha", group["alpha"]),
             "eps": V.nonneg("eps", group["eps"], "epsilon"),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),

@@ -32,26 +32,30 @@ class SGD(Optimizer):
         weight_decay: L2 coefficient :math:`\lambda`.
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
+            (see :class:`~fastgd.Optimizer`).
 
     Example:
         >>> import numpy as np, fastgd
         >>> w = np.ones(3, np.float32)
         >>> opt = fastgd.SGD([w], lr=0.1, momentum=0.9)
         >>> opt.step([np.ones(3, np.float32)])
+        True
         >>> w
         array([0.9, 0.9, 0.9], dtype=float32)
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-                 *, maximize: bool = False) -> None:
+                 *, maximize: bool = False,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "weight_decay": weight_decay, "nesterov": nesterov,
-                                  "maximize": maximize})
+                                  "maximize": maximize}, nonfinite=nonfinite)
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         hp = {
-            "lr": V.lr(group["lr"]),
+            "lr": V.lr_or_schedule(group["lr"]),
             "momentum": V.nonneg("momentum", group["momentum"]),
             "dampening": V.real("dampening", group["dampening"]),
             "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),

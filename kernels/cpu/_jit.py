@@ -64,10 +64,14 @@ class KernelRule:
         factory: ``factory(**flags)`` returns the loop body, a plain Python function that
             loops with ``numba.prange``.
         threshold: arrays of at least this many elements take the parallel build.
+        fastmath: specific LLVM fast-math flags, for reductions only (``{"reassoc"}`` lets
+            a float sum vectorize); never the no-NaN/no-inf ones.
     """
 
-    def __init__(self, factory: Callable[..., Callable[..., None]], threshold: int) -> None:
+    def __init__(self, factory: Callable[..., Callable[..., None]], threshold: int,
+                 fastmath: frozenset[str] | None = None) -> None:
         self._factory = factory
+        self._options = dict(_JIT_OPTIONS, **({"fastmath": set(fastmath)} if fastmath else {}))
         self.threshold = int(_OVERRIDE) if _OVERRIDE else threshold
         self._compiled: dict[tuple[Any, ...], Any] = {}
         self.__name__ = factory.__name__
@@ -90,7 +94,7 @@ class KernelRule:
             body.__name__ = body.__qualname__ = (
                 f"{self.__name__}{suffix}_{'parallel' if parallel else 'serial'}"
             )
-            dispatcher = njit(parallel=parallel, **_JIT_OPTIONS)(body)
+            dispatcher = njit(parallel=parallel, **self._options)(body)
             self._compiled[key] = dispatcher
         return dispatcher
 
@@ -103,11 +107,13 @@ class KernelRule:
         return dict(self._compiled)
 
 
-def rule(threshold: int) -> Callable[[Callable[..., Callable[..., None]]], KernelRule]:
+def rule(threshold: int, fastmath: frozenset[str] | None = None
+         ) -> Callable[[Callable[..., Callable[..., None]]], KernelRule]:
     """Decorator turning a body factory into a :class:`KernelRule`.
 
     Args:
         threshold: :data:`HEAVY_THRESHOLD` or :data:`LIGHT_THRESHOLD`, by the work the
             rule does per element.
+        fastmath: see :class:`KernelRule`.
     """
-    return lambda factory: KernelRule(factory, threshold)
+    return lambda factory: KernelRule(factory, threshold, fastmath)

@@ -1,0 +1,180 @@
+r"""Gradient clipping: global-norm and value clipping, as torch.nn.utils does it.
+
+The norm is a parallel reduction kernel over each gradient array (one pass, float64
+partial sums in a fixed chunking, so the result is deterministic whatever the thread
+count). Clipping inside an optimizer step is cheaper still:
+``opt.step(grads, clip_norm=1.0)`` computes the norm in one pass and feeds the scale to the
+update kernel as a scalar, two passes over memory in all instead of three.
+
+Example:
+    >>> import numpy as np
+    >>> from fastgd.clip import clip_grad_norm_
+    >>> g = [np.array([3.0, 4.0])]
+    >>> clip_grad_norm_(g, max_norm=1.0)
+    5.0
+    >>> g[0].round(6)
+    array([0.6, 0.8])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastgd import _backend
+from fastgd import _validate as V
+
+__all__ = ["NonFiniteGradientError", "clip_grad_norm_", "clip_grad_value_", "grad_norm"]
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient holds NaN or inf where the policy asks to raise."""
+
+
+def _norm_type(norm_type: Any) -> float:
+    if isinstance(norm_type, str) and norm_type.lower() == "inf":
+        return math.inf
+    p = float(norm_type) if isinstance(norm_type, (int, float)) and not isinstance(
+        norm_type, bool) else None
+    if p is None or math.isnan(p) or p <= 0:
+        raise ValueError(f"norm_type must be a number > 0 or inf, got {norm_type!r}")
+    return p
+
+
+def total_norm(spans: Iterable[np.ndarray], norm_type: float) -> float:
+    """The ``norm_type``-norm of all elements of the 1-D arrays ``spans`` together."""
+    if norm_type == math.inf:
+        out = 0.0
+        for s in spans:
+            m = float(np.max(_backend.reduce("absmax", s))) if s.size else 0.0
+            if m != m:
+                return math.nan
+            out = max(out, m)
+        return out
+    acc = 0.0
+    for s in spans:
+        if s.size:
+            if norm_type == 2.0:
+                part = _backend.reduce("sumsq", s)
+            else:
+                part = _backend.reduce("sumpow", s, norm_type)
+            acc += float(part.sum())
+    if norm_type == 1.0:
+        return acc
+    if norm_type == 2.0:
+        return math.sqrt(acc)
+    return acc ** (1.0 / norm_type)
+
+
+def clip_coef(max_norm: float, norm: float) -> float:
+    """The clipping factor of torch: ``min(1, max_norm / (norm + 1e-6))``, NaN for a NaN norm."""
+    coef = max_norm / (norm + 1e-6)
+    return coef if not coef >= 1.0 else 1.0
+
+
+def all_finite(spans: Iterable[np.ndarray]) -> bool:
+    """Whether every element of the 1-D arrays ``spans`` is finite (one read pass)."""
+    for s in spans:
+        if s.size and not float(_backend.reduce("nonfinite", s).sum()) == 0.0:
+            return False
+    return True
+
+
+def _grad_list(grads: Any, name: str = "grads") -> list[np.ndarray]:
+    if isinstance(grads, np.ndarray) or _backend.is_cupy(grads):
+        grads = [grads]
+    if not isinstance(grads, (Sequence, Iterable)):
+        raise TypeError(f"{name} must be an array or a list of arrays, got "
+                        f"{type(grads).__name__}")
+    out = []
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        _backend.check_array(g, f"{name}[{i}]", writeable=True)
+        out.append(g)
+    return out
+
+
+def grad_norm(grads: Any, norm_type: float | str = 2.0) -> float:
+    r"""The total norm of all gradients, as if concatenated into one vector.
+
+    .. math:: \|g\|_p = \Big(\sum_i |g_i|^p\Big)^{1/p},\quad \|g\|_\infty = \max_i |g_i|
+
+    Args:
+        grads: an array or a list of arrays (``None`` entries are ignored).
+        norm_type: ``p > 0`` or ``inf`` (``"inf"``).
+
+    Returns:
+        The norm as a Python float (NaN or inf when a gradient is not finite).
+
+    Example:
+        >>> grad_norm([np.array([3.0]), np.array([4.0])])
+        5.0
+    """
+    p = _norm_type(norm_type)
+    return total_norm([g.reshape(-1) for g in _grad_list(grads)], p)
+
+
+def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float | str = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
+    r"""Scale gradients in place so that their total norm is at most ``max_norm``.
+
+    torch.nn.utils.clip_grad_norm_'s rule:
+
+    .. math:: g \leftarrow g\cdot\min\Big(1, \frac{\text{max\_norm}}{\|g\| + 10^{-6}}\Big)
+
+    Args:
+        grads: an array or a list of arrays, updated in place.
+        max_norm: the bound, finite and >= 0.
+        norm_type: ``p > 0`` or ``inf``.
+        error_if_nonfinite: raise :class:`NonFiniteGradientError` (and change nothing) if
+            the norm is NaN or inf.
+
+    Returns:
+        The total norm before clipping.
+
+    Example:
+        >>> g = [np.array([0.3, 0.4])]
+        >>> clip_grad_norm_(g, 1.0), g[0]
+        (0.5, array([0.3, 0.4]))
+    """
+    max_norm = V.nonneg("max_norm", max_norm)
+    p = _norm_type(norm_type)
+    V.flag("error_if_nonfinite", error_if_nonfinite)
+    gl = _grad_list(grads)
+    spans = [g.reshape(-1) for g in gl]
+    norm = total_norm(spans, p)
+    if error_if_nonfinite and not math.isfinite(norm):
+        raise NonFiniteGradientError(
+            f"the total norm of order {norm_type} of the gradients is {norm}; "
+            "set error_if_nonfinite=False to clip anyway"
+        )
+    coef = clip_coef(max_norm, norm)
+    if coef != 1.0:
+        for s in spans:
+            if s.size:
+                _backend.launch("reduce", "scale", (), coef, s)
+    return norm
+
+
+def clip_grad_value_(grads: Any, clip_value: float) -> None:
+    """Clamp every gradient element to ``[-clip_value, clip_value]`` in place.
+
+    NaN stays NaN (as torch.clamp).
+
+    Args:
+        grads: an array or a list of arrays, updated in place.
+        clip_value: the bound, finite and >= 0.
+
+    Example:
+        >>> g = [np.array([-3.0, 0.5, 2.0])]
+        >>> clip_grad_value_(g, 1.0); g[0]
+        array([-1. ,  0.5,  1. ])
+    """
+    c = V.nonneg("clip_value", clip_value)
+    for g in _grad_list(grads):
+        if g.size:
+            _backend.launch("reduce", "clamp", (), -c, c, g.reshape(-1))

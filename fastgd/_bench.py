@@ -306,6 +306,42 @@ def model(rule: str, impl: str) -> Callable[[], None] | None:
     raise ValueError(f"unknown impl {impl!r}")
 
 
+def clipped(n: int, impl: str) -> Callable[[], None] | None:
+    """An Adam step with global-norm clipping to 1.0 over ``n`` float32 parameters.
+
+    ``impl``: ``"fused"`` (``opt.step(clip_norm=1.0)``: one norm pass + the update),
+    ``"separate"`` (``clip_grad_norm_`` then ``opt.step()``: norm, scale, update passes) or
+    ``"torch"`` (torch.nn.utils.clip_grad_norm_ then fused Adam).
+    """
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32) * 10
+    if impl in ("fused", "separate"):
+        flat = fastgd.FlatParams([p])
+        flat.grads[0][...] = g
+        opt = fastgd.Adam(flat, lr=1e-3)
+        if impl == "fused":
+            return lambda: opt.step(clip_norm=1.0)
+
+        def separate() -> None:
+            fastgd.clip_grad_norm_(flat.grads, 1.0)
+            opt.step()
+
+        return separate
+    torch = _torch()
+    if torch is None:
+        return None
+    tp = torch.from_numpy(p)
+    tp.grad = torch.from_numpy(g)
+    topt = torch.optim.Adam([tp], lr=1e-3, fused=True)
+
+    def step() -> None:
+        torch.nn.utils.clip_grad_norm_([tp], 1.0)
+        topt.step()
+
+    return step
+
+
 # -- timing for the command line -------------------------------------------------------------
 
 
@@ -395,6 +431,18 @@ def report(rules: Sequence[str] = tuple(CONFIGS), sizes: Sequence[int] = SIZES,
                 + (f"{_fmt_time(tt):>12}{tt / t['fastgd']:>9.2f}x" if tt else ""))
             rows.append({"rule": rule, "model": True, "fastgd_s": t["fastgd"],
                          "list_s": t["fastgd-list"], "torch_s": tt})
+        out("")
+        out("Adam with clip_norm=1.0: fused into the step vs clip_grad_norm_ then step")
+        for n in (1_000_000, 10_000_000):
+            fns = {impl: fn for impl in ("fused", "separate", "torch")
+                   if (fn := clipped(n, impl)) is not None}
+            t = measure(fns, rounds)
+            tt = t.get("torch")
+            out(f"  n={n:<9} fused {_fmt_time(t['fused'])}   separate "
+                f"{_fmt_time(t['separate'])} ({t['separate'] / t['fused']:.2f}x)"
+                + (f"   torch {_fmt_time(tt)} ({tt / t['fused']:.2f}x)" if tt else ""))
+            rows.append({"rule": "Adam", "clip_n": n, "fused_s": t["fused"],
+                         "separate_s": t["separate"], "torch_s": tt})
         out("")
         out("opt.step overhead (Adam)")
         for n in (1, 1000):

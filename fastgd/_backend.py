@@ -1,9 +1,10 @@
 """THE dispatch point: an array's type decides which compute layer runs.
 
-NumPy arrays go to the Numba kernels in ``kernels/cpu``. CuPy arrays are recognized by
-their type's module, without importing CuPy, and are refused with a clear error until the
-CUDA backend is installed. Everything that needs to know about array types (validation,
-allocation, the addresses used to find adjacent arrays, kernel launches) asks this module.
+NumPy arrays go to the Numba kernels in ``kernels/cpu``; CuPy arrays to the CuPy kernels in
+``kernels/cuda``. CuPy arrays are recognized by their type's module, so CuPy is imported
+only on first sight of one (and a clear error says so when it is not installed).
+Everything that needs to know about array types (validation, allocation, the addresses
+used to find adjacent arrays, kernel launches, reductions) asks this module.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ __all__ = [
     "FLOAT_DTYPES",
     "address",
     "check_array",
+    "device_of",
     "is_cupy",
+    "kind",
     "launch",
+    "reduce",
     "span",
+    "to_module_of",
+    "xp_of",
 ]
 
 #: The parameter dtypes every rule supports; state is kept in the parameter's dtype.
@@ -34,6 +40,41 @@ def is_cupy(a: Any) -> bool:
     return type(a).__module__.split(".", 1)[0] == "cupy"
 
 
+def _cupy() -> Any:
+    try:
+        import cupy
+    except ImportError:  # pragma: no cover - only without CuPy
+        raise TypeError("a CuPy array was passed but CuPy cannot be imported; install "
+                        "fastgd[cuda12] or fastgd[cuda13]") from None
+    return cupy
+
+
+def xp_of(a: Any) -> Any:
+    """The array module (numpy or cupy) of ``a``."""
+    return _cupy() if is_cupy(a) else np
+
+
+def kind(a: Any) -> str:
+    """"NumPy array", "CuPy array" or the type's name, for error messages."""
+    if type(a) is np.ndarray:
+        return "NumPy array"
+    return "CuPy array" if is_cupy(a) else type(a).__name__
+
+
+def device_of(a: Any) -> int:
+    """The CUDA device id of a CuPy array, -1 for host arrays."""
+    return a.device.id if is_cupy(a) else -1
+
+
+def to_module_of(a: Any, like: Any) -> Any:
+    """``a`` as an array of ``like``'s module and device (a copy across host/device)."""
+    if is_cupy(like):
+        cp = _cupy()
+        with cp.cuda.Device(like.device.id):
+            return cp.asarray(a)
+    return a.get() if is_cupy(a) else np.asarray(a)
+
+
 def check_array(a: Any, name: str, *, writeable: bool = False) -> np.ndarray:
     """Check that ``a`` is an array fastgd can update and return it.
 
@@ -44,21 +85,16 @@ def check_array(a: Any, name: str, *, writeable: bool = False) -> np.ndarray:
             be writeable and C-contiguous.
 
     Raises:
-        TypeError: not a NumPy array (a CuPy array when the CUDA backend is not installed),
-            or a dtype other than float32 / float64.
+        TypeError: not a NumPy or CuPy array, or a dtype other than float32 / float64.
         ValueError: ``writeable`` and the array is read-only or not C-contiguous.
     """
     if type(a) is not np.ndarray:
-        if is_cupy(a):
-            raise TypeError(
-                f"{name} is a CuPy array, but CUDA support is not installed in this version "
-                "of fastgd; pass NumPy arrays"
-            )
-        raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
+        if not is_cupy(a) or not isinstance(a, _cupy().ndarray):
+            raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} has dtype {a.dtype}; fastgd supports float32 and float64")
     if writeable:
-        if not a.flags.writeable:
+        if not getattr(a.flags, "writeable", True):
             raise ValueError(f"{name} is read-only; parameters and state are updated in place")
         if not a.flags.c_contiguous:
             raise ValueError(
@@ -69,9 +105,11 @@ def check_array(a: Any, name: str, *, writeable: bool = False) -> np.ndarray:
     return a
 
 
-def address(a: np.ndarray) -> int:
-    """The address of an array's first element."""
-    return a.__array_interface__["data"][0]
+def address(a: Any) -> int:
+    """The address of an array's first element (host or device)."""
+    if type(a) is np.ndarray:
+        return a.__array_interface__["data"][0]
+    return a.data.ptr
 
 
 def span(arrays: list[np.ndarray]) -> np.ndarray | None:
@@ -84,7 +122,9 @@ def span(arrays: list[np.ndarray]) -> np.ndarray | None:
     if len(arrays) == 1:
         return first.reshape(-1)
     base = first.base if first.base is not None else first
-    if type(base) is not np.ndarray or base.dtype != first.dtype or not base.flags.c_contiguous:
+    if type(base) is not type(first) or base.dtype != first.dtype or (
+        not base.flags.c_contiguous
+    ):
         return None
     itemsize = first.itemsize
     start, rem = divmod(address(first) - address(base), itemsize)
@@ -102,9 +142,9 @@ def span(arrays: list[np.ndarray]) -> np.ndarray | None:
     return base.reshape(-1)[start : start + total]
 
 
-def kernel_rule(module: str, name: str) -> Any:
-    """The :class:`~fastgd.kernels.cpu._jit.KernelRule` ``name`` of rule module ``module``."""
-    return getattr(importlib.import_module(f"fastgd.kernels.cpu.{module}"), name)
+def kernel_rule(module: str, name: str, backend: str = "cpu") -> Any:
+    """Kernel ``name`` of rule module ``module`` in ``kernels/<backend>``."""
+    return getattr(importlib.import_module(f"fastgd.kernels.{backend}.{module}"), name)
 
 
 def _variants(module: str, name: str, flags: tuple[tuple[str, bool], ...]) -> list[Any]:
@@ -126,12 +166,15 @@ def _build(module: str, name: str, flags: tuple[tuple[str, bool], ...], parallel
 REDUCE_CHUNKS = 16
 
 
-def reduce(name: str, x: np.ndarray, *scalars: float) -> np.ndarray:
-    """Run reduction ``name`` of ``kernels/cpu/reduce.py`` over the 1-D array ``x``.
+def reduce(name: str, x: Any, *scalars: float) -> Any:
+    """Run reduction ``name`` of ``kernels/<backend>/reduce.py`` over the 1-D array ``x``.
 
     Returns:
-        The float64 partial results, one per chunk, for the caller to combine in order.
+        The float64 partial results, for the caller to combine in order: a NumPy array
+        (one per chunk) for NumPy input, a 1-element device array for CuPy input.
     """
+    if type(x) is not np.ndarray:
+        return kernel_rule("reduce", name, "cuda")(x, *scalars)
     entry = _variants("reduce", name, ())
     parallel = x.size >= entry[0]
     out = np.empty(REDUCE_CHUNKS if parallel else 1)
@@ -142,8 +185,9 @@ def reduce(name: str, x: np.ndarray, *scalars: float) -> np.ndarray:
 def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
     """Run kernel ``name`` of rule module ``module`` on ``args`` (validated by the caller).
 
-    The serial build runs below the rule's threshold (``KernelRule.threshold``, measured
-    per kind of rule), the parallel build from there on.
+    NumPy arrays run the Numba kernel: the serial build below the rule's threshold
+    (``KernelRule.threshold``, measured per kind of rule), the parallel build from there
+    on. CuPy arrays run the CuPy twin (one launch).
 
     Args:
         module: the kernel module's stem, e.g. ``"adam"``.
@@ -151,6 +195,41 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
         flags: variant flags as sorted ``(name, value)`` pairs.
         *args: the kernel's arguments: 1-D arrays of equal length and Python floats.
     """
+    last = args[-1]
+    if type(last) is not np.ndarray:
+        _launch_cuda(module, name, flags, args)
+        return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
-    parallel = args[-1].size >= entry[0]
+    parallel = last.size >= entry[0]
     (entry[1 + parallel] or _build(module, name, flags, parallel))(*args)
+
+
+_cuda_rules: dict[tuple[str, str], Any] = {}
+_device_scalars: dict[tuple[float, str, int], Any] = {}
+
+
+def device_scalar(value: float, like: Any) -> Any:
+    """``value`` as a 1-element device array of ``like``'s dtype and device (cached)."""
+    key = (value, like.dtype.str, like.device.id)
+    a = _device_scalars.get(key)
+    if a is None:
+        if len(_device_scalars) > 64:
+            _device_scalars.clear()
+        cp = _cupy()
+        with cp.cuda.Device(like.device.id):
+            a = _device_scalars[key] = cp.full((1,), value, like.dtype)
+    return a
+
+
+def _launch_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
+                 args: tuple[Any, ...]) -> None:
+    rule = _cuda_rules.get((module, name))
+    if rule is None:
+        rule = _cuda_rules[(module, name)] = kernel_rule(module, name, "cuda")
+    if not args[-1].size:
+        return
+    if "gs" in rule.arg_names:
+        i = rule.arg_names.index("gs")
+        if not is_cupy(args[i]):
+            args = (*args[:i], device_scalar(float(args[i]), args[-1]), *args[i + 1 :])
+    rule(flags, *args)

@@ -57,21 +57,26 @@ def _torch() -> Any:
 # -- the NumPy peer: each rule in place, with one preallocated temporary -----------------
 
 
-def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None]:
-    """A careful in-place NumPy implementation of ``rule``'s benchmark configuration."""
+def numpy_step(rule: str, param: Any, g: Any) -> Callable[[], None]:
+    """A careful in-place implementation of ``rule``'s benchmark configuration.
+
+    Written with plain array expressions of ``param``'s module (NumPy, or CuPy on a GPU),
+    one preallocated temporary, ``out=`` everywhere.
+    """
+    xp = _backend.xp_of(param)
     hp = {**_defaults(rule), **CONFIGS[rule]}
-    tmp = np.empty_like(param)
-    s = [np.zeros_like(param) for _ in range(N_STATE[rule])]
+    tmp = xp.empty_like(param)
+    s = [xp.zeros_like(param) for _ in range(N_STATE[rule])]
     count = [0]
     lr = hp["lr"]
 
     def adam_moments(m, v, b1, b2):
         t = tmp
-        np.subtract(g, m, out=t)
+        xp.subtract(g, m, out=t)
         t *= 1 - b1
         m += t
         v *= b2
-        np.multiply(g, g, out=t)
+        xp.multiply(g, g, out=t)
         t *= 1 - b2
         v += t
 
@@ -80,17 +85,17 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         (buf,) = s
         buf *= hp["momentum"]
         buf += g
-        np.multiply(buf, lr, out=t)
+        xp.multiply(buf, lr, out=t)
         p -= t
 
     def adagrad():
         p, t = param, tmp
         (acc,) = s
-        np.multiply(g, g, out=t)
+        xp.multiply(g, g, out=t)
         acc += t
-        np.sqrt(acc, out=t)
+        xp.sqrt(acc, out=t)
         t += hp["eps"]
-        np.divide(g, t, out=t)
+        xp.divide(g, t, out=t)
         t *= lr
         p -= t
 
@@ -99,18 +104,18 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         u, a = s
         rho, eps = hp["rho"], hp["eps"]
         u *= rho
-        np.multiply(g, g, out=t)
+        xp.multiply(g, g, out=t)
         t *= 1 - rho
         u += t
-        np.add(u, eps, out=t)
-        np.sqrt(t, out=t)
+        xp.add(u, eps, out=t)
+        xp.sqrt(t, out=t)
         # t <- sqrt(a + eps) / t * g, reusing p's update below
-        d = np.add(a, eps)
-        np.sqrt(d, out=d)
-        np.divide(d, t, out=t)
+        d = xp.add(a, eps)
+        xp.sqrt(d, out=d)
+        xp.divide(d, t, out=t)
         t *= g
         a *= rho
-        np.multiply(t, t, out=d)
+        xp.multiply(t, t, out=d)
         d *= 1 - rho
         a += d
         t *= lr
@@ -120,12 +125,12 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         p, t = param, tmp
         (sq,) = s
         sq *= hp["alpha"]
-        np.multiply(g, g, out=t)
+        xp.multiply(g, g, out=t)
         t *= 1 - hp["alpha"]
         sq += t
-        np.sqrt(sq, out=t)
+        xp.sqrt(sq, out=t)
         t += hp["eps"]
-        np.divide(g, t, out=t)
+        xp.divide(g, t, out=t)
         t *= lr
         p -= t
 
@@ -138,10 +143,10 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         if decoupled:
             p *= 1 - lr * hp["weight_decay"]
         adam_moments(m, v, b1, b2)
-        np.sqrt(v, out=t)
+        xp.sqrt(v, out=t)
         t /= math.sqrt(1 - b2**step)
         t += hp["eps"]
-        np.divide(m, t, out=t)
+        xp.divide(m, t, out=t)
         t *= lr / (1 - b1**step)
         p -= t
 
@@ -150,14 +155,14 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         m, u = s
         b1, b2 = hp["betas"]
         count[0] += 1
-        np.subtract(g, m, out=t)
+        xp.subtract(g, m, out=t)
         t *= 1 - b1
         m += t
         u *= b2
-        np.abs(g, out=t)
+        xp.abs(g, out=t)
         t += hp["eps"]
-        np.maximum(u, t, out=u)
-        np.divide(m, u, out=t)
+        xp.maximum(u, t, out=u)
+        xp.divide(m, u, out=t)
         t *= lr / (1 - b1 ** count[0])
         p -= t
 
@@ -172,13 +177,13 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         mu_next = b1 * (1 - 0.5 * 0.96 ** ((step + 1) * psi))
         hp["_prod"] = prod = hp.get("_prod", 1.0) * mu
         adam_moments(m, v, b1, b2)
-        d = np.divide(v, 1 - b2**step)
-        np.sqrt(d, out=d)
+        d = xp.divide(v, 1 - b2**step)
+        xp.sqrt(d, out=d)
         d += hp["eps"]
-        np.divide(g, d, out=t)
+        xp.divide(g, d, out=t)
         t *= lr * (1 - mu) / (1 - prod)
         p -= t
-        np.divide(m, d, out=t)
+        xp.divide(m, d, out=t)
         t *= lr * mu_next / (1 - prod * mu_next)
         p -= t
 
@@ -192,13 +197,13 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         bc2 = 1 - b2**step
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * step * b2**step / bc2
-        np.multiply(m, lr / (1 - b1**step), out=t)
+        xp.multiply(m, lr / (1 - b1**step), out=t)
         if rho_t > 5:
             r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
                           / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-            d = np.sqrt(v)
+            d = xp.sqrt(v)
             d += hp["eps"]
-            np.divide(t, d, out=t)
+            xp.divide(t, d, out=t)
             t *= math.sqrt(bc2) * r
         p -= t
 
@@ -206,9 +211,9 @@ def numpy_step(rule: str, param: np.ndarray, g: np.ndarray) -> Callable[[], None
         p, t = param, tmp
         (m,) = s
         b1, b2 = hp["betas"]
-        np.multiply(m, b1, out=t)
+        xp.multiply(m, b1, out=t)
         t += (1 - b1) * g
-        np.sign(t, out=t)
+        xp.sign(t, out=t)
         t *= lr
         p -= t
         m *= b2
@@ -231,18 +236,21 @@ def _defaults(rule: str) -> dict[str, Any]:
 # -- workloads -----------------------------------------------------------------------------
 
 
-def single(rule: str, n: int, impl: str, seed: int = 0) -> Callable[[], None] | None:
+def single(rule: str, n: int, impl: str, seed: int = 0, xp: Any = np
+           ) -> Callable[[], None] | None:
     """One step of ``rule`` on one float32 array of ``n`` elements, or None if unavailable.
 
     Args:
         rule: optimizer class name, e.g. ``"Adam"``.
         n: number of parameters.
-        impl: ``"fastgd"``, ``"numpy"`` or ``"torch"``.
+        impl: ``"fastgd"``, ``"numpy"`` (plain array expressions: NumPy, or CuPy when
+            ``xp`` is cupy) or ``"torch"`` (on the GPU when ``xp`` is cupy).
         seed: seed of the random parameter and gradient.
+        xp: numpy, or cupy for the GPU workloads.
     """
     rng = np.random.default_rng(seed)
-    p = rng.standard_normal(n, dtype=np.float32)
-    g = rng.standard_normal(n, dtype=np.float32)
+    p = xp.asarray(rng.standard_normal(n, dtype=np.float32))
+    g = xp.asarray(rng.standard_normal(n, dtype=np.float32))
     if impl == "fastgd":
         opt = getattr(fastgd, rule)([p], **CONFIGS[rule])
         grads = [g]
@@ -251,10 +259,10 @@ def single(rule: str, n: int, impl: str, seed: int = 0) -> Callable[[], None] | 
         return numpy_step(rule, p, g)
     if impl == "torch":
         torch = _torch()
-        if torch is None or rule == "Lion":
+        if torch is None or rule == "Lion" or (xp is not np and not torch.cuda.is_available()):
             return None
-        tp = torch.from_numpy(p)
-        tp.grad = torch.from_numpy(g)
+        tp = torch.as_tensor(p, device="cuda") if xp is not np else torch.from_numpy(p)
+        tp.grad = torch.as_tensor(g, device="cuda") if xp is not np else torch.from_numpy(g)
         kw = {"fused": True} if rule in TORCH_FUSED else {}
         topt = getattr(torch.optim, rule)([tp], **CONFIGS[rule], **kw)
         return topt.step
@@ -276,15 +284,15 @@ def model_sizes(seed: int = 0) -> list[int]:
     return [int(s) for s in sizes * (2_000_000 / sizes.sum())]
 
 
-def model(rule: str, impl: str) -> Callable[[], None] | None:
+def model(rule: str, impl: str, xp: Any = np) -> Callable[[], None] | None:
     """One step over the 300-tensor list: FlatParams (fastgd) or separate tensors (torch)."""
     sizes = model_sizes()
     rng = np.random.default_rng(1)
     if impl == "fastgd":
-        flat = fastgd.FlatParams([(s,) for s in sizes])
+        flat = fastgd.FlatParams([(s,) for s in sizes], xp=xp)
         for p, g in zip(flat.params, flat.grads):
-            p[...] = rng.standard_normal(p.shape)
-            g[...] = rng.standard_normal(g.shape)
+            p[...] = xp.asarray(rng.standard_normal(p.shape))
+            g[...] = xp.asarray(rng.standard_normal(g.shape))
         opt = getattr(fastgd, rule)(flat, **CONFIGS[rule])
         return opt.step
     if impl == "fastgd-list":
@@ -294,12 +302,13 @@ def model(rule: str, impl: str) -> Callable[[], None] | None:
         return lambda: opt.step(gs)
     if impl == "torch":
         torch = _torch()
-        if torch is None or rule == "Lion":
+        device = "cpu" if xp is np else "cuda"
+        if torch is None or rule == "Lion" or (device == "cuda" and not torch.cuda.is_available()):
             return None
         tps = []
         for s in sizes:
-            tp = torch.from_numpy(rng.standard_normal(s, dtype=np.float32))
-            tp.grad = torch.from_numpy(rng.standard_normal(s, dtype=np.float32))
+            tp = torch.from_numpy(rng.standard_normal(s, dtype=np.float32)).to(device)
+            tp.grad = torch.from_numpy(rng.standard_normal(s, dtype=np.float32)).to(device)
             tps.append(tp)
         kw = {"fused": True} if rule in TORCH_FUSED else {}
         return getattr(torch.optim, rule)(tps, **CONFIGS[rule], **kw).step
@@ -346,21 +355,25 @@ def clipped(n: int, impl: str) -> Callable[[], None] | None:
 
 
 def measure(fns: dict[str, Callable[[], None]], rounds: int = 15,
-            min_time: float = 0.01) -> dict[str, float]:
+            min_time: float = 0.01, sync: Callable[[], None] | None = None) -> dict[str, float]:
     """Median seconds per call of each callable, timed in interleaved rounds.
 
     Each callable is warmed up (compiling what it needs), then every round times each
     callable once over a batch of calls lasting at least ``min_time``, so slow drifts of a
-    shared machine hit every implementation alike.
+    shared machine hit every implementation alike. ``sync`` (e.g. a CUDA device
+    synchronize) runs before the clock is read at both ends of a batch.
     """
+    sync = sync or (lambda: None)
     batch = {}
     for name, fn in fns.items():
         fn()
+        sync()
         k, t = 1, 0.0
         while True:
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
+            sync()
             t = time.perf_counter() - t0
             if t >= min_time or k >= 1 << 20:
                 break
@@ -370,9 +383,11 @@ def measure(fns: dict[str, Callable[[], None]], rounds: int = 15,
     for _ in range(rounds):
         for name, fn in fns.items():
             k = batch[name]
+            sync()
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
+            sync()
             times[name].append((time.perf_counter() - t0) / k)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -453,4 +468,65 @@ def report(rules: Sequence[str] = tuple(CONFIGS), sizes: Sequence[int] = SIZES,
                 + (f"   torch fused {_fmt_time(t['torch'])}" if "torch" in t else ""))
             rows.append({"rule": "Adam", "overhead_n": n, "fastgd_s": t["fastgd"],
                          "torch_s": t.get("torch")})
+    return rows
+
+
+# -- the GPU --------------------------------------------------------------------------------
+
+CUDA_SIZES = (1_000_000, 10_000_000, 100_000_000)
+
+
+def device_copy(n: int) -> Callable[[], None]:
+    """The GPU bandwidth baseline: a device-to-device copy of ``n`` float32 (8 bytes each)."""
+    import cupy as cp
+
+    src = cp.ones(n, cp.float32)
+    dst = cp.empty_like(src)
+    return lambda: cp.copyto(dst, src)
+
+
+def report_cuda(rules: Sequence[str] = tuple(CONFIGS), sizes: Sequence[int] = CUDA_SIZES,
+                rounds: int = 15, out: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The GPU tables: each rule vs plain CuPy expressions and torch, and the copy bandwidth.
+
+    The fraction column is fastgd's GB/s over the device-to-device copy's GB/s in the same
+    run.
+    """
+    import cupy as cp
+
+    sync = cp.cuda.Device().synchronize
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    torch = _torch()
+    out(f"GPU: {name}; cupy {cp.__version__}; torch "
+        f"{torch.__version__ if torch else 'not installed'}; float32; median of {rounds}")
+    head = (f"{'rule':<9}{'n':>11}{'fastgd':>12}{'GB/s':>8}{'x copy':>8}{'vs cupy':>10}"
+            f"{'vs torch':>10}")
+    out(head)
+    out("-" * len(head))
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        base = measure({"copy": device_copy(n)}, rounds, sync=sync)["copy"]
+        copy_gbs = 8 * n / base / 1e9
+        out(f"{'copy':<9}{n:>11}{_fmt_time(base):>12}{copy_gbs:>8.0f}{1.0:>8.2f}")
+        for rule in rules:
+            fns = {impl: fn for impl in ("fastgd", "numpy", "torch")
+                   if (fn := single(rule, n, impl, xp=cp)) is not None}
+            t = measure(fns, rounds, sync=sync)
+            gbs = bytes_per_step(rule, n) / t["fastgd"] / 1e9
+            vs_torch = f"{t['torch'] / t['fastgd']:>9.2f}x" if "torch" in t else f"{'-':>10}"
+            out(f"{rule:<9}{n:>11}{_fmt_time(t['fastgd']):>12}{gbs:>8.0f}"
+                f"{gbs / copy_gbs:>8.2f}{t['numpy'] / t['fastgd']:>9.2f}x{vs_torch}")
+            rows.append({"rule": rule, "n": n, "fastgd_s": t["fastgd"], "gbps": gbs,
+                         "copy_fraction": gbs / copy_gbs, "cupy_s": t["numpy"],
+                         "torch_s": t.get("torch")})
+    out("")
+    out("300 tensors on the GPU: FlatParams (one launch) vs torch fused over the tensors")
+    for rule in ("Adam", "SGD", "Adagrad"):
+        fns = {impl: fn for impl in ("fastgd", "torch")
+               if (fn := model(rule, impl, xp=cp)) is not None}
+        t = measure(fns, rounds, sync=sync)
+        tt = t.get("torch")
+        out(f"  {rule:<8} FlatParams {_fmt_time(t['fastgd'])}"
+            + (f"   torch {_fmt_time(tt)} ({tt / t['fastgd']:.2f}x)" if tt else ""))
+        rows.append({"rule": rule, "model": True, "fastgd_s": t["fastgd"], "torch_s": tt})
     return rows

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from fastgd import _backend
 from fastgd.flat import flat_layout
 
@@ -59,7 +57,8 @@ class GradientAccumulator:
         self.steps = steps
         self.reduction = reduction
         params = optimizer._params
-        _, self._sums = flat_layout([(p.shape, p.dtype) for p in params])
+        self._xp = _backend.xp_of(params[0])
+        _, self._sums = flat_layout([(p.shape, p.dtype) for p in params], self._xp)
         self._sum_spans = [s.reshape(-1) for s in self._sums]
         self._seen = [False] * len(params)
         #: Micro-batches accumulated in the current window.
@@ -71,7 +70,7 @@ class GradientAccumulator:
                 continue
             s = self._sum_spans[i]
             if not self._seen[i]:
-                np.copyto(s, g.reshape(-1))
+                self._xp.copyto(s, g.reshape(-1))
                 self._seen[i] = True
             elif s.size:
                 _backend.launch("axpy", "axpy", (), g.reshape(-1), 1.0, s)

@@ -272,4 +272,4 @@ def load(path: str | os.PathLike[str], *, params: Any = None, optimizer: Any = N
 
 def _copy_params(plist: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
     for i, p in enumerate(plist):
-        p[...] = arrays[f"params/{i}"]
+        p[...] = _backend.to_module_of(arrays[f"params/{i}"], p)

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="Adam and SGD at 1e4 and 1e6 only, 7 rounds")
     bench.add_argument("--no-model", action="store_true",
                        help="skip the 300-tensor and overhead measurements")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cuda: the GPU tables (CuPy arrays; sizes 1e6, 1e7, 1e8)")
     return parser
 
 
@@ -75,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = args.sizes or ([10_000, 1_000_000] if args.quick else list(_bench.SIZES))
         rounds = 7 if args.quick and args.rounds == 15 else args.rounds
         print("Compiling kernels on first use (cached on disk afterwards)...", flush=True)
+        if args.device == "cuda":
+            _bench.report_cuda(rules, args.sizes or list(_bench.CUDA_SIZES), rounds)
+            return 0
         _bench.report(rules, sizes, rounds,
                       model_rules=() if args.no_model else ("Adam", "SGD", "Adagrad"))
     return 0

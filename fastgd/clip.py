@@ -75,6 +75,42 @@ def clip_coef(max_norm: float, norm: float) -> float:
     return coef if not coef >= 1.0 else 1.0
 
 
+def device_clip_scale(spans: Sequence[Any], norm_type: float, max_norm: float, scale: float,
+                      like: Any) -> tuple[Any, Any]:
+    """The clipped gradient scale and the norm, computed on the GPU without a sync.
+
+    Args:
+        spans: the CuPy gradient spans of the step.
+        norm_type: ``p`` or ``inf``.
+        max_norm: the clipping bound.
+        scale: the step's ``grad_scale``.
+        like: an array of the parameters' dtype and device.
+
+    Returns:
+        ``(gs, norm)``: a 1-element device array ``scale * min(1, max_norm / (norm + 1e-6))``
+        of ``like``'s dtype, and the norm (of the scaled gradients) as a 0-d device array.
+    """
+    cp = _backend._cupy()
+    from fastgd.kernels.cuda.reduce import clip_coef
+
+    with cp.cuda.Device(like.device.id):
+        total = cp.zeros(1)
+        for s in spans:
+            if not s.size:
+                continue
+            if norm_type == math.inf:
+                total = cp.maximum(total, _backend.reduce("absmax", s))
+            elif norm_type == 2.0:
+                total = total + _backend.reduce("sumsq", s)
+            else:
+                total = total + _backend.reduce("sumpow", s, norm_type)
+        power = 0.0 if norm_type == math.inf else norm_type
+        gs = cp.empty(1, like.dtype)
+        clip_coef(total, float(max_norm), power, float(scale), gs)
+        norm = total if power == 0.0 else total ** (1.0 / power)
+        return gs, (norm * abs(float(scale))).reshape(())
+
+
 def all_finite(spans: Iterable[np.ndarray]) -> bool:
     """Whether every element of the 1-D arrays ``spans`` is finite (one read pass)."""
     for s in spans:

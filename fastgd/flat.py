@@ -18,12 +18,13 @@ from fastgd import _backend
 __all__ = ["FlatParams", "flat_layout"]
 
 
-def flat_layout(layout: Sequence[tuple[tuple[int, ...], np.dtype]]
-                ) -> tuple[dict[np.dtype, np.ndarray], list[np.ndarray]]:
+def flat_layout(layout: Sequence[tuple[tuple[int, ...], np.dtype]], xp: Any = np
+                ) -> tuple[dict[np.dtype, Any], list[Any]]:
     """Zeroed buffers, one per dtype, and views of the given shapes laid out in order.
 
     Args:
         layout: ``(shape, dtype)`` per array.
+        xp: the array module, numpy or cupy.
 
     Returns:
         ``(buffers, views)``: dtype -> 1-D buffer, and one view per layout entry; views of
@@ -32,7 +33,7 @@ def flat_layout(layout: Sequence[tuple[tuple[int, ...], np.dtype]]
     totals: dict[np.dtype, int] = {}
     for shape, dt in layout:
         totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
-    buffers = {dt: np.zeros(n, dt) for dt, n in totals.items()}
+    buffers = {dt: xp.zeros(n, dt) for dt, n in totals.items()}
     offsets = dict.fromkeys(totals, 0)
     views = []
     for shape, dt in layout:
@@ -47,11 +48,13 @@ class FlatParams:
     """Parameters and gradients as views into one contiguous buffer per dtype.
 
     Build it from shapes (zero-initialized) or from existing arrays (their values are
-    copied in; keep using ``flat.params``, not the originals).
+    copied in; keep using ``flat.params``, not the originals). The buffers are CuPy arrays
+    (on the current device) when ``xp`` is cupy or any given array is a CuPy array.
 
     Args:
         specs: a sequence whose items are shapes (tuples or ints) or arrays.
         dtype: the dtype of the items given as shapes (float32 or float64).
+        xp: the array module, ``numpy`` (default) or ``cupy``.
 
     Attributes:
         params: tuple of parameter views, in the order given (same shapes).
@@ -71,7 +74,8 @@ class FlatParams:
         array([0.9, 0.9], dtype=float32)
     """
 
-    def __init__(self, specs: Sequence[Any], dtype: Any = np.float32) -> None:
+    def __init__(self, specs: Sequence[Any], dtype: Any = np.float32, *,
+                 xp: Any = None) -> None:
         dtype = np.dtype(dtype)
         if dtype not in _backend.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -94,12 +98,15 @@ class FlatParams:
                 if any(d < 0 for d in shape):
                     raise ValueError(f"specs[{i}] has a negative dimension: {shape}")
                 items.append((shape, dtype, None))
+        if xp is None:
+            xp = next((_backend.xp_of(src) for _, _, src in items if src is not None
+                       and _backend.is_cupy(src)), np)
         layout = [(shape, dt) for shape, dt, _ in items]
-        self.buffers, params = flat_layout(layout)
-        self.grad_buffers, grads = flat_layout(layout)
+        self.buffers, params = flat_layout(layout, xp)
+        self.grad_buffers, grads = flat_layout(layout, xp)
         for p, (_, _, src) in zip(params, items):
             if src is not None:
-                p[...] = src
+                p[...] = _backend.to_module_of(src, p)
         self.params: tuple[np.ndarray, ...] = tuple(params)
         self.grads: tuple[np.ndarray, ...] = tuple(grads)
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from fastgd import _backend
 from fastgd import _validate as V
 
@@ -152,20 +150,27 @@ def _flat(param: Any, grad: Any, **state: Any) -> tuple[Any, ...]:
         raise ValueError(f"grad has shape {g.shape}, param has shape {p.shape}")
     if g.dtype != p.dtype:
         raise TypeError(f"grad has dtype {g.dtype}, param has dtype {p.dtype}")
-    out = [np.ascontiguousarray(g).reshape(-1), p.reshape(-1)]
+    if type(g) is not type(p) or _backend.device_of(g) != _backend.device_of(p):
+        raise TypeError(f"grad is a {_backend.kind(g)}, param is a {_backend.kind(p)}"
+                        + (f" (devices {_backend.device_of(g)} and {_backend.device_of(p)})"
+                           if type(g) is type(p) else ""))
+    xp = _backend.xp_of(p)
+    out = [xp.ascontiguousarray(g).reshape(-1), p.reshape(-1)]
     written = {"param": p}
     for name, s in state.items():
         if s is None:
             out.append(None)
             continue
         s = _backend.check_array(s, name, writeable=True)
+        if type(s) is not type(p) or _backend.device_of(s) != _backend.device_of(p):
+            raise TypeError(f"{name} is a {_backend.kind(s)}, param is a {_backend.kind(p)}")
         if s.shape != p.shape:
             raise ValueError(f"{name} has shape {s.shape}, param has shape {p.shape}")
         if s.dtype != p.dtype:
             raise TypeError(f"{name} has dtype {s.dtype}, param has dtype {p.dtype}")
         for other, a in written.items():
             # contiguous arrays: overlapping bounds means shared memory
-            if s.size and np.may_share_memory(s, a):
+            if s.size and xp.may_share_memory(s, a):
                 raise ValueError(f"{name} shares memory with {other}")
         written[name] = s
         out.append(s.reshape(-1))
@@ -209,6 +214,7 @@ def sgd_(param: Any, grad: Any, momentum_buffer: Any = None, *, lr: float,
         grad_scale: factor applied to the gradient first (e.g. a clipping scale).
 
     Example:
+        >>> import numpy as np
         >>> p, g = np.ones(2), np.ones(2)
         >>> sgd_(p, g, lr=0.5); p
         array([0.5, 0.5])
@@ -256,6 +262,7 @@ def adagrad_(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float = 1e
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, s = np.ones(1), np.full(1, 2.0), np.zeros(1)
         >>> adagrad_(p, g, s, step=1, lr=0.1); p
         array([0.9])
@@ -294,6 +301,7 @@ def adadelta_(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, lr: flo
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, u, a = np.ones(1), np.ones(1), np.zeros(1), np.zeros(1)
         >>> adadelta_(p, g, u, a, eps=1e-6); bool(p[0] < 1)
         True
@@ -335,6 +343,7 @@ def rmsprop_(param: Any, grad: Any, square_avg: Any, grad_avg: Any = None,
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, s = np.ones(1), np.ones(1), np.zeros(1)
         >>> rmsprop_(p, g, s, lr=0.01); p.round(3)
         array([0.9])
@@ -388,6 +397,7 @@ def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g = np.ones(1), np.ones(1)
         >>> m, v = np.zeros(1), np.zeros(1)
         >>> adam_(p, g, m, v, step=1, lr=0.1); p.round(6)
@@ -431,6 +441,7 @@ def adamw_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq:
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, m, v = np.ones(1), np.zeros(1), np.zeros(1), np.zeros(1)
         >>> adamw_(p, g, m, v, step=1, lr=0.1, weight_decay=0.5); p
         array([0.95])
@@ -465,6 +476,7 @@ def adamax_(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, m, u = np.ones(1), np.ones(1), np.zeros(1), np.zeros(1)
         >>> adamax_(p, g, m, u, step=1, lr=0.1); p.round(6)
         array([0.9])
@@ -517,6 +529,7 @@ def nadam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
         :math:`\Pi` after this step, to pass to the next call.
 
     Example:
+        >>> import numpy as np
         >>> p, g, m, v = np.ones(1), np.ones(1), np.zeros(1), np.zeros(1)
         >>> mu = nadam_(p, g, m, v, step=1, mu_product=1.0); bool(p[0] < 1)
         True
@@ -569,6 +582,7 @@ def radam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, m, v = np.ones(1), np.ones(1), np.zeros(1), np.zeros(1)
         >>> radam_(p, g, m, v, step=1, lr=0.1); p.round(6)
         array([0.9])
@@ -608,6 +622,7 @@ def lion_(param: Any, grad: Any, exp_avg: Any, *, lr: float = 1e-4, beta1: float
         grad_scale: factor applied to the gradient first.
 
     Example:
+        >>> import numpy as np
         >>> p, g, m = np.ones(2), np.array([3.0, -0.5]), np.zeros(2)
         >>> lion_(p, g, m, lr=0.1); p
         array([0.9, 1.1])

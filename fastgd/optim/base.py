@@ -135,6 +135,8 @@ class Optimizer(ABC):
         self._attached_all: tuple[np.ndarray, ...] | None = None
         for group in self._groups_from(params):
             self.add_param_group(group)
+        #: Whether the parameters are CuPy arrays (the CUDA backend).
+        self._cuda = _backend.is_cupy(self._params[0])
 
     # -- construction ----------------------------------------------------------------
 
@@ -190,9 +192,19 @@ class Optimizer(ABC):
         base = len(self._params)
         seen = {id(p) for p in self._params}
         addresses = {(_backend.address(p), p.size) for p in self._params if p.size}
+        first = self._params[0] if self._params else params[0]
         for k, p in enumerate(params):
             name = f"params[{base + k}]"
             _backend.check_array(p, name, writeable=True)
+            if type(p) is not type(first) or _backend.device_of(p) != _backend.device_of(first):
+                where = (f" on device {_backend.device_of(p)}" if _backend.is_cupy(p) else "")
+                raise TypeError(
+                    f"{name} is a {_backend.kind(p)}{where}, params[0] is a "
+                    f"{_backend.kind(first)}"
+                    + (f" on device {_backend.device_of(first)}" if _backend.is_cupy(first)
+                       else "")
+                    + "; one optimizer updates arrays of one kind on one device"
+                )
             key = (_backend.address(p), p.size)
             if id(p) in seen or (p.size and key in addresses):
                 raise ValueError(f"some parameters appear more than once (params[{base + k}])"
@@ -271,8 +283,11 @@ class Optimizer(ABC):
                 continue
             if type(g) is not type(p):
                 _backend.check_array(g, f"grads[{i}]")
-                raise TypeError(f"grads[{i}] is a {type(g).__name__}, params[{i}] is a "
-                                f"{type(p).__name__}")
+                raise TypeError(f"grads[{i}] is a {_backend.kind(g)}, params[{i}] is a "
+                                f"{_backend.kind(p)}")
+            if self._cuda and g.device.id != p.device.id:
+                raise ValueError(f"grads[{i}] is on device {g.device.id}, params[{i}] on "
+                                 f"device {p.device.id}")
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has shape "
                                  f"{p.shape}")
@@ -280,7 +295,7 @@ class Optimizer(ABC):
                 raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has dtype "
                                 f"{p.dtype}")
             if not g.flags.c_contiguous:
-                out[i] = np.ascontiguousarray(g)
+                out[i] = _backend.xp_of(g).ascontiguousarray(g)
         return out
 
     def _ensure_state(self, seg: _Segment, hp: Mapping[str, Any],
@@ -289,7 +304,8 @@ class Optimizer(ABC):
         for name in names:
             if name not in state:
                 init = self._state_init(hp, name)
-                state[name] = np.full(seg.span.size, init, seg.span.dtype)
+                xp = _backend.xp_of(seg.span)
+                state[name] = xp.full(seg.span.size, init, seg.span.dtype)
         return [state[name] for name in names]
 
     def step(self, grads: Sequence[Any] | None = None, *, grad_scale: float = 1.0,
@@ -333,13 +349,18 @@ class Optimizer(ABC):
             gl: Sequence[Any] = self._attached_all
         else:
             gl = self._check_grads(grads)
-        scale = 1.0 if grad_scale == 1.0 else V.real("grad_scale", grad_scale)
+        scale: Any = 1.0 if grad_scale == 1.0 else V.real("grad_scale", grad_scale)
         if clip_norm is not None:
             clip_norm = V.nonneg("clip_norm", clip_norm)
             p_norm = _clip._norm_type(norm_type)
         hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
         plan = self._plan(gl, attached)
-        if clip_norm is not None or self.nonfinite != "propagate":
+        if clip_norm is not None and self._cuda and self.nonfinite == "propagate":
+            # on the GPU: norm and scale stay on the device, no host synchronization
+            spans = [g for _, _, pieces in plan for _, _, g in pieces]
+            scale, self.last_grad_norm = _clip.device_clip_scale(
+                spans, p_norm, clip_norm, scale, self._params[0])
+        elif clip_norm is not None or self.nonfinite != "propagate":
             spans = [g for _, _, pieces in plan for _, _, g in pieces]
             if clip_norm is not None:
                 norm = _clip.total_norm(spans, p_norm) * abs(scale)
@@ -357,7 +378,7 @@ class Optimizer(ABC):
         for gi, seg, pieces in plan:
             hp = hps[gi]
             state = self._ensure_state(seg, hp, self._state_names(hp))
-            gs = -scale if hp["maximize"] else scale
+            gs = -scale if hp["maximize"] else scale  # a float, or a device array on CUDA
             if len(pieces) == 1 and pieces[0][0] == -1:
                 seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span, state)
                 continue
@@ -631,7 +652,8 @@ class Optimizer(ABC):
                         if i in loaded:
                             scalars, arrays = loaded[i]
                             for name, a in arrays.items():
-                                seg.view(name, k)[...] = a
+                                view = seg.view(name, k)
+                                view[...] = _backend.to_module_of(a, view)
                             self._scalars[i] = scalars
                         else:
                             self._scalars[i] = self._scalar_init

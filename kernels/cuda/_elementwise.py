@@ -1,0 +1,77 @@
+"""Kernel construction for the CUDA twins, in one place.
+
+A rule module writes its CUDA C body once, in a *factory* whose arguments are the variant
+flags (as in ``kernels/cpu``), and declares its arguments in the CPU kernel's order:
+``"g raw:gs l2 ... | p m v vmax"`` (inputs, then ``|``, then the arrays it updates).
+``raw:`` marks the gradient scale ``gs``: a 1-element device array read as ``gs[0]``, so a
+clipping factor computed on the GPU reaches the kernel without a host synchronization. A
+state array that only some variants use is dropped from the others' parameter lists
+(``optional``); the launcher takes the CPU argument list and drops it likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cupy as cp
+
+
+class CudaRule:
+    """A rule's CUDA body as a family of memoized ``ElementwiseKernel`` variants.
+
+    Args:
+        factory: ``factory(**flags)`` returns the CUDA C body.
+        args: the argument spec, ``"in1 raw:in2 ... | out1 out2"``.
+        optional: state argument -> the flag that enables it.
+    """
+
+    def __init__(self, factory: Callable[..., str], args: str,
+                 optional: dict[str, str] | None = None) -> None:
+        ins, outs = args.split("|")
+        self._ins = ins.split()
+        self._outs = outs.split()
+        self.arg_names = [a.removeprefix("raw:") for a in self._ins + self._outs]
+        self._optional = optional or {}
+        self._factory = factory
+        self._kernels: dict[tuple[tuple[str, bool], ...], Any] = {}
+        self.__name__ = factory.__name__
+        self.__doc__ = factory.__doc__
+
+    def used(self, flags: tuple[tuple[str, bool], ...]) -> list[str]:
+        """The argument names the variant ``flags`` declares."""
+        on = dict(flags)
+        return [n for n in self.arg_names
+                if n not in self._optional or on.get(self._optional[n], False)]
+
+    def declaration(self, flags: tuple[tuple[str, bool], ...]) -> tuple[str, str, str]:
+        """``(in_params, out_params, body)`` of the variant, as CuPy takes them."""
+        used = set(self.used(flags))
+        ins = ", ".join(("raw T " + a[4:]) if a.startswith("raw:") else f"T {a}"
+                        for a in self._ins if a.removeprefix("raw:") in used)
+        outs = ", ".join(f"T {a}" for a in self._outs if a in used)
+        return ins, outs, self._factory(**dict(flags))
+
+    def variant(self, flags: tuple[tuple[str, bool], ...] = ()) -> Any:
+        """The ``ElementwiseKernel`` of variant ``flags`` (built once, compiled on launch)."""
+        k = self._kernels.get(flags)
+        if k is None:
+            ins, outs, body = self.declaration(flags)
+            suffix = "".join(f"_{n}" for n, v in flags if v)
+            k = self._kernels[flags] = cp.ElementwiseKernel(
+                ins, outs, body, f"fastgd_{self.__name__}{suffix}"
+            )
+        return k
+
+    def __call__(self, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
+        """Launch on ``args`` given in the CPU kernel's order (unused state dropped)."""
+        if len(self._optional):
+            keep = set(self.used(flags))
+            args = tuple(a for n, a in zip(self.arg_names, args) if n in keep)
+        self.variant(flags)(*args)
+
+
+def rule(args: str, optional: dict[str, str] | None = None
+         ) -> Callable[[Callable[..., str]], CudaRule]:
+    """Decorator turning a body factory into a :class:`CudaRule`."""
+    return lambda factory: CudaRule(factory, args, optional)

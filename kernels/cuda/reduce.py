@@ -1,0 +1,64 @@
+"""Reductions and clip kernels: CUDA twin of kernels/cpu/reduce.py.
+
+A reduction returns its result as a 1-element float64 device array (one "partial", the
+contract of the CPU twin), so callers can combine results on the device without a sync.
+"""
+
+import cupy as cp
+
+from ._elementwise import rule
+
+_DOUBLE_NAN_MAX = "(a != a) ? a : ((b != b) ? b : (a > b ? a : b))"
+
+
+class _Reduction:
+    """A memoized ``ReductionKernel`` taking the CPU twin's arguments minus ``out``."""
+
+    def __init__(self, name: str, ins: str, map_expr: str, reduce_expr: str) -> None:
+        self.__name__ = name
+        self._spec = (ins, "float64 y", map_expr, reduce_expr, "y = a", "0", f"fastgd_{name}")
+        self._kernel = None
+        self.arg_names = [*(a.split()[-1] for a in ins.split(",")), "out"]
+
+    def __call__(self, x, *scalars):
+        if self._kernel is None:
+            self._kernel = cp.ReductionKernel(*self._spec)
+        return self._kernel(x, *scalars).reshape(1)
+
+
+sumsq = _Reduction("sumsq", "T x", "(double)x * (double)x", "a + b")
+sumpow = _Reduction("sumpow", "T x, float64 p", "pow(fabs((double)x), p)", "a + b")
+absmax = _Reduction("absmax", "T x", "fabs((double)x)", _DOUBLE_NAN_MAX)
+nonfinite = _Reduction("nonfinite", "T x", "(double)x * 0.0", "a + b")
+
+
+@rule("a | x")
+def scale():
+    """x <- a x."""
+    return "x = x * a;"
+
+
+@rule("lo hi | x")
+def clamp():
+    """x <- min(max(x, lo), hi); NaN stays NaN."""
+    return """
+    T v = x;
+    if (v < lo) v = lo;
+    else if (v > hi) v = hi;
+    x = v;
+    """
+
+
+clip_coef = cp.ElementwiseKernel(
+    "float64 total, float64 max_norm, float64 power, float64 grad_scale", "T gs",
+    """
+    double norm = (power == 0) ? total : pow(total, 1.0 / power);
+    norm = norm * fabs(grad_scale);
+    double coef = max_norm / (norm + 1e-6);
+    if (coef >= 1.0) coef = 1.0;
+    gs = (T)(grad_scale * coef);
+    """,
+    "fastgd_clip_coef",
+)
+"""The clipping scale on the device: ``gs = grad_scale * min(1, max_norm / (norm + 1e-6))``
+with ``norm = total ** (1/power)`` (``power = 0``: ``total`` is already the norm)."""

@@ -1,0 +1,164 @@
+"""The CUDA backend on a real GPU (marked ``cuda``; skipped without CuPy and a device)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import fastgd
+import fastgd.functional as F
+from tests.conftest import CASES, DTYPES, RULES, tol
+from tests.cuda_support import has_gpu
+from tests.reference import ReferenceOptimizer
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU")]
+
+if has_gpu():
+    import cupy as cp
+    import cupyx
+
+SHAPES = [(0,), (33, 7), (), (1001,), (0, 3)]
+
+
+def _numpy_inputs(dtype, seed=0, shapes=SHAPES):
+    rng = np.random.default_rng(seed)
+    return [np.asarray(rng.standard_normal(s), dtype=dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_cuda_matches_reference_and_numba(name, case, dtype):
+    cls, rule, options = RULES[name]
+    hp = options[case]
+    init = _numpy_inputs(dtype)
+    host = [a.copy() for a in init]
+    dev = [cp.asarray(a) for a in init]
+    ref = [a.copy() for a in init]
+    o_host, o_dev = cls(host, **hp), cls(dev, **hp)
+    o_ref = ReferenceOptimizer(rule, ref, **hp)
+    rng = np.random.default_rng(1)
+    for t in range(12):
+        grads = [np.asarray(rng.standard_normal(s), dtype=dtype) for s in SHAPES]
+        if t == 4:
+            grads[1] = None
+        o_host.step(grads)
+        o_dev.step([None if g is None else cp.asarray(g) for g in grads])
+        o_ref.step(grads)
+        for d, h, r in zip(dev, host, ref):
+            np.testing.assert_allclose(d.get(), h, **tol(dtype))
+            np.testing.assert_allclose(d.get(), r, **tol(dtype))
+    for i, st in o_dev.state.items():
+        for k, v in st.items():
+            if isinstance(v, cp.ndarray):
+                np.testing.assert_allclose(v.get(), o_host.state[i][k], **tol(dtype))
+
+
+def test_flat_params_on_the_gpu_one_launch_per_dtype(monkeypatch):
+    from fastgd import _backend
+
+    flat = fastgd.FlatParams([(300, 20), (20,), (0,), ()], xp=cp)
+    assert isinstance(flat.buffers[np.dtype(np.float32)], cp.ndarray)
+    for g in flat.grads:
+        g[...] = 1.0
+    opt = fastgd.Adam(flat, lr=0.1)
+    calls = []
+    real = _backend._launch_cuda
+    monkeypatch.setattr(_backend, "_launch_cuda", lambda *a: calls.append(a[:2]) or real(*a))
+    opt.step()
+    assert calls == [("adam", "adam")]
+    np.testing.assert_allclose(flat.params[0].get(), -0.1, rtol=1e-6)
+
+
+def test_state_dict_crosses_backends_both_ways():
+    init = _numpy_inputs(np.float32, shapes=[(5, 4), (3,)])
+    dev = [cp.asarray(a) for a in init]
+    host = [a.copy() for a in init]
+    o_dev = fastgd.AdamW(dev, lr=0.01)
+    g = [np.ones((5, 4), np.float32), np.ones(3, np.float32)]
+    o_dev.step([cp.asarray(x) for x in g])
+    sd = o_dev.state_dict()
+    assert isinstance(sd["state"][0]["exp_avg"], cp.ndarray)
+    o_host = fastgd.AdamW(host, lr=0.5)
+    for a, d in zip(host, dev):
+        a[...] = d.get()
+    o_host.load_state_dict(sd)  # CuPy state into a NumPy optimizer
+    o_dev2 = fastgd.AdamW([d.copy() for d in dev], lr=0.5)
+    o_dev2.load_state_dict(o_host.state_dict())  # and NumPy state into a CuPy one
+    o_host.step(g)
+    o_dev2.step([cp.asarray(x) for x in g])
+    for a, d in zip(host, o_dev2._params):
+        np.testing.assert_allclose(d.get(), a, rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoint_from_numpy_loads_into_cupy_and_back(tmp_path):
+    host = _numpy_inputs(np.float64, shapes=[(4, 4), (2,)])
+    opt = fastgd.Adam(host, lr=0.1)
+    opt.step([np.ones((4, 4)), np.ones(2)])
+    fastgd.save(tmp_path / "h.npz", params=host, optimizer=opt)
+    dev = [cp.zeros((4, 4)), cp.zeros(2)]
+    o_dev = fastgd.Adam(dev, lr=0.1)
+    fastgd.load(tmp_path / "h.npz", params=dev, optimizer=o_dev)
+    np.testing.assert_array_equal(dev[0].get(), host[0])
+    fastgd.save(tmp_path / "d.npz", params=dev, optimizer=o_dev)
+    back = [np.zeros((4, 4)), np.zeros(2)]
+    o_back = fastgd.Adam(back, lr=0.1)
+    fastgd.load(tmp_path / "d.npz", params=back, optimizer=o_back)
+    np.testing.assert_array_equal(back[1], host[1])
+
+
+def test_changing_hyperparameters_compiles_nothing_new():
+    p = [cp.ones(1000, cp.float32)]
+    g = [cp.ones(1000, cp.float32)]
+    opt = fastgd.Adam(p, lr=1e-3)
+    opt.step(g)
+    cp.cuda.Device().synchronize()
+    from fastgd.kernels.cuda import adam
+
+    built = dict(adam.adam._kernels)
+    opt.param_groups[0]["lr"] = 1e-2
+    opt.param_groups[0]["betas"] = (0.5, 0.75)
+    t0 = time.perf_counter()
+    opt.step(g)
+    cp.cuda.Device().synchronize()
+    assert time.perf_counter() - t0 < 0.05  # a compile takes far longer
+    assert adam.adam._kernels == built
+
+
+def test_step_and_fused_clip_do_not_synchronize():
+    flat = fastgd.FlatParams([(1000,), (10,)], xp=cp)
+    for g in flat.grads:
+        g[...] = 3.0
+    opt = fastgd.Adam(flat, lr=0.1)
+    opt.step(clip_norm=1.0)  # warm-up: compiles
+    cp.cuda.Device().synchronize()
+    with cupyx.allow_synchronize(False):
+        opt.step()
+        opt.step(clip_norm=1.0)
+        opt.step(list(flat.grads), grad_scale=0.5)
+    expected = float(np.sqrt(1010 * 9.0))
+    assert float(opt.last_grad_norm) == pytest.approx(expected, rel=1e-6)
+
+
+def test_functional_and_clip_on_cupy():
+    p, g = cp.ones(5), cp.full(5, 2.0)
+    m, v = cp.zeros(5), cp.zeros(5)
+    F.adam_(p, g, m, v, step=1, lr=0.1)
+    np.testing.assert_allclose(p.get(), 0.9)
+    grads = [cp.asarray([3.0, 4.0])]
+    norm = fastgd.clip_grad_norm_(grads, 1.0)
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(grads[0].get(), [0.6, 0.8], rtol=1e-6)
+    with pytest.raises(TypeError, match="NumPy array, param is a CuPy array"):
+        F.adam_(cp.ones(2), np.ones(2), cp.zeros(2), cp.zeros(2), step=1)
+
+
+def test_mixed_backends_are_refused():
+    with pytest.raises(TypeError, match="one optimizer updates arrays of one kind"):
+        fastgd.SGD([np.ones(2), cp.ones(2)], lr=0.1)
+    p = cp.ones(2)
+    opt = fastgd.SGD([p], lr=0.1)
+    with pytest.raises(TypeError, match="NumPy array, params"):
+        opt.step([np.ones(2)])
+    np.testing.assert_array_equal(p.get(), 1.0)

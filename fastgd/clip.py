@@ -119,7 +119,7 @@ def all_finite(spans: Iterable[np.ndarray]) -> bool:
     return True
 
 
-def _grad_list(grads: Any, name: str = "grads") -> list[np.ndarray]:
+def _grad_list(grads: Any, name: str = "grads", writeable: bool = True) -> list[np.ndarray]:
     if isinstance(grads, np.ndarray) or _backend.is_cupy(grads):
         grads = [grads]
     if not isinstance(grads, (Sequence, Iterable)):
@@ -129,7 +129,7 @@ def _grad_list(grads: Any, name: str = "grads") -> list[np.ndarray]:
     for i, g in enumerate(grads):
         if g is None:
             continue
-        _backend.check_array(g, f"{name}[{i}]", writeable=True)
+        _backend.check_array(g, f"{name}[{i}]", writeable=writeable)
         out.append(g)
     return out
 
@@ -151,7 +151,7 @@ def grad_norm(grads: Any, norm_type: float | str = 2.0) -> float:
         5.0
     """
     p = _norm_type(norm_type)
-    return total_norm([g.reshape(-1) for g in _grad_list(grads)], p)
+    return total_norm([g.reshape(-1) for g in _grad_list(grads, writeable=False)], p)
 
 
 def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float | str = 2.0,

@@ -27,6 +27,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from fastgd import _validate as V
 
 __all__ = [
@@ -49,19 +51,11 @@ __all__ = [
 
 
 def _count(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, int):
-        try:
-            import numpy as np
-
-            if isinstance(step, np.integer):
-                step = int(step)
-            else:
-                raise TypeError
-        except TypeError:
-            raise TypeError(f"a schedule takes an integer step count, got {step!r}") from None
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"a schedule takes an integer step count, got {step!r}")
     if step < 0:
         raise ValueError(f"step count must be >= 0, got {step}")
-    return step
+    return int(step)
 
 
 def _pos_int(name: str, value: Any) -> int:

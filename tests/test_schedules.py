@@ -133,8 +133,7 @@ def test_schedule_resumes_through_state_dict():
 
 
 def test_scheduled_lr_is_checked_before_any_kernel():
-    # a schedule that goes negative: polynomial to -1 is refused when built, so use a
-    # hand-edited spec that the optimizer checks when evaluated
+    # lr values set in param_groups between steps are checked before any kernel runs
     w = np.ones(2)
     opt = fastgd.SGD([w], lr=S.constant(0.1))
     with pytest.raises(TypeError, match=r"fastgd\.schedules schedule"):

@@ -355,13 +355,13 @@ class Optimizer(ABC):
             p_norm = _clip._norm_type(norm_type)
         hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
         plan = self._plan(gl, attached)
+        if clip_norm is not None or self.nonfinite != "propagate":
+            spans = [g for _, _, pieces in plan for _, _, g in pieces]
         if clip_norm is not None and self._cuda and self.nonfinite == "propagate":
             # on the GPU: norm and scale stay on the device, no host synchronization
-            spans = [g for _, _, pieces in plan for _, _, g in pieces]
             scale, self.last_grad_norm = _clip.device_clip_scale(
                 spans, p_norm, clip_norm, scale, self._params[0])
         elif clip_norm is not None or self.nonfinite != "propagate":
-            spans = [g for _, _, pieces in plan for _, _, g in pieces]
             if clip_norm is not None:
                 norm = _clip.total_norm(spans, p_norm) * abs(scale)
                 self.last_grad_norm = norm

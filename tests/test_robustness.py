@@ -189,3 +189,70 @@ def test_long_run_nan_only_where_torch_has_nan(name, magnitude):
     if not torch_nan:
         assert np.isfinite(p).all()
         np.testing.assert_allclose(p, tp.numpy(), rtol=1e-3, atol=1e-3)
+
+
+# -- malformed state dicts, checkpoints and flat specs -------------------------------------
+
+def _stepped_adam():
+    params = [np.ones((3, 2)), np.full(4, 2.0)]
+    opt = fastgd.Adam([{"params": params[:1]}, {"params": params[1:], "lr": 0.1}],
+                      lr=0.01, nonfinite="skip")
+    opt.step([np.ones((3, 2)), np.ones(4)])
+    return params, opt
+
+
+junk = st.one_of(st.none(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3),
+                 st.lists(st.integers(0, 3), max_size=3), st.just(np.zeros(2)),
+                 st.just(np.zeros((3, 2), np.int64)), st.just({}))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["state", "group", "steps", "top"]),
+                          st.integers(0, 5), junk), min_size=1, max_size=3))
+def test_mutated_state_dicts_load_fully_or_not_at_all(mutations):
+    params, opt = _stepped_adam()
+    sd = opt.state_dict()
+    for where, k, value in mutations:
+        if where == "state":
+            entry = sd["state"][k % 2]
+            key = sorted(entry)[k % len(entry)]
+            entry[key] = value
+        elif where == "group":
+            group = sd["param_groups"][k % 2]
+            key = sorted(group)[k % len(group)]
+            group[key] = value
+        elif where == "steps":
+            sd["steps"] = value if k % 2 else {"applied": value, "skipped": 0}
+        else:
+            sd[["state", "param_groups", "steps", "extra"][k % 4]] = value
+    before = snapshot(params, opt)
+    try:
+        opt.load_state_dict(sd)
+    except DOCUMENTED:
+        assert_unchanged(before, params, opt)
+
+
+@SETTINGS
+@given(st.binary(max_size=600), st.integers(0, 10_000))
+def test_random_bytes_are_not_a_checkpoint(tmp_path_factory, data, cut):
+    params, opt = _stepped_adam()
+    path = tmp_path_factory.mktemp("ck") / "x.npz"
+    fastgd.save(path, params=params, optimizer=opt)
+    good = path.read_bytes()
+    path.write_bytes(good[: cut % len(good)] + data if cut % 3 else data)
+    before = snapshot(params, opt)
+    with pytest.raises(fastgd.CheckpointError):
+        fastgd.load(path, params=params, optimizer=opt)
+    assert_unchanged(before, params, opt)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(shapes, st.integers(-2, 5), st.text(max_size=2),
+                          st.lists(st.floats(0, 3), max_size=2)), max_size=4), dtypes)
+def test_flat_params_specs_never_crash(specs, dtype):
+    try:
+        flat = fastgd.FlatParams(specs, dtype=dtype)
+    except DOCUMENTED:
+        return
+    assert len(flat.params) == len(specs) == len(flat.grads)
+    assert sum(p.size for p in flat.params) == flat.size

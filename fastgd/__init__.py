@@ -5,7 +5,7 @@ dispatched by array type behind one torch.optim-style API. Importing fastgd comp
 nothing; each kernel compiles on first use and is cached on disk.
 """
 
-from fastgd import clip, functional, schedules
+from fastgd import clip, functional, models, schedules
 from fastgd.accumulate import GradientAccumulator
 from fastgd.checkpoint import CheckpointError, load, save
 from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value_
@@ -48,6 +48,7 @@ __all__ = [
     "clip_grad_value_",
     "functional",
     "load",
+    "models",
     "save",
     "schedules",
 ]

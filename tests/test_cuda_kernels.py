@@ -29,10 +29,11 @@ def _cpu_rules():
                 yield info.name, name, obj
 
 
-def _flag_sets(rule):
+def _flag_sets(module, rule):
+    values = getattr(importlib.import_module(f"fastgd.kernels.cpu.{module}"), "FLAG_VALUES", {})
     names = list(inspect.signature(rule._factory).parameters)
-    for values in itertools.product([False, True], repeat=len(names)):
-        yield tuple(sorted(zip(names, values)))
+    for combo in itertools.product(*[values.get(n, (False, True)) for n in names]):
+        yield tuple(sorted(zip(names, combo)))
 
 
 def _cpu_arg_names(rule):
@@ -56,7 +57,7 @@ def _cuda_rules():
     for module, name, rule in CPU_RULES:
         twin = getattr(importlib.import_module(f"fastgd.kernels.cuda.{module}"), name)
         if isinstance(twin, CudaRule):
-            for flags in _flag_sets(rule):
+            for flags in _flag_sets(module, rule):
                 yield module, name, twin, flags
 
 
@@ -74,19 +75,25 @@ def test_every_variant_constructs_without_a_gpu():
 
 def _harness(dtype: str) -> str:
     """Every variant's body inside a plain CUDA kernel, declared as CuPy declares it."""
-    out = [f"typedef {dtype} T;"]
+    out = [f"typedef {dtype} T;",
+           "struct Raw { T* p; ptrdiff_t s[2];\n"
+           "  __device__ T& operator[](ptrdiff_t j) const { return p[j]; }\n"
+           "  __device__ const ptrdiff_t* shape() const { return s; } };"]
     for i, (_, name, twin, flags) in enumerate(CUDA_VARIANTS):
         ins, outs, body = twin.declaration(flags)
         params, prologue = ["int n"], []
         for decl in filter(None, (d.strip() for d in ins.split(","))):
             arg = decl.split()[-1]
             if decl.startswith("raw "):
-                params.append(f"const T* {arg}")
+                params.append(f"Raw {arg}")
             else:
                 params.append(f"const T* {arg}_")
                 prologue.append(f"const T {arg} = {arg}_[i];")
         for decl in filter(None, (d.strip() for d in outs.split(","))):
             arg = decl.split()[-1]
+            if decl.startswith("raw "):
+                params.append(f"Raw {arg}")
+                continue
             params.append(f"T* {arg}_")
             prologue.append(f"T& {arg} = {arg}_[i];")
         out.append(

@@ -3,8 +3,9 @@
 A rule module writes its CUDA C body once, in a *factory* whose arguments are the variant
 flags (as in ``kernels/cpu``), and declares its arguments in the CPU kernel's order:
 ``"g raw:gs l2 ... | p m v vmax"`` (inputs, then ``|``, then the arrays it updates).
-``raw:`` marks the gradient scale ``gs``: a 1-element device array read as ``gs[0]``, so a
-clipping factor computed on the GPU reaches the kernel without a host synchronization. A
+``raw:`` marks an argument the body indexes itself: the gradient scale ``gs``, a 1-element
+device array read as ``gs[0]`` (so a clipping factor computed on the GPU reaches the kernel
+without a host synchronization), or a row-wise kernel's 2-D array. A
 state array that only some variants use is dropped from the others' parameter lists
 (``optional``); the launcher takes the CPU argument list and drops it likewise.
 """
@@ -47,17 +48,20 @@ class CudaRule:
     def declaration(self, flags: tuple[tuple[str, bool], ...]) -> tuple[str, str, str]:
         """``(in_params, out_params, body)`` of the variant, as CuPy takes them."""
         used = set(self.used(flags))
-        ins = ", ".join(("raw T " + a[4:]) if a.startswith("raw:") else f"T {a}"
-                        for a in self._ins if a.removeprefix("raw:") in used)
-        outs = ", ".join(f"T {a}" for a in self._outs if a in used)
-        return ins, outs, self._factory(**dict(flags))
+
+        def decl(names: list[str]) -> str:
+            return ", ".join(("raw T " + a[4:]) if a.startswith("raw:") else f"T {a}"
+                             for a in names if a.removeprefix("raw:") in used)
+
+        return decl(self._ins), decl(self._outs), self._factory(**dict(flags))
 
     def variant(self, flags: tuple[tuple[str, bool], ...] = ()) -> Any:
         """The ``ElementwiseKernel`` of variant ``flags`` (built once, compiled on launch)."""
         k = self._kernels.get(flags)
         if k is None:
             ins, outs, body = self.declaration(flags)
-            suffix = "".join(f"_{n}" for n, v in flags if v)
+            suffix = "".join(f"_{n}" if v is True else f"_{n}{v}"
+                             for n, v in flags if v is not False)
             k = self._kernels[flags] = cp.ElementwiseKernel(
                 ins, outs, body, f"fastgd_{self.__name__}{suffix}"
             )

@@ -1,0 +1,345 @@
+r"""Autograd-free models: a multilayer perceptron with hand-written backprop.
+
+Parameters and gradients live in a :class:`~fastgd.FlatParams` (``model.flat``), so an
+optimizer built on it updates the whole model with one kernel call. Matmuls go to BLAS
+(``np.matmul(..., out=)``; cuBLAS for CuPy arrays); the elementwise work around them is the
+fused kernels of :mod:`fastgd.models.activations` and :mod:`fastgd.models.losses`.
+Workspaces are allocated once per batch size: after the first call at a given batch size,
+:meth:`MLP.loss_and_grad` allocates nothing.
+
+Forward, for layers :math:`l = 1..L` with :math:`A_0 = X`:
+
+.. math:: Z_l = A_{l-1} W_l + b_l,\quad A_l = f(Z_l)\ (l < L),\quad A_L = Z_L
+
+Backward, from :math:`\delta_L = \partial L/\partial Z_L` (the loss kernel's output):
+
+.. math:: \nabla W_l = A_{l-1}^\top\delta_l + \lambda_2 W_l + \lambda_1\operatorname{sign}
+   W_l,\quad \nabla b_l = \textstyle\sum_{rows}\delta_l,\quad
+   \delta_{l-1} = (\delta_l W_l^\top)\odot f'(Z_{l-1})
+
+plus :math:`\tfrac12\lambda_2\|W\|^2 + \lambda_1|W|_1` in the loss (weights only, not
+biases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastgd import _backend
+from fastgd import _validate as V
+from fastgd.flat import FlatParams
+from fastgd.models.activations import ACTIVATIONS, act_grad_, bias_act_
+from fastgd.models.init import INITIALIZERS, initialize
+from fastgd.models.losses import loss_and_grad_
+
+__all__ = ["MLP", "LinearRegression", "LogisticRegression"]
+
+_DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "softmax_xent"}
+_WORKSPACES = 4  # batch sizes kept at once
+
+
+class MLP:
+    r"""A multilayer perceptron for regression, binary or multiclass classification.
+
+    Args:
+        layer_sizes: ``[n_features, hidden..., n_outputs]``; for ``"binary"`` the last size
+            is 1, for ``"multiclass"`` the number of classes.
+        activation: hidden activation, one of
+            :data:`~fastgd.models.activations.ACTIVATIONS`.
+        output: ``"regression"``, ``"binary"`` or ``"multiclass"``.
+        loss: ``"mse"`` or ``"huber"`` for regression; fixed to ``"bce"`` (binary) and
+            ``"softmax_xent"`` (multiclass) otherwise.
+        init: a weight initializer of :data:`~fastgd.models.init.INITIALIZERS`; default
+            ``he_uniform`` for relu-like activations, ``xavier_uniform`` otherwise.
+            Biases start at zero.
+        l2: L2 penalty :math:`\lambda_2` on the weights.
+        l1: L1 penalty :math:`\lambda_1` on the weights.
+        alpha: leaky ReLU slope.
+        huber_delta: Huber's threshold.
+        dtype: float32 or float64.
+        seed: seed (or a NumPy Generator) for the initial weights.
+        xp: numpy (default) or cupy.
+
+    Example:
+        >>> import numpy as np, fastgd
+        >>> X = np.random.default_rng(0).normal(size=(64, 4))
+        >>> y = (X[:, 0] > 0).astype(np.int64)
+        >>> model = MLP([4, 8, 2], output="multiclass", seed=0, dtype=np.float64)
+        >>> opt = fastgd.Adam(model.flat, lr=0.05)
+        >>> first = model.loss_and_grad(X, y)
+        >>> for _ in range(50):
+        ...     _ = model.loss_and_grad(X, y); _ = opt.step()
+        >>> bool(model.loss(X, y) < first)
+        True
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], activation: str = "relu",
+                 output: str = "regression", loss: str | None = None,
+                 init: str | None = None, l2: float = 0.0, l1: float = 0.0,
+                 alpha: float = 0.01, huber_delta: float = 1.0, dtype: Any = np.float32,
+                 seed: int | np.random.Generator | None = None, xp: Any = np) -> None:
+        sizes = list(layer_sizes)
+        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer))
+                                 or s < 1 for s in sizes):
+            raise ValueError(f"layer_sizes must be >= 2 positive integers, got {layer_sizes!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from "
+                             f"{', '.join(ACTIVATIONS)}")
+        if output not in _DEFAULT_LOSS:
+            raise ValueError(f"output must be 'regression', 'binary' or 'multiclass', got "
+                             f"{output!r}")
+        loss = loss or _DEFAULT_LOSS[output]
+        allowed = ("mse", "huber") if output == "regression" else (_DEFAULT_LOSS[output],)
+        if loss not in allowed:
+            raise ValueError(f"loss {loss!r} does not fit output {output!r}; use {allowed}")
+        if output == "binary" and sizes[-1] != 1:
+            raise ValueError(f"a binary model has 1 output, got {sizes[-1]}")
+        if output == "multiclass" and sizes[-1] < 2:
+            raise ValueError(f"a multiclass model needs >= 2 outputs, got {sizes[-1]}")
+        init = init or ("he_uniform" if activation in ("relu", "leaky_relu", "gelu")
+                        else "xavier_uniform")
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown initializer {init!r}; choose from "
+                             f"{', '.join(INITIALIZERS)}")
+        dtype = np.dtype(dtype)
+        if dtype not in _backend.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.layer_sizes = [int(s) for s in sizes]
+        self.activation, self.output, self.loss_name, self.init = activation, output, loss, init
+        self.l2 = V.nonneg("l2", l2)
+        self.l1 = V.nonneg("l1", l1)
+        self.alpha = V.real("alpha", alpha)
+        self.huber_delta = V.nonneg("huber_delta", huber_delta)
+        self.dtype = dtype
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        shapes: list[tuple[int, ...]] = []
+        for fan_in, fan_out in zip(self.layer_sizes, self.layer_sizes[1:]):
+            shapes += [(fan_in, fan_out), (fan_out,)]
+        #: Parameters ``W1, b1, W2, b2, ...`` and their gradients, in one buffer each.
+        self.flat = FlatParams(shapes, dtype=dtype, xp=xp)
+        for k in range(0, len(shapes), 2):
+            fan_in, fan_out = shapes[k]
+            w = initialize(init, shapes[k], fan_in, fan_out, rng)
+            self.flat.params[k][...] = _backend.to_module_of(w.astype(dtype), self.flat.params[k])
+        self._xp = xp
+        self._ws: dict[int, dict[str, Any]] = {}
+
+    # -- parameters ----------------------------------------------------------------------
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        """``W1, b1, W2, b2, ...`` (views into ``flat``)."""
+        return self.flat.params
+
+    @property
+    def grads(self) -> tuple[Any, ...]:
+        """Their gradients, written by :meth:`loss_and_grad`."""
+        return self.flat.grads
+
+    @property
+    def n_layers(self) -> int:
+        """The number of weight layers."""
+        return len(self.layer_sizes) - 1
+
+    # -- input checks ----------------------------------------------------------------------
+
+    def _check_X(self, X: Any) -> Any:
+        xp = self._xp
+        if _backend.is_cupy(X) != (xp is not np):
+            raise TypeError(f"X is a {_backend.kind(X)}, the model's parameters are "
+                            f"{'CuPy' if xp is not np else 'NumPy'} arrays")
+        X = xp.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.layer_sizes[0]:
+            raise ValueError(f"X must have shape (n, {self.layer_sizes[0]}), got {X.shape}")
+        if X.dtype != self.dtype or not X.flags.c_contiguous:
+            X = xp.ascontiguousarray(X, dtype=self.dtype)
+        return X
+
+    def _check_y(self, y: Any, n: int) -> Any:
+        xp = self._xp
+        y = xp.asarray(y)
+        k = self.layer_sizes[-1]
+        if self.output == "multiclass":
+            if y.shape != (n,) or y.dtype.kind not in "iu":
+                raise ValueError(f"y must be {n} integer class labels, got shape {y.shape} "
+                                 f"and dtype {y.dtype}")
+            if n and (int(y.min()) < 0 or int(y.max()) >= k):
+                raise ValueError(f"class labels must be in [0, {k}), got range "
+                                 f"[{int(y.min())}, {int(y.max())}]")
+            return xp.ascontiguousarray(y, dtype=np.int64)
+        if y.shape not in ((n,), (n, k)) or (y.shape == (n,) and k != 1):
+            raise ValueError(f"y must have shape ({n}, {k})" + (f" or ({n},)" if k == 1 else "")
+                             + f", got {y.shape}")
+        if self.output == "binary" and n and not (0 <= float(y.min()) and float(y.max()) <= 1):
+            raise ValueError("binary targets must be in [0, 1]")
+        return xp.ascontiguousarray(y.reshape(n, k), dtype=self.dtype)
+
+    # -- forward / backward ------------------------------------------------------------------
+
+    def _workspace(self, n: int) -> dict[str, Any]:
+        ws = self._ws.get(n)
+        if ws is None:
+            if len(self._ws) >= _WORKSPACES:
+                self._ws.pop(next(iter(self._ws)))
+            xp, dt = self._xp, self.dtype
+            sizes = self.layer_sizes[1:]
+            ws = self._ws[n] = {
+                "Z": [xp.empty((n, s), dt) for s in sizes],
+                "A": [xp.empty((n, s), dt) for s in sizes[:-1]],
+                "D": [xp.empty((n, s), dt) for s in sizes[:-1]],
+                "loss": xp.empty((n, sizes[-1]), dt),
+                "loss_rows": xp.empty(n, dt),
+            }
+        return ws
+
+    def _forward(self, X: Any) -> tuple[Any, dict[str, Any]]:
+        xp = self._xp
+        ws = self._workspace(X.shape[0])
+        a = X
+        p = self.flat.params
+        for layer in range(self.n_layers):
+            w, b = p[2 * layer], p[2 * layer + 1]
+            z = ws["Z"][layer]
+            xp.matmul(a, w, out=z)
+            if layer < self.n_layers - 1:
+                bias_act_(b, z, ws["A"][layer], self.activation, self.alpha)
+                a = ws["A"][layer]
+            else:
+                bias_act_(b, z, z, "identity")  # z += b without NumPy's broadcast buffer
+        return ws["Z"][-1], ws
+
+    def forward(self, X: Any) -> Any:
+        """The model output (logits for classifiers) for ``X`` of shape ``(n, features)``."""
+        out, _ = self._forward(self._check_X(X))
+        return out.copy()
+
+    def _penalty(self) -> float:
+        if not (self.l2 or self.l1):
+            return 0.0
+        total = 0.0
+        for w in self.flat.params[0::2]:
+            if self.l2:
+                total += 0.5 * self.l2 * float(_backend.reduce("sumsq", w.reshape(-1)).sum())
+            if self.l1:
+                total += self.l1 * float(_backend.reduce("sumpow", w.reshape(-1), 1.0).sum())
+        return total
+
+    def loss_and_grad(self, X: Any, y: Any) -> float:
+        """The mean loss on ``(X, y)``; writes its gradient into ``flat.grads``.
+
+        Args:
+            X: inputs, ``(n, n_features)``.
+            y: targets: ``(n,)`` or ``(n, n_outputs)`` floats (regression; binary: in
+                [0, 1]), or ``(n,)`` integer labels (multiclass).
+
+        Returns:
+            The loss, penalties included, as a Python float.
+        """
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        xp = self._xp
+        out, ws = self._forward(X)
+        target = y.reshape(-1) if self.loss_name == "softmax_xent" else y
+        loss_buf = ws["loss_rows"] if self.loss_name == "softmax_xent" else ws["loss"]
+        loss = loss_and_grad_(self.loss_name, out, target, loss_buf, self.huber_delta)
+        delta = out  # now dL/dZ_L
+        p, g = self.flat.params, self.flat.grads
+        for layer in range(self.n_layers - 1, -1, -1):
+            a_prev = X if layer == 0 else ws["A"][layer - 1]
+            w = p[2 * layer]
+            gw, gb = g[2 * layer], g[2 * layer + 1]
+            xp.matmul(a_prev.T, delta, out=gw)
+            xp.sum(delta, axis=0, out=gb)
+            if self.l2:
+                _backend.launch("axpy", "axpy", (), w.reshape(-1), self.l2, gw.reshape(-1))
+            if self.l1:
+                gw += self.l1 * xp.sign(w)
+            if layer:
+                d = ws["D"][layer - 1]
+                xp.matmul(delta, w.T, out=d)
+                act_grad_(ws["Z"][layer - 1], ws["A"][layer - 1], d, self.activation,
+                          self.alpha)
+                delta = d
+        return loss + self._penalty()
+
+    def loss(self, X: Any, y: Any) -> float:
+        """The mean loss on ``(X, y)``, penalties included (gradients untouched)."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        out, ws = self._forward(X)
+        target = y.reshape(-1) if self.loss_name == "softmax_xent" else y
+        loss_buf = ws["loss_rows"] if self.loss_name == "softmax_xent" else ws["loss"]
+        return loss_and_grad_(self.loss_name, out, target, loss_buf,
+                              self.huber_delta) + self._penalty()
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities ``(n, classes)`` (binary: ``[1 - p, p]``)."""
+        if self.output == "regression":
+            raise TypeError("predict_proba is for classifiers; use predict")
+        xp = self._xp
+        z = self.forward(X)
+        if self.output == "binary":
+            p1 = 1.0 / (1.0 + xp.exp(-z))
+            return xp.concatenate([1.0 - p1, p1], axis=1)
+        z -= z.max(axis=1, keepdims=True)
+        e = xp.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> Any:
+        """Predictions: values (regression, ``(n,)`` for one output) or class labels."""
+        z = self.forward(X)
+        if self.output == "regression":
+            return z[:, 0] if z.shape[1] == 1 else z
+        if self.output == "binary":
+            return (z[:, 0] > 0).astype(np.int64)
+        return z.argmax(axis=1)
+
+
+class LinearRegression(MLP):
+    """Linear regression ``y = X W + b`` trained by gradient descent (no hidden layer).
+
+    Args:
+        n_features: input size.
+        n_outputs: output size.
+        loss: ``"mse"`` or ``"huber"``.
+        **kwargs: as :class:`MLP` (``l2``, ``l1``, ``dtype``, ``seed``, ``init``, ...).
+
+    Example:
+        >>> import numpy as np, fastgd
+        >>> model = LinearRegression(3, dtype=np.float64, init="zeros")
+        >>> model.predict(np.ones((2, 3)))
+        array([0., 0.])
+    """
+
+    def __init__(self, n_features: int, n_outputs: int = 1, loss: str = "mse",
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("init", "xavier_uniform")
+        super().__init__([n_features, n_outputs], activation="identity", output="regression",
+                         loss=loss, **kwargs)
+
+
+class LogisticRegression(MLP):
+    """Logistic regression: binary (sigmoid, BCE) or multinomial (softmax cross-entropy).
+
+    Args:
+        n_features: input size.
+        n_classes: 2 for binary (one logit), more for multinomial.
+        **kwargs: as :class:`MLP`.
+
+    Example:
+        >>> import numpy as np
+        >>> model = LogisticRegression(2, n_classes=3, init="zeros")
+        >>> model.predict_proba(np.zeros((1, 2))).round(3)
+        array([[0.333, 0.333, 0.333]], dtype=float32)
+    """
+
+    def __init__(self, n_features: int, n_classes: int = 2, **kwargs: Any) -> None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        kwargs.setdefault("init", "xavier_uniform")
+        binary = n_classes == 2
+        super().__init__([n_features, 1 if binary else n_classes], activation="identity",
+                         output="binary" if binary else "multiclass", **kwargs)

@@ -1,0 +1,186 @@
+"""Fused elementwise kernels of the models: bias + activation, activation derivative,
+and losses with their gradients.
+
+These take 2-D ``(rows, cols)`` arrays where a bias broadcasts over rows (``bias_act``,
+``act_grad``, ``softmax_xent``) and 1-D arrays otherwise. The activation is a variant flag
+(``act``, one of :data:`ACT_CODES`); its slope ``alpha`` (leaky ReLU) is a scalar argument.
+Losses overwrite the model output ``z`` with ``dL/dz`` (already divided by the batch size
+through ``inv_n``) and write each row's or element's loss into ``loss``.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+
+#: Activation name -> the ``act`` flag value of :func:`bias_act` and :func:`act_grad`.
+ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4,
+             "softplus": 5, "gelu": 6}
+#: Values of the non-boolean variant flags (for tests that build every variant).
+FLAG_VALUES = {"act": tuple(ACT_CODES.values())}
+
+
+@rule(HEAVY_THRESHOLD)
+def bias_act(act):
+    """z <- z + b (kept: the pre-activation); a <- act(z)."""
+
+    def bias_act(b, alpha, z, a):
+        alpha = as_dtype_of(alpha, z)
+        zero = as_dtype_of(0.0, z)
+        one = as_dtype_of(1.0, z)
+        half = as_dtype_of(0.5, z)
+        k = as_dtype_of(0.7978845608028654, z)  # sqrt(2 / pi)
+        c3 = as_dtype_of(0.044715, z)
+        rows, cols = z.shape
+        for r in prange(rows):
+            for c in range(cols):
+                x = z[r, c] + b[c]
+                z[r, c] = x
+                y = x
+                if act == 1:
+                    if x < 0:
+                        y = zero
+                elif act == 2:
+                    if x < 0:
+                        y = alpha * x
+                elif act == 3:
+                    if x >= 0:
+                        y = one / (one + np.exp(-x))
+                    else:
+                        e = np.exp(x)
+                        y = e / (one + e)
+                elif act == 4:
+                    y = np.tanh(x)
+                elif act == 5:
+                    y = max(x, x * 0) + np.log1p(np.exp(-abs(x)))
+                elif act == 6:
+                    y = half * x * (one + np.tanh(k * (x + c3 * x * x * x)))
+                a[r, c] = y
+
+    return bias_act
+
+
+@rule(HEAVY_THRESHOLD)
+def act_grad(act):
+    """d <- d * act'(z), from the pre-activation z and the activation a."""
+
+    def act_grad(z, a, alpha, d):
+        alpha = as_dtype_of(alpha, d)
+        one = as_dtype_of(1.0, d)
+        half = as_dtype_of(0.5, d)
+        k = as_dtype_of(0.7978845608028654, d)
+        c3 = as_dtype_of(0.044715, d)
+        rows, cols = d.shape
+        for r in prange(rows):
+            for c in range(cols):
+                x = z[r, c]
+                y = a[r, c]
+                f = one
+                if act == 1:
+                    if not x > 0:
+                        f = x * 0
+                elif act == 2:
+                    if not x > 0:
+                        f = alpha
+                elif act == 3:
+                    f = y * (one - y)
+                elif act == 4:
+                    f = one - y * y
+                elif act == 5:
+                    if x >= 0:
+                        f = one / (one + np.exp(-x))
+                    else:
+                        e = np.exp(x)
+                        f = e / (one + e)
+                elif act == 6:
+                    t = np.tanh(k * (x + c3 * x * x * x))
+                    f = half * (one + t) + half * x * (one - t * t) * k * (
+                        one + 3 * c3 * x * x)
+                d[r, c] = d[r, c] * f
+
+    return act_grad
+
+
+@rule(HEAVY_THRESHOLD)
+def softmax_xent():
+    """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""
+
+    def softmax_xent(y, inv_n, z, loss):
+        inv_n = as_dtype_of(inv_n, z)
+        rows, cols = z.shape
+        for r in prange(rows):
+            m = z[r, 0]
+            for c in range(1, cols):
+                if z[r, c] > m or z[r, c] != z[r, c]:
+                    m = z[r, c]
+            s = z[r, 0] * 0
+            for c in range(cols):
+                s += np.exp(z[r, c] - m)
+            t = y[r]
+            loss[r] = np.log(s) + m - z[r, t]
+            for c in range(cols):
+                p = np.exp(z[r, c] - m) / s
+                if c == t:
+                    p = p - 1
+                z[r, c] = p * inv_n
+
+    return softmax_xent
+
+
+@rule(HEAVY_THRESHOLD)
+def bce_logits():
+    """Binary cross-entropy on logits z with targets y in [0, 1] (fused backward)."""
+
+    def bce_logits(y, inv_n, z, loss):
+        inv_n = as_dtype_of(inv_n, z)
+        one = as_dtype_of(1.0, z)
+        for i in prange(z.size):
+            x = z[i]
+            t = y[i]
+            loss[i] = max(x, x * 0) - x * t + np.log1p(np.exp(-abs(x)))
+            if x >= 0:
+                s = one / (one + np.exp(-x))
+            else:
+                e = np.exp(x)
+                s = e / (one + e)
+            z[i] = (s - t) * inv_n
+
+    return bce_logits
+
+
+@rule(HEAVY_THRESHOLD)
+def mse():
+    """Squared error (z - y)^2; z <- 2 (z - y) inv_n."""
+
+    def mse(y, inv_n, z, loss):
+        inv_n = as_dtype_of(inv_n, z)
+        for i in prange(z.size):
+            r = z[i] - y[i]
+            loss[i] = r * r
+            z[i] = 2 * r * inv_n
+
+    return mse
+
+
+@rule(HEAVY_THRESHOLD)
+def huber():
+    """Huber loss with threshold delta; z <- its derivative times inv_n."""
+
+    def huber(y, delta, inv_n, z, loss):
+        delta = as_dtype_of(delta, z)
+        inv_n = as_dtype_of(inv_n, z)
+        half = as_dtype_of(0.5, z)
+        for i in prange(z.size):
+            r = z[i] - y[i]
+            ar = abs(r)
+            if ar <= delta:
+                loss[i] = half * r * r
+                z[i] = r * inv_n
+            else:
+                loss[i] = delta * (ar - half * delta)
+                if r > 0:
+                    z[i] = delta * inv_n
+                else:
+                    z[i] = -delta * inv_n
+
+    return huber

@@ -1,0 +1,112 @@
+"""Model kernels: CUDA twin of kernels/cpu/nn.py.
+
+``bias_act`` and ``act_grad`` broadcast the bias (``cols``) over ``(rows, cols)`` arrays;
+``softmax_xent`` runs one thread per row over the raw logits.
+"""
+
+from ._elementwise import rule
+
+_ACT_FORWARD = {
+    0: "",
+    1: "if (x < 0) y = 0;",
+    2: "if (x < 0) y = alpha * x;",
+    3: "if (x >= 0) y = one / (one + exp(-x)); else { T e = exp(x); y = e / (one + e); }",
+    4: "y = tanh(x);",
+    5: "y = max(x, x * 0) + log1p(exp(-fabs(x)));",
+    6: "y = half * x * (one + tanh(k * (x + c3 * x * x * x)));",
+}
+_ACT_DERIVATIVE = {
+    0: "",
+    1: "if (!(x > 0)) f = x * 0;",
+    2: "if (!(x > 0)) f = alpha;",
+    3: "f = y * (one - y);",
+    4: "f = one - y * y;",
+    5: "if (x >= 0) f = one / (one + exp(-x)); else { T e = exp(x); f = e / (one + e); }",
+    6: """T t = tanh(k * (x + c3 * x * x * x));
+    f = half * (one + t) + half * x * (one - t * t) * k * (one + 3 * c3 * x * x);""",
+}
+_CONSTANTS = """
+    const T one = 1, half = 0.5, k = 0.7978845608028654, c3 = 0.044715;"""
+
+
+@rule("b alpha | z a")
+def bias_act(act):
+    """z <- z + b (kept: the pre-activation); a <- act(z)."""
+    return f"""{_CONSTANTS}
+    T x = z + b;
+    z = x;
+    T y = x;
+    {_ACT_FORWARD[int(act)]}
+    a = y;
+    """
+
+
+@rule("z a alpha | d")
+def act_grad(act):
+    """d <- d * act'(z), from the pre-activation z and the activation a."""
+    return f"""{_CONSTANTS}
+    T x = z;
+    T y = a;
+    T f = one;
+    {_ACT_DERIVATIVE[int(act)]}
+    d = d * f;
+    """
+
+
+@rule("y inv_n | raw:z loss")
+def softmax_xent():
+    """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""
+    return """
+    const ptrdiff_t cols = z.shape()[1];
+    const ptrdiff_t r = i;
+    T m = z[r * cols];
+    for (ptrdiff_t c = 1; c < cols; ++c) {
+        T v = z[r * cols + c];
+        if (v > m || v != v) m = v;
+    }
+    T s = 0;
+    for (ptrdiff_t c = 0; c < cols; ++c) s += exp(z[r * cols + c] - m);
+    const ptrdiff_t t = y;
+    loss = log(s) + m - z[r * cols + t];
+    for (ptrdiff_t c = 0; c < cols; ++c) {
+        T p = exp(z[r * cols + c] - m) / s;
+        if (c == t) p = p - 1;
+        z[r * cols + c] = p * inv_n;
+    }
+    """
+
+
+@rule("y inv_n | z loss")
+def bce_logits():
+    """Binary cross-entropy on logits z with targets y in [0, 1] (fused backward)."""
+    return """
+    const T one = 1;
+    T x = z;
+    T t = y;
+    loss = max(x, x * 0) - x * t + log1p(exp(-fabs(x)));
+    T s;
+    if (x >= 0) s = one / (one + exp(-x)); else { T e = exp(x); s = e / (one + e); }
+    z = (s - t) * inv_n;
+    """
+
+
+@rule("y inv_n | z loss")
+def mse():
+    """Squared error (z - y)^2; z <- 2 (z - y) inv_n."""
+    return """
+    T r = z - y;
+    loss = r * r;
+    z = 2 * r * inv_n;
+    """
+
+
+@rule("y delta inv_n | z loss")
+def huber():
+    """Huber loss with threshold delta; z <- its derivative times inv_n."""
+    return """
+    const T half = 0.5;
+    T r = z - y;
+    T ar = fabs(r);
+    if (ar <= delta) { loss = half * r * r; z = r * inv_n; }
+    else { loss = delta * (ar - half * delta); z = (r > 0 ? delta : -delta) * inv_n; }
+    """

@@ -1,0 +1,194 @@
+"""Models: finite-difference gradient checks, a hand-worked step, errors, no allocation."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.models import ACTIVATIONS, MLP, LinearRegression, LogisticRegression
+from fastgd.models.activations import act_grad_, activate
+from fastgd.models.losses import loss_and_grad
+from tests.helpers import assert_unchanged, snapshot
+
+H = 1e-6
+
+
+def _fd_check(model, X, y, rtol=2e-5, atol=1e-8):
+    model.loss_and_grad(X, y)
+    analytic = [g.copy() for g in model.grads]
+    for p, ga in zip(model.params, analytic):
+        num = np.empty_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + H
+            lp = model.loss(X, y)
+            p[i] = old - H
+            lm = model.loss(X, y)
+            p[i] = old
+            num[i] = (lp - lm) / (2 * H)
+        np.testing.assert_allclose(ga, num, rtol=rtol, atol=atol)
+
+
+def _data(n=7, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize(("output", "loss", "k"), [
+    ("regression", "mse", 2), ("regression", "huber", 2), ("binary", None, 1),
+    ("multiclass", None, 3),
+])
+@pytest.mark.parametrize(("l2", "l1"), [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2)])
+def test_mlp_gradient_matches_finite_differences(activation, output, loss, k, l2, l1):
+    X = _data()
+    rng = np.random.default_rng(1)
+    if output == "multiclass":
+        y = rng.integers(0, k, size=7)
+    elif output == "binary":
+        y = rng.integers(0, 2, size=7).astype(float)
+    else:
+        y = rng.normal(size=(7, k)) * 2
+    model = MLP([3, 5, 4, k], activation=activation, output=output, loss=loss, l2=l2, l1=l1,
+                dtype=np.float64, seed=2, huber_delta=0.5, init="xavier_normal")
+    _fd_check(model, X, y)
+
+
+def test_linear_and_logistic_gradients():
+    X = _data()
+    rng = np.random.default_rng(3)
+    _fd_check(LinearRegression(3, 2, dtype=np.float64, seed=0), X, rng.normal(size=(7, 2)))
+    _fd_check(LogisticRegression(3, dtype=np.float64, seed=0), X,
+              rng.integers(0, 2, size=7))
+    _fd_check(LogisticRegression(3, 4, dtype=np.float64, seed=0, l2=0.1), X,
+              rng.integers(0, 4, size=7))
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_derivative_matches_finite_differences(name):
+    z = np.random.default_rng(0).normal(size=(4, 5)) * 2
+    a = activate(z, name, alpha=0.1)
+    d = np.ones_like(z)
+    act_grad_(z.copy(), a, d, name, alpha=0.1)
+    num = (activate(z + H, name, 0.1) - activate(z - H, name, 0.1)) / (2 * H)
+    np.testing.assert_allclose(d, num, rtol=1e-6, atol=1e-8)
+
+
+def test_activations_known_values():
+    z = np.array([[-2.0, 0.5]])
+    np.testing.assert_allclose(activate(z, "sigmoid"), 1 / (1 + np.exp(-z)))
+    np.testing.assert_allclose(activate(z, "softplus"), np.log1p(np.exp(z)))
+    np.testing.assert_allclose(activate(z, "leaky_relu", 0.1), [[-0.2, 0.5]])
+    np.testing.assert_allclose(activate(z, "tanh"), np.tanh(z))
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(
+        activate(z, "gelu"),
+        torch.nn.functional.gelu(torch.tensor(z), approximate="tanh").numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "y"), [
+    ("mse", np.array([[0.5, -1.0], [2.0, 0.0]])),
+    ("huber", np.array([[0.5, -1.0], [2.0, 3.0]])),
+    ("bce", np.array([[1.0], [0.0]])),
+    ("softmax_xent", np.array([2, 0])),
+])
+def test_losses_match_finite_differences_and_torch(name, y):
+    torch = pytest.importorskip("torch")
+    k = 3 if name == "softmax_xent" else (1 if name == "bce" else 2)
+    z = np.random.default_rng(0).normal(size=(2, k)) * 3
+    loss, g = loss_and_grad(name, z, y)
+    num = np.empty_like(z)
+    for i in np.ndindex(z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[i] += H
+        zm[i] -= H
+        num[i] = (loss_and_grad(name, zp, y)[0] - loss_and_grad(name, zm, y)[0]) / (2 * H)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-9)
+    tz, ty = torch.tensor(z), torch.tensor(y)
+    expected = {
+        "mse": lambda: torch.nn.functional.mse_loss(tz, ty),
+        "huber": lambda: torch.nn.functional.huber_loss(tz, ty, delta=1.0),
+        "bce": lambda: torch.nn.functional.binary_cross_entropy_with_logits(tz, ty),
+        "softmax_xent": lambda: torch.nn.functional.cross_entropy(tz, ty),
+    }[name]()
+    assert loss == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_softmax_xent_is_stable_for_huge_logits():
+    loss, g = loss_and_grad("softmax_xent", np.array([[1000.0, -1000.0]]), np.array([0]))
+    assert loss == 0.0 and np.isfinite(g).all()
+    loss, g = loss_and_grad("bce", np.array([[800.0]]), np.array([[0.0]]))
+    assert loss == pytest.approx(800.0) and np.isfinite(g).all()
+
+
+def test_hand_worked_linear_regression_step():
+    # y = X w + b with w = 0, b = 0: loss = mean(y^2) = (1 + 4) / 2 = 2.5,
+    # dL/dw = 2/N X^T (0 - y) = -(1*1 + 2*3) = -7, dL/db = -(1 + 2) = -3.
+    model = LinearRegression(1, dtype=np.float64, init="zeros")
+    X, y = np.array([[1.0], [3.0]]), np.array([1.0, 2.0])
+    assert model.loss_and_grad(X, y) == 2.5
+    np.testing.assert_array_equal(model.grads[0], [[-7.0]])
+    np.testing.assert_array_equal(model.grads[1], [-3.0])
+    fastgd.SGD(model.flat, lr=0.1).step()
+    np.testing.assert_allclose(model.params[0], [[0.7]])
+    np.testing.assert_allclose(model.params[1], [0.3])
+
+
+def test_training_reduces_loss_and_predicts():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
+    model = MLP([4, 16, 3], output="multiclass", seed=0)
+    opt = fastgd.Adam(model.flat, lr=0.02)
+    for _ in range(200):
+        model.loss_and_grad(X, y)
+        opt.step()
+    assert (model.predict(X) == y).mean() > 0.9
+    p = model.predict_proba(X)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_no_allocation_after_the_first_call_at_a_batch_size():
+    X = np.random.default_rng(0).normal(size=(512, 64)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, size=512)
+    model = MLP([64, 128, 10], output="multiclass", seed=0, l2=1e-4)
+    model.loss_and_grad(X, y)
+    tracemalloc.start()
+    model.loss_and_grad(X, y)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 16_384  # the activations alone are 512 x 128 x 4 = 256 KiB
+
+
+@pytest.mark.parametrize(("X", "y", "exc", "match"), [
+    (np.ones((3, 5)), np.zeros(3, np.int64), ValueError, r"X must have shape \(n, 4\)"),
+    (np.ones((3, 4)), np.zeros(2, np.int64), ValueError, "3 integer class labels"),
+    (np.ones((3, 4)), np.array([0, 1, 3]), ValueError, r"class labels must be in \[0, 3\)"),
+    (np.ones((3, 4)), np.zeros(3), ValueError, "integer class labels"),
+])
+def test_bad_inputs_raise_and_change_nothing(X, y, exc, match):
+    model = MLP([4, 5, 3], output="multiclass", seed=0, dtype=np.float64)
+    before = snapshot(list(model.params) + list(model.grads))
+    with pytest.raises(exc, match=match):
+        model.loss_and_grad(X, y)
+    assert_unchanged(before, list(model.params) + list(model.grads))
+
+
+def test_model_construction_errors():
+    with pytest.raises(ValueError, match="layer_sizes"):
+        MLP([4])
+    with pytest.raises(ValueError, match="unknown activation"):
+        MLP([4, 2], activation="swish")
+    with pytest.raises(ValueError, match="does not fit output"):
+        MLP([4, 2], output="multiclass", loss="mse")
+    with pytest.raises(ValueError, match="binary model has 1 output"):
+        MLP([4, 2], output="binary")
+    with pytest.raises(ValueError, match="unknown initializer"):
+        MLP([4, 2], init="orthogonal")
+    with pytest.raises(ValueError, match="n_classes"):
+        LogisticRegression(3, n_classes=1)
+    with pytest.raises(ValueError, match="binary targets"):
+        LogisticRegression(2).loss_and_grad(np.ones((2, 2)), np.array([0.0, 2.0]))

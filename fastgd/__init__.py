@@ -23,6 +23,7 @@ from fastgd.optim import (
     RAdam,
     RMSprop,
 )
+from fastgd.train import EarlyStopping, History, fit
 
 __version__ = "0.1.0"
 
@@ -34,8 +35,10 @@ __all__ = [
     "AdamW",
     "Adamax",
     "CheckpointError",
+    "EarlyStopping",
     "FlatParams",
     "GradientAccumulator",
+    "History",
     "Lion",
     "NAdam",
     "NonFiniteGradientError",
@@ -46,6 +49,7 @@ __all__ = [
     "clip",
     "clip_grad_norm_",
     "clip_grad_value_",
+    "fit",
     "functional",
     "load",
     "models",

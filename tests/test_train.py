@@ -1,0 +1,129 @@
+"""The training loop: gradient-descent variants, shuffling, validation, stopping rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.models import MLP, LinearRegression, LogisticRegression
+from fastgd.schedules import ReduceLROnPlateau
+from tests.helpers import assert_unchanged, snapshot
+
+
+def _blobs(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.8).astype(np.int64)
+    return X, y
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 16])
+def test_batch_stochastic_and_minibatch_descent_reduce_the_loss(batch_size):
+    X, y = _blobs(120)
+    model = MLP([5, 16, 3], output="multiclass", seed=0)
+    lr = {None: 0.1, 1: 0.002, 16: 0.01}[batch_size]
+    hist = fastgd.fit(model, fastgd.Adam(model.flat, lr=lr), X, y, epochs=15,
+                      batch_size=batch_size, seed=0, progress=False)
+    assert hist["loss"][-1] < 0.6 * hist["loss"][0]
+    assert hist.steps == 15 * {None: 1, 1: 120, 16: 8}[batch_size]
+    assert len(hist["time"]) == 15 and hist["accuracy"][-1] > 0.75
+
+
+def test_seeded_shuffling_is_reproducible():
+    X, y = _blobs()
+    runs = []
+    for seed in (3, 3, 4):
+        model = MLP([5, 8, 3], output="multiclass", seed=0)
+        runs.append(fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), X, y, epochs=3,
+                               batch_size=10, seed=seed, progress=False)["loss"])
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_batches_function_for_out_of_memory_data():
+    X, y = _blobs()
+    model = LogisticRegression(5, 3, seed=0)
+    calls = []
+
+    def batches(epoch):
+        calls.append(epoch)
+        for i in range(0, len(X), 50):
+            yield X[i : i + 50], y[i : i + 50]
+
+    hist = fastgd.fit(model, fastgd.Adam(model.flat, lr=0.05), batches=batches, epochs=4,
+                      progress=False)
+    assert calls == [0, 1, 2, 3] and hist.steps == 24
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_validation_early_stopping_restores_the_best_parameters():
+    X, y = _blobs(200)
+    Xv, yv = _blobs(100, seed=1)
+    model = MLP([5, 32, 3], output="multiclass", seed=0)
+    snaps = []
+    hist = fastgd.fit(model, fastgd.Adam(model.flat, lr=0.3), X, y, epochs=40, batch_size=8,
+                      seed=0, validation_data=(Xv, yv), progress=False,
+                      early_stopping=fastgd.EarlyStopping(patience=2),
+                      callbacks=[lambda e, logs: snaps.append(model.flat.buffers[
+                          np.dtype(np.float32)].copy())])
+    assert hist.stopped_early and "val_loss" in hist.stopped_early
+    best = int(np.argmin(hist["val_loss"]))
+    assert best < hist.epochs - 1
+    np.testing.assert_array_equal(model.flat.buffers[np.dtype(np.float32)], snaps[best])
+    assert "val_accuracy" in hist.history
+
+
+def test_loss_tolerance_step_budget_and_callback_stop():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3
+    model = LinearRegression(3, dtype=np.float64, seed=0)
+    hist = fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), X, y, epochs=500,
+                      batch_size=None, loss_tol=1e-6, progress=False)
+    assert hist.stopped_early.startswith("loss") and hist["loss"][-1] <= 1e-6
+    np.testing.assert_allclose(model.params[0].ravel(), [1.0, -2.0, 0.5], atol=1e-2)
+    m2 = LinearRegression(3, dtype=np.float64, seed=0)
+    h2 = fastgd.fit(m2, fastgd.SGD(m2.flat, lr=0.1), X, y, epochs=50, batch_size=8,
+                    max_steps=20, progress=False)
+    assert h2.steps == 20 and h2.epochs == 3
+    m3 = LinearRegression(3, dtype=np.float64, seed=0)
+    h3 = fastgd.fit(m3, fastgd.SGD(m3.flat, lr=0.1), X, y, epochs=50, progress=False,
+                    callbacks=[lambda e, logs: e == 1])
+    assert h3.epochs == 2 and "callback" in h3.stopped_early
+
+
+def test_plateau_and_clipping_plug_in():
+    X, y = _blobs()
+    model = MLP([5, 8, 3], output="multiclass", seed=0)
+    opt = fastgd.SGD(model.flat, lr=0.5)
+    plateau = ReduceLROnPlateau(opt, patience=0, factor=0.5, threshold=10.0)
+    hist = fastgd.fit(model, opt, X, y, epochs=3, batch_size=50, clip_norm=0.1,
+                      plateau=plateau, progress=False)
+    assert hist["lr"] == [0.5, 0.25, 0.125]  # the lr each epoch ran with
+    assert opt.param_groups[0]["lr"] == 0.0625
+    assert opt.last_grad_norm is not None
+
+
+def test_no_progress_output_when_not_a_terminal(capsys):
+    X, y = _blobs(50)
+    model = LogisticRegression(5, 3, seed=0)
+    fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), X, y, epochs=2)
+    assert capsys.readouterr().err == ""
+    fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), X, y, epochs=1, verbose=True)
+    assert "epoch 1/1 loss=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"epochs": 0}, "epochs must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"y": np.zeros(3, np.int64)}, "X has 300 rows, y has 3"),
+    ({"y": np.full(300, 7)}, "class labels must be in"),
+])
+def test_bad_arguments_raise_before_any_step(kw, match):
+    X, y = _blobs()
+    model = MLP([5, 4, 3], output="multiclass", seed=0)
+    before = snapshot(list(model.params))
+    args = {"X": X, "y": y, **kw}
+    with pytest.raises(ValueError, match=match):
+        fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), progress=False, **args)
+    assert_unchanged(before, list(model.params))

@@ -34,14 +34,19 @@ def flat_layout(layout: Sequence[tuple[tuple[int, ...], np.dtype]], xp: Any = np
     for shape, dt in layout:
         totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
     buffers = {dt: xp.zeros(n, dt) for dt, n in totals.items()}
-    offsets = dict.fromkeys(totals, 0)
+    return buffers, _views(buffers, layout)
+
+
+def _views(buffers: dict[np.dtype, Any], layout: Sequence[tuple[tuple[int, ...], np.dtype]]
+           ) -> list[Any]:
+    offsets = dict.fromkeys(buffers, 0)
     views = []
     for shape, dt in layout:
         n = int(np.prod(shape, dtype=np.int64))
         o = offsets[dt]
         offsets[dt] = o + n
         views.append(buffers[dt][o : o + n].reshape(shape))
-    return buffers, views
+    return views
 
 
 class FlatParams:
@@ -109,6 +114,20 @@ class FlatParams:
                 p[...] = _backend.to_module_of(src, p)
         self.params: tuple[np.ndarray, ...] = tuple(params)
         self.grads: tuple[np.ndarray, ...] = tuple(grads)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # views would unpickle as separate copies: keep the buffers and the layout instead
+        return {"buffers": self.buffers, "grad_buffers": self.grad_buffers,
+                "layout": [(p.shape, p.dtype) for p in self.params]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        def own(b: Any) -> Any:  # e.g. a read-only memmap from joblib: take a plain copy
+            return b if type(b) is np.ndarray or _backend.is_cupy(b) else np.array(b)
+
+        self.buffers = {dt: own(b) for dt, b in state["buffers"].items()}
+        self.grad_buffers = {dt: own(b) for dt, b in state["grad_buffers"].items()}
+        self.params = tuple(_views(self.buffers, state["layout"]))
+        self.grads = tuple(_views(self.grad_buffers, state["layout"]))
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (one fill per buffer)."""

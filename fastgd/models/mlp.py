@@ -124,8 +124,16 @@ class MLP:
             fan_in, fan_out = shapes[k]
             w = initialize(init, shapes[k], fan_in, fan_out, rng)
             self.flat.params[k][...] = _backend.to_module_of(w.astype(dtype), self.flat.params[k])
-        self._xp = xp
         self._ws: dict[int, dict[str, Any]] = {}
+
+    @property
+    def _xp(self) -> Any:
+        return _backend.xp_of(self.flat.params[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ws"] = {}  # workspaces are rebuilt on demand
+        return state
 
     # -- parameters ----------------------------------------------------------------------
 

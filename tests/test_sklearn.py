@@ -1,0 +1,94 @@
+"""scikit-learn estimators: scikit-learn's own estimator checks, pipelines, search, accuracy."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastgd.sklearn import (  # noqa: E402
+    LinearRegression,
+    LogisticRegression,
+    MLPClassifier,
+    MLPRegressor,
+)
+
+
+@parametrize_with_checks([LogisticRegression(random_state=0), LinearRegression(random_state=0),
+                          MLPClassifier(random_state=0), MLPRegressor(random_state=0)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+def test_mlp_classifier_matches_sklearn_accuracy():
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    X, y = _digits()
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0)
+    ours, theirs = [], []
+    for seed in range(4):  # one seed varies by +-2 %; compare the mean over four
+        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=30, random_state=seed)
+        ours.append(clf.fit(Xtr, ytr).score(Xte, yte))
+        sk = SkMLP(hidden_layer_sizes=(64,), max_iter=30, random_state=seed)
+        with pytest.warns(Warning):  # sklearn: "did not converge" after 30 epochs
+            theirs.append(sk.fit(Xtr, ytr).score(Xte, yte))
+    assert np.mean(ours) >= np.mean(theirs) - 0.015
+    assert len(clf.loss_curve_) == clf.n_iter_ and clf.n_features_in_ == 64
+
+
+def test_pipeline_grid_search_and_clone():
+    X, y = _digits()
+    pipe = make_pipeline(StandardScaler(),
+                         LogisticRegression(max_iter=30, batch_size=32, random_state=0))
+    search = GridSearchCV(pipe, {"logisticregression__alpha": [1e-4, 1e-2]}, cv=2)
+    search.fit(X[:600], y[:600])
+    from sklearn.linear_model import LogisticRegression as SkLogistic
+    from sklearn.model_selection import cross_val_score
+
+    reference = cross_val_score(make_pipeline(StandardScaler(), SkLogistic(max_iter=1000)),
+                                X[:600], y[:600], cv=2).mean()
+    assert search.best_score_ >= reference - 0.03
+    c = clone(search.best_estimator_)
+    assert c.get_params()["logisticregression__alpha"] in (1e-4, 1e-2)
+
+
+def test_partial_fit_and_pickle_continue_training():
+    X, y = _digits()
+    clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0, solver="sgd",
+                        learning_rate_init=0.05)
+    clf.partial_fit(X[:500], y[:500], classes=np.arange(10))
+    clone_after = pickle.loads(pickle.dumps(clf))
+    clf.partial_fit(X[:500], y[:500])
+    clone_after.partial_fit(X[:500], y[:500])
+    np.testing.assert_array_equal(clf.predict_proba(X[:50]), clone_after.predict_proba(X[:50]))
+    with pytest.raises(ValueError, match="classes must be passed"):
+        MLPClassifier().partial_fit(X[:10], y[:10])
+
+
+def test_regressors_fit_a_linear_function():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X @ np.array([2.0, -1.0, 0.5]) + 1.0
+    lin = LinearRegression(max_iter=300, random_state=0).fit(X, y)
+    assert lin.score(X, y) > 0.999
+    mlp = MLPRegressor(hidden_layer_sizes=(32,), max_iter=200, random_state=0).fit(X, y)
+    assert mlp.score(X, y) > 0.98
+    two = LinearRegression(max_iter=300, random_state=0).fit(X, np.c_[y, -y])
+    assert two.predict(X).shape == (400, 2)

@@ -6,6 +6,7 @@ nothing; each kernel compiles on first use and is cached on disk.
 """
 
 from fastgd import clip, functional, models, schedules
+from fastgd._backend import serial_kernels
 from fastgd.accumulate import GradientAccumulator
 from fastgd.checkpoint import CheckpointError, load, save
 from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value_
@@ -55,4 +56,5 @@ __all__ = [
     "models",
     "save",
     "schedules",
+    "serial_kernels",
 ]

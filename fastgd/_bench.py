@@ -9,6 +9,7 @@ memory-bandwidth baseline.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -355,13 +356,16 @@ def clipped(n: int, impl: str) -> Callable[[], None] | None:
 
 
 def measure(fns: dict[str, Callable[[], None]], rounds: int = 15,
-            min_time: float = 0.01, sync: Callable[[], None] | None = None) -> dict[str, float]:
+            min_time: float = 0.01, sync: Callable[[], None] | None = None,
+            settle: float = 0.0) -> dict[str, float]:
     """Median seconds per call of each callable, timed in interleaved rounds.
 
     Each callable is warmed up (compiling what it needs), then every round times each
     callable once over a batch of calls lasting at least ``min_time``, so slow drifts of a
     shared machine hit every implementation alike. ``sync`` (e.g. a CUDA device
-    synchronize) runs before the clock is read at both ends of a batch.
+    synchronize) runs before the clock is read at both ends of a batch. ``settle`` sleeps
+    before each batch so that the previous implementation's spin-waiting worker threads
+    (OpenBLAS, OpenMP) go idle and do not slow the next one.
     """
     sync = sync or (lambda: None)
     batch = {}
@@ -383,6 +387,8 @@ def measure(fns: dict[str, Callable[[], None]], rounds: int = 15,
     for _ in range(rounds):
         for name, fn in fns.items():
             k = batch[name]
+            if settle:
+                time.sleep(settle)
             sync()
             t0 = time.perf_counter()
             for _ in range(k):
@@ -530,3 +536,152 @@ def report_cuda(rules: Sequence[str] = tuple(CONFIGS), sizes: Sequence[int] = CU
             + (f"   torch {_fmt_time(tt)} ({tt / t['fastgd']:.2f}x)" if tt else ""))
         rows.append({"rule": rule, "model": True, "fastgd_s": t["fastgd"], "torch_s": tt})
     return rows
+
+
+# -- models ---------------------------------------------------------------------------------
+
+MLP_SHAPES = {"mlp-100": [100, 256, 128, 10], "mlp-784": [784, 256, 128, 10]}
+
+
+def _classes_data(n: int, d: int, k: int = 10, seed: int = 0) -> tuple[Any, Any]:
+    """A synthetic k-class problem: labels from a random linear map plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    W = rng.standard_normal((d, k), dtype=np.float32)
+    y = np.argmax(X @ W + rng.standard_normal((n, k), dtype=np.float32), axis=1)
+    return X, y.astype(np.int64)
+
+
+def model_step(shape: Sequence[int], impl: str, batch: int = 256) -> Callable[[], None] | None:
+    """One training step (forward, backward, Adam update) on one batch.
+
+    ``impl``: ``"fastgd"``, ``"torch"`` (the same architecture, fused Adam),
+    ``"sklearn"`` (MLPClassifier.partial_fit on the batch, float32) or ``"gemm"`` (the
+    forward and backward matmuls alone: the floor).
+    """
+    from fastgd.models import MLP
+
+    X, y = _classes_data(batch, shape[0], shape[-1])
+    if impl == "fastgd":
+        model = MLP(list(shape), output="multiclass", seed=0)
+        opt = fastgd.Adam(model.flat, lr=1e-3)
+
+        def step() -> None:
+            with fastgd.serial_kernels():  # as fastgd.fit does
+                model.loss_and_grad(X, y)
+                opt.step()
+
+        return step
+    if impl == "gemm":
+        rng = np.random.default_rng(0)
+        Ws = [rng.standard_normal((a, b), dtype=np.float32) for a, b in itertools.pairwise(shape)]
+        As = [X] + [np.empty((batch, b), np.float32) for b in shape[1:]]
+        Gs = [np.empty_like(w) for w in Ws]
+        Ds = [np.empty((batch, b), np.float32) for b in shape[1:]]
+
+        def gemm() -> None:
+            for i, w in enumerate(Ws):
+                np.matmul(As[i], w, out=As[i + 1])
+            for i in range(len(Ws) - 1, -1, -1):
+                np.matmul(As[i].T, Ds[i], out=Gs[i])
+                if i:
+                    np.matmul(Ds[i], Ws[i].T, out=Ds[i - 1])
+
+        return gemm
+    if impl == "torch":
+        torch = _torch()
+        if torch is None:
+            return None
+        layers: list[Any] = []
+        for a, b in itertools.pairwise(shape):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        net = torch.nn.Sequential(*layers[:-1])
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
+        tx, ty = torch.from_numpy(X), torch.from_numpy(y)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def tstep() -> None:
+            topt.zero_grad(set_to_none=False)
+            loss_fn(net(tx), ty).backward()
+            topt.step()
+
+        return tstep
+    if impl == "sklearn":
+        try:
+            from sklearn.neural_network import MLPClassifier
+        except ImportError:
+            return None
+        clf = MLPClassifier(hidden_layer_sizes=tuple(shape[1:-1]), batch_size=batch,
+                            random_state=0)
+        clf.partial_fit(X, y, classes=np.arange(shape[-1]))
+
+        def sstep() -> None:
+            clf.partial_fit(X, y)
+
+        return sstep
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def logistic_epoch(impl: str, n: int = 200_000, d: int = 100, batch: int = 256
+                   ) -> Callable[[], None] | None:
+    """One epoch of multinomial logistic regression (10 classes), mini-batches of 256."""
+    from fastgd.models import LogisticRegression
+
+    X, y = _classes_data(n, d)
+    if impl == "fastgd":
+        model = LogisticRegression(d, 10, seed=0)
+        opt = fastgd.Adam(model.flat, lr=1e-3)
+        rng = np.random.default_rng(0)
+        return lambda: fastgd.fit(model, opt, X, y, epochs=1, batch_size=batch, seed=rng,
+                                  progress=False)
+    if impl == "torch":
+        torch = _torch()
+        if torch is None:
+            return None
+        lin = torch.nn.Linear(d, 10)
+        topt = torch.optim.Adam(lin.parameters(), lr=1e-3, fused=True)
+        tx, ty = torch.from_numpy(X), torch.from_numpy(y)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def tepoch() -> None:
+            perm = torch.randperm(n)
+            xs, ys = tx[perm], ty[perm]
+            for i in range(0, n, batch):
+                topt.zero_grad(set_to_none=False)
+                loss_fn(lin(xs[i : i + batch]), ys[i : i + batch]).backward()
+                topt.step()
+
+        return tepoch
+    if impl == "sklearn":
+        try:
+            from sklearn.linear_model import SGDClassifier
+        except ImportError:
+            return None
+        clf = SGDClassifier(loss="log_loss", learning_rate="adaptive", eta0=0.01,
+                            random_state=0)
+        clf.partial_fit(X[:batch], y[:batch], classes=np.arange(10))
+        return lambda: clf.partial_fit(X, y)
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def report_models(rounds: int = 7, out: Callable[[str], None] = print) -> None:
+    """Per-step MLP times against torch, scikit-learn and the GEMM floor; a logistic epoch."""
+    out("MLP training step (batch 256, float32, Adam; relu; softmax cross-entropy)")
+    head = f"{'model':<9}{'fastgd':>10}{'GEMM floor':>12}{'x floor':>9}{'torch':>10}{'sklearn':>10}"
+    out(head)
+    out("-" * len(head))
+    for name, shape in MLP_SHAPES.items():
+        fns = {impl: fn for impl in ("fastgd", "gemm", "torch", "sklearn")
+               if (fn := model_step(shape, impl)) is not None}
+        t = measure(fns, rounds, settle=0.05)
+        out(f"{name:<9}{_fmt_time(t['fastgd']):>10}{_fmt_time(t['gemm']):>12}"
+            f"{t['fastgd'] / t['gemm']:>8.2f}x"
+            + "".join(f"{_fmt_time(t[i]):>10}" if i in t else f"{'-':>10}"
+                      for i in ("torch", "sklearn")))
+    out("")
+    out("multinomial logistic regression, one epoch of 200k x 100 (batches of 256)")
+    fns = {impl: fn for impl in ("fastgd", "torch", "sklearn")
+           if (fn := logistic_epoch(impl)) is not None}
+    t = measure(fns, max(3, rounds // 2), min_time=0.0, settle=0.05)
+    out("  " + "   ".join(f"{impl} {_fmt_time(v)}" + (
+        f" ({v / t['fastgd']:.2f}x)" if impl != "fastgd" else "") for impl, v in t.items()))

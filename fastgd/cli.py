@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="Adam and SGD at 1e4 and 1e6 only, 7 rounds")
     bench.add_argument("--no-model", action="store_true",
                        help="skip the 300-tensor and overhead measurements")
+    bench.add_argument("--models", action="store_true",
+                       help="the model tables instead: MLP step vs torch, scikit-learn and "
+                            "the GEMM floor; a logistic-regression epoch")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: the GPU tables (CuPy arrays; sizes 1e6, 1e7, 1e8)")
     _task_parser(sub.add_parser(
@@ -165,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = args.sizes or ([10_000, 1_000_000] if args.quick else list(_bench.SIZES))
         rounds = 7 if args.quick and args.rounds == 15 else args.rounds
         print("Compiling kernels on first use (cached on disk afterwards)...", flush=True)
+        if args.models:
+            _bench.report_models(rounds)
+            return 0
         if args.device == "cuda":
             _bench.report_cuda(rules, args.sizes or list(_bench.CUDA_SIZES), rounds)
             return 0

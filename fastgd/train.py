@@ -206,15 +206,16 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
             total = 0
         bar = _progress(total, progress, f"epoch {epoch + 1}/{epochs}") if total else None
         loss_sum, count = 0.0, 0
-        for xb, yb in it:
-            loss_sum += model.loss_and_grad(xb, yb)
-            count += 1
-            if optimizer.step(clip_norm=clip_norm):
-                history.steps += 1
-            if bar is not None:
-                bar.update(1)
-            if max_steps is not None and history.steps >= max_steps:
-                break
+        with _backend.serial_kernels():  # BLAS threads and Numba threads would contend
+            for xb, yb in it:
+                loss_sum += model.loss_and_grad(xb, yb)
+                count += 1
+                if optimizer.step(clip_norm=clip_norm):
+                    history.steps += 1
+                if bar is not None:
+                    bar.update(1)
+                if max_steps is not None and history.steps >= max_steps:
+                    break
         if bar is not None:
             bar.close()
         logs: dict[str, float] = {"loss": loss_sum / max(count, 1)}

@@ -33,6 +33,10 @@ from numba.extending import overload
 #: ones (SGD, Lion, axpy) near 32k. ``FASTGD_PARALLEL_THRESHOLD`` overrides both.
 HEAVY_THRESHOLD = 16_384
 LIGHT_THRESHOLD = 32_768
+#: For kernels that run between BLAS calls (the models' elementwise kernels): always serial,
+#: since OpenBLAS's spinning worker threads and Numba's contend for the cores
+#: (fastgd.serial_kernels documents the measurement).
+NEVER_PARALLEL = 2**62
 _OVERRIDE = os.environ.get("FASTGD_PARALLEL_THRESHOLD")
 
 _JIT_OPTIONS: dict[str, Any] = {"cache": True, "error_model": "numpy", "nogil": True}
@@ -72,7 +76,8 @@ class KernelRule:
                  fastmath: frozenset[str] | None = None) -> None:
         self._factory = factory
         self._options = dict(_JIT_OPTIONS, **({"fastmath": set(fastmath)} if fastmath else {}))
-        self.threshold = int(_OVERRIDE) if _OVERRIDE else threshold
+        self.threshold = (int(_OVERRIDE) if _OVERRIDE and threshold != NEVER_PARALLEL
+                          else threshold)
         self._compiled: dict[tuple[Any, ...], Any] = {}
         self.__name__ = factory.__name__
         self.__doc__ = factory.__doc__

@@ -1,8 +1,10 @@
 """Fused elementwise kernels of the models: bias + activation, activation derivative,
 and losses with their gradients.
 
-These take 2-D ``(rows, cols)`` arrays where a bias broadcasts over rows (``bias_act``,
-``act_grad``, ``softmax_xent``) and 1-D arrays otherwise. The activation is a variant flag
+They run serially (``NEVER_PARALLEL``): they sit between BLAS matmuls, whose worker
+threads would contend with Numba's. They take 2-D ``(rows, cols)`` arrays where a bias
+broadcasts over rows (``bias_act``, ``act_grad``, ``softmax_xent``) and 1-D arrays
+otherwise. The activation is a variant flag
 (``act``, one of :data:`ACT_CODES`); its slope ``alpha`` (leaky ReLU) is a scalar argument.
 Losses overwrite the model output ``z`` with ``dL/dz`` (already divided by the batch size
 through ``inv_n``) and write each row's or element's loss into ``loss``.
@@ -11,7 +13,7 @@ through ``inv_n``) and write each row's or element's loss into ``loss``.
 import numpy as np
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import NEVER_PARALLEL, as_dtype_of, rule
 
 #: Activation name -> the ``act`` flag value of :func:`bias_act` and :func:`act_grad`.
 ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4,
@@ -20,7 +22,7 @@ ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4,
 FLAG_VALUES = {"act": tuple(ACT_CODES.values())}
 
 
-@rule(HEAVY_THRESHOLD)
+@rule(NEVER_PARALLEL)
 def bias_act(act):
     """z <- z + b (kept: the pre-activation); a <- act(z)."""
 
@@ -60,7 +62,7 @@ def bias_act(act):
     return bias_act
 
 
-@rule(HEAVY_THRESHOLD)
+@rule(NEVER_PARALLEL)
 def act_grad(act):
     """d <- d * act'(z), from the pre-activation z and the activation a."""
 
@@ -101,7 +103,7 @@ def act_grad(act):
     return act_grad
 
 
-@rule(HEAVY_THRESHOLD)
+@rule(NEVER_PARALLEL)
 def softmax_xent():
     """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""
 
@@ -127,7 +129,7 @@ def softmax_xent():
     return softmax_xent
 
 
-@rule(HEAVY_THRESHOLD)
+@rule(NEVER_PARALLEL)
 def bce_logits():
     """Binary cross-entropy on logits z with targets y in [0, 1] (fused backward)."""
 
@@ -148,7 +150,7 @@ def bce_logits():
     return bce_logits
 
 
-@rule(HEAVY_THRESHOLD)
+@rule(NEVER_PARALLEL)
 def mse():
     """Squared error (z - y)^2; z <- 2 (z - y) inv_n."""
 
@@ -162,7 +164,7 @@ def mse():
     return mse
 
 
-@rule(HEAVY_THRESHOLD)
+@rule(NEVER_PARALLEL)
 def huber():
     """Huber loss with threshold delta; z <- its derivative times inv_n."""
 

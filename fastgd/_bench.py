@@ -685,3 +685,62 @@ def report_models(rounds: int = 7, out: Callable[[str], None] = print) -> None:
     t = measure(fns, max(3, rounds // 2), min_time=0.0, settle=0.05)
     out("  " + "   ".join(f"{impl} {_fmt_time(v)}" + (
         f" ({v / t['fastgd']:.2f}x)" if impl != "fastgd" else "") for impl, v in t.items()))
+
+
+# -- data-parallel ---------------------------------------------------------------------------
+
+
+def report_distributed(steps: int = 50, batch: int = 256,
+                       out: Callable[[str], None] = print) -> None:
+    """Per-step time split into compute / allreduce / update, under ``mpiexec`` (rank 0 prints).
+
+    Run it with 1 and with N ranks (``mpiexec -n 2 python -m mpi4py -m fastgd bench
+    --distributed``): each rank computes its shard of a global batch of ``batch`` rows of
+    the 784-256-128-10 MLP; scaling efficiency = time(1 rank) / (N * time(N ranks)) per
+    sample. Also the allreduce throughput for the model's gradient buffer.
+    """
+    from fastgd.distributed import DataParallel
+    from fastgd.models import MLP
+
+    shape = MLP_SHAPES["mlp-784"]
+    model = MLP(shape, output="multiclass", seed=0)
+    opt = fastgd.Adam(model.flat, lr=1e-3)
+    dp = DataParallel(model.flat)
+    X, y = _classes_data(batch, shape[0], shape[-1])
+    part = dp.shard(batch)
+    xs, ys = X[part], y[part]
+    times = {"compute": [], "allreduce": [], "update": []}
+    dp.broadcast_parameters()
+    with fastgd.serial_kernels():
+        for i in range(steps + 5):
+            dp.comm.Barrier()
+            t0 = time.perf_counter()
+            model.loss_and_grad(xs, ys)
+            t1 = time.perf_counter()
+            dp.allreduce_gradients(len(xs), batch)
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            if i >= 5:
+                times["compute"].append(t1 - t0)
+                times["allreduce"].append(t2 - t1)
+                times["update"].append(t3 - t2)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    grad_bytes = sum(b.nbytes for b in model.flat.grad_buffers.values())
+    # raw allreduce throughput on a buffer of the gradient's size
+    buf = np.ones(grad_bytes // 4, np.float32)
+    ts = []
+    for _ in range(20):
+        dp.comm.Barrier()
+        t0 = time.perf_counter()
+        dp.comm.Allreduce(dp._MPI.IN_PLACE, buf, op=dp._MPI.SUM)
+        ts.append(time.perf_counter() - t0)
+    ar = statistics.median(ts)
+    if dp.rank == 0:
+        total = sum(med.values())
+        out(f"{dp.size} rank(s), MLP 784-256-128-10, global batch {batch} "
+            f"({len(xs)} rows on rank 0), median of {steps} steps")
+        out("  " + "   ".join(f"{k} {_fmt_time(v)}" for k, v in med.items())
+            + f"   step {_fmt_time(total)}   {batch / total:,.0f} samples/s")
+        out(f"  allreduce of {grad_bytes / 1e6:.2f} MB: {_fmt_time(ar)} "
+            f"({grad_bytes / ar / 1e9:.2f} GB/s)")

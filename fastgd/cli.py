@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", action="store_true",
                        help="the model tables instead: MLP step vs torch, scikit-learn and "
                             "the GEMM floor; a logistic-regression epoch")
+    bench.add_argument("--distributed", action="store_true",
+                       help="data-parallel step split (compute / allreduce / update); run "
+                            "under mpiexec -n N python -m mpi4py -m fastgd bench --distributed")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: the GPU tables (CuPy arrays; sizes 1e6, 1e7, 1e8)")
     _task_parser(sub.add_parser(
@@ -110,6 +113,23 @@ def _task_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace, compare: bool) -> int:
+    import contextlib
+    import os
+
+    from fastgd.distributed import world_size
+
+    rank = 0
+    if world_size() > 1:  # under mpiexec: fit shards every batch; only rank 0 reports
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+    if rank:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            return _train_rank(args, compare, rank)
+    return _train_rank(args, compare, rank)
+
+
+def _train_rank(args: argparse.Namespace, compare: bool, rank: int) -> int:
     from fastgd import _tasks
 
     layers = tuple(int(s) for s in args.layers.split(",") if s.strip())
@@ -139,7 +159,7 @@ def _train(args: argparse.Namespace, compare: bool) -> int:
         rows.append((name, hist["loss"][-1], hist.history.get("val_loss", [float("nan")])[-1],
                      hist.history.get("val_accuracy", [None])[-1], seconds,
                      seconds / hist.epochs))
-        if not compare and args.save:
+        if not compare and args.save and rank == 0:
             fastgd.save(args.save, params=model.flat, optimizer=opt,
                         extra={"epochs": hist.epochs, "loss_curve": np.asarray(hist["loss"])})
             print(f"checkpoint written to {args.save}")
@@ -149,7 +169,7 @@ def _train(args: argparse.Namespace, compare: bool) -> int:
     for name, loss, vloss, vacc, secs, per in rows:
         acc = f"{vacc:9.3f}" if vacc is not None else f"{'-':>9}"
         print(f"{name:<10}{loss:12.4f}{vloss:10.4f}{acc}{secs:8.2f}s{per * 1e3:9.1f}ms")
-    if args.plot:
+    if args.plot and rank == 0:
         _tasks.plot_curves(curves, args.plot, f"{data.name}: {args.model}")
         print(f"loss curves written to {args.plot}")
     return 0
@@ -167,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rules = args.rules or (["Adam", "SGD"] if args.quick else list(_bench.CONFIGS))
         sizes = args.sizes or ([10_000, 1_000_000] if args.quick else list(_bench.SIZES))
         rounds = 7 if args.quick and args.rounds == 15 else args.rounds
+        if args.distributed:
+            _bench.report_distributed()
+            return 0
         print("Compiling kernels on first use (cached on disk afterwards)...", flush=True)
         if args.models:
             _bench.report_models(rounds)

@@ -115,7 +115,8 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         max_steps: int | None = None, clip_norm: float | None = None,
         plateau: Any = None,
         callbacks: Sequence[Callable[[int, dict[str, float]], bool | None]] = (),
-        progress: bool | None = None, verbose: bool = False) -> History:
+        progress: bool | None = None, verbose: bool = False,
+        distributed: Any = "auto") -> History:
     """Train ``model`` with ``optimizer`` (built on ``model.flat``).
 
     Args:
@@ -142,6 +143,13 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         progress: a progress bar (tqdm when installed); default: on when stderr is a
             terminal.
         verbose: print one line per epoch.
+        distributed: a :class:`fastgd.distributed.DataParallel`; ``"auto"`` (default)
+            makes one when the process runs under ``mpiexec`` with more than one rank;
+            ``None`` trains alone. Then every rank must call ``fit`` with the same data,
+            seed and arguments: each takes its shard of every batch (with ``batches``, the
+            function yields this rank's shards), gradients are averaged over the whole
+            batch, parameters start from rank 0's and end verified identical, and only rank
+            0 prints.
 
     Returns:
         The :class:`History`.
@@ -180,6 +188,20 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                              f"{batch_size!r}")
         # checks X and y once, before any step
         model.loss(X[:1], y[:1])
+    if distributed == "auto":
+        from fastgd.distributed import DataParallel, world_size
+
+        distributed = DataParallel(model.flat) if world_size() > 1 else None
+    dist = distributed
+    if dist is not None:
+        # every rank shuffles with rank 0's seed and starts from rank 0's parameters
+        if not isinstance(seed, (int, np.integer)):
+            src = seed if isinstance(seed, np.random.Generator) else np.random.default_rng()
+            seed = int(src.integers(2**63))
+        seed = dist.comm.bcast(int(seed), root=0)
+        dist.broadcast_parameters()
+        if dist.rank != 0:
+            progress, verbose = False, False
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     history = History()
     best, best_epoch, wait, best_params = None, -1, 0, None
@@ -208,7 +230,19 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         loss_sum, count = 0.0, 0
         with _backend.serial_kernels():  # BLAS threads and Numba threads would contend
             for xb, yb in it:
-                loss_sum += model.loss_and_grad(xb, yb)
+                if dist is None:
+                    loss_sum += model.loss_and_grad(xb, yb)
+                else:
+                    if batches is None:  # this rank's shard of the global batch
+                        part = dist.shard(len(xb))
+                        xb, yb = xb[part], yb[part]
+                    n_local = len(xb)
+                    n_total = int(dist.allreduce_scalar(n_local))
+                    local = model.loss_and_grad(xb, yb) if n_local else 0.0
+                    if not n_local:
+                        model.flat.zero_grad()
+                    dist.allreduce_gradients(n_local, n_total)
+                    loss_sum += dist.allreduce_scalar(local * n_local) / max(n_total, 1)
                 count += 1
                 if optimizer.step(clip_norm=clip_norm):
                     history.steps += 1
@@ -269,4 +303,6 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
     if best_params is not None and best_epoch != history.epochs - 1:
         for dt, b in model.flat.buffers.items():
             b[...] = best_params[dt]
+    if dist is not None:
+        dist.check_in_sync()
     return history

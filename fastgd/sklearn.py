@@ -33,6 +33,13 @@ from fastgd.models import MLP
 __all__ = ["LinearRegression", "LogisticRegression", "MLPClassifier", "MLPRegressor"]
 
 
+def _store(estimator: Any, args: dict[str, Any]) -> None:
+    """Set ``__init__``'s arguments as attributes, unchanged (scikit-learn's convention)."""
+    for name, value in args.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
 class _Base(BaseEstimator):
     """Shared fitting logic; subclasses set the output kind and the hidden layers."""
 
@@ -212,7 +219,20 @@ class _Classifier(ClassifierMixin, _Base):
         return self.classes_[self.model_.predict(X)]
 
 
-class MLPClassifier(_Classifier):
+class _MLPParams:
+    """The parameters of the MLP estimators (scikit-learn's MLP names, plus ``dtype``)."""
+
+    def __init__(self, hidden_layer_sizes: tuple[int, ...] = (100,),
+                 activation: str = "relu", solver: str = "adam", alpha: float = 1e-4,
+                 batch_size: int | str = "auto", learning_rate_init: float = 1e-3,
+                 max_iter: int = 200, shuffle: bool = True, random_state: int | None = None,
+                 tol: float = 1e-4, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, n_iter_no_change: int = 10,
+                 momentum: float = 0.9, dtype: Any = np.float64) -> None:
+        _store(self, locals())
+
+
+class MLPClassifier(_MLPParams, _Classifier):
     """A multilayer-perceptron classifier (scikit-learn's MLPClassifier interface).
 
     Args:
@@ -233,58 +253,14 @@ class MLPClassifier(_Classifier):
         dtype: float64 (default, as scikit-learn) or float32 (faster).
     """
 
-    def __init__(self, hidden_layer_sizes: tuple[int, ...] = (100,),
-                 activation: str = "relu", solver: str = "adam", alpha: float = 1e-4,
-                 batch_size: int | str = "auto", learning_rate_init: float = 1e-3,
-                 max_iter: int = 200, shuffle: bool = True, random_state: int | None = None,
-                 tol: float = 1e-4, early_stopping: bool = False,
-                 validation_fraction: float = 0.1, n_iter_no_change: int = 10,
-                 momentum: float = 0.9, dtype: Any = np.float64) -> None:
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.momentum = momentum
-        self.dtype = dtype
 
 
-class MLPRegressor(_Regressor):
+class MLPRegressor(_MLPParams, _Regressor):
     """A multilayer-perceptron regressor (scikit-learn's MLPRegressor interface).
 
     Args are those of :class:`MLPClassifier`; the loss is the mean squared error.
     """
 
-    def __init__(self, hidden_layer_sizes: tuple[int, ...] = (100,),
-                 activation: str = "relu", solver: str = "adam", alpha: float = 1e-4,
-                 batch_size: int | str = "auto", learning_rate_init: float = 1e-3,
-                 max_iter: int = 200, shuffle: bool = True, random_state: int | None = None,
-                 tol: float = 1e-4, early_stopping: bool = False,
-                 validation_fraction: float = 0.1, n_iter_no_change: int = 10,
-                 momentum: float = 0.9, dtype: Any = np.float64) -> None:
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.momentum = momentum
-        self.dtype = dtype
 
 
 class LogisticRegression(_Classifier):
@@ -307,16 +283,7 @@ class LogisticRegression(_Classifier):
                  batch_size: int | str = "auto", shuffle: bool = True,
                  random_state: int | None = None, tol: float = 1e-4,
                  n_iter_no_change: int = 10, dtype: Any = np.float64) -> None:
-        self.alpha = alpha
-        self.solver = solver
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.dtype = dtype
+        _store(self, locals())
 
 
 class LinearRegression(_Regressor):
@@ -330,13 +297,4 @@ class LinearRegression(_Regressor):
                  batch_size: int | str = "auto", shuffle: bool = True,
                  random_state: int | None = None, tol: float = 1e-6,
                  n_iter_no_change: int = 10, dtype: Any = np.float64) -> None:
-        self.alpha = alpha
-        self.solver = solver
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.dtype = dtype
+        _store(self, locals())

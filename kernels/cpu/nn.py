@@ -115,16 +115,18 @@ def softmax_xent():
             for c in range(1, cols):
                 if z[r, c] > m or z[r, c] != z[r, c]:
                     m = z[r, c]
+            t = y[r]
+            zt = z[r, t]
             s = z[r, 0] * 0
             for c in range(cols):
-                s += np.exp(z[r, c] - m)
-            t = y[r]
-            loss[r] = np.log(s) + m - z[r, t]
+                e = np.exp(z[r, c] - m)
+                z[r, c] = e
+                s += e
+            loss[r] = np.log(s) + m - zt
+            inv_s = 1 / s
             for c in range(cols):
-                p = np.exp(z[r, c] - m) / s
-                if c == t:
-                    p = p - 1
-                z[r, c] = p * inv_n
+                z[r, c] = z[r, c] * inv_s * inv_n
+            z[r, t] = z[r, t] - inv_n
 
     return softmax_xent
 

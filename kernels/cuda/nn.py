@@ -64,15 +64,18 @@ def softmax_xent():
         T v = z[r * cols + c];
         if (v > m || v != v) m = v;
     }
-    T s = 0;
-    for (ptrdiff_t c = 0; c < cols; ++c) s += exp(z[r * cols + c] - m);
     const ptrdiff_t t = y;
-    loss = log(s) + m - z[r * cols + t];
+    const T zt = z[r * cols + t];
+    T s = 0;
     for (ptrdiff_t c = 0; c < cols; ++c) {
-        T p = exp(z[r * cols + c] - m) / s;
-        if (c == t) p = p - 1;
-        z[r * cols + c] = p * inv_n;
+        T e = exp(z[r * cols + c] - m);
+        z[r * cols + c] = e;
+        s += e;
     }
+    loss = log(s) + m - zt;
+    const T inv_s = 1 / s;
+    for (ptrdiff_t c = 0; c < cols; ++c) z[r * cols + c] = z[r * cols + c] * inv_s * inv_n;
+    z[r * cols + t] = z[r * cols + t] - inv_n;
     """
 
 

@@ -209,14 +209,17 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
     if early_stopping is not None:
         monitor = early_stopping.monitor or ("val_loss" if validation_data else "loss")
     if batches is None and shuffle:
+        X, y = xp.ascontiguousarray(X), xp.ascontiguousarray(y)
         Xs, ys = xp.empty_like(X), xp.empty_like(y)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         if batches is None:
             if shuffle:
                 perm = xp.asarray(rng.permutation(n))
-                xp.take(X, perm, axis=0, out=Xs)
-                xp.take(y, perm, axis=0, out=ys)
+                with _backend.serial_kernels():  # serial: BLAS threads may still spin
+                    for src, dst in ((X, Xs), (y, ys)):  # a row gather per array
+                        _backend.launch("gather", "gather_rows", (), src.reshape(n, -1),
+                                        perm, dst.reshape(n, -1))
                 Xe, ye = Xs, ys
             else:
                 Xe, ye = X, y

@@ -127,3 +127,15 @@ def test_bad_arguments_raise_before_any_step(kw, match):
     with pytest.raises(ValueError, match=match):
         fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), progress=False, **args)
     assert_unchanged(before, list(model.params))
+
+
+def test_row_gather_kernel_matches_numpy_serial_and_parallel():
+    from fastgd import _backend
+
+    rng = np.random.default_rng(0)
+    for n, d in ((50, 3), (40_000, 7)):  # below and above the parallel threshold
+        src = rng.normal(size=(n, d)).astype(np.float32)
+        idx = rng.permutation(n)
+        dst = np.empty_like(src)
+        _backend.launch("gather", "gather_rows", (), src, idx, dst)
+        np.testing.assert_array_equal(dst, src[idx])

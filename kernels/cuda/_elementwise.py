@@ -79,3 +79,24 @@ def rule(args: str, optional: dict[str, str] | None = None
          ) -> Callable[[Callable[..., str]], CudaRule]:
     """Decorator turning a body factory into a :class:`CudaRule`."""
     return lambda factory: CudaRule(factory, args, optional)
+
+
+class CupyCall:
+    """A twin that is a plain CuPy call rather than a generated kernel (data movement)."""
+
+    def __init__(self, fn: Callable[..., None]) -> None:
+        import inspect
+
+        self._fn = fn
+        self.arg_names = list(inspect.signature(fn).parameters)
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
+        """Run on ``args`` given in the CPU kernel's order."""
+        self._fn(*args)
+
+
+def cupy_call(fn: Callable[..., None]) -> CupyCall:
+    """Decorator: a CUDA twin written as a CuPy call."""
+    return CupyCall(fn)

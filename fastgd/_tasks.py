@@ -13,6 +13,7 @@ import numpy as np
 import fastgd
 from fastgd import schedules as S
 from fastgd.models import MLP, LinearRegression, LogisticRegression
+from fastgd.optim import by_name
 
 #: ``fastgd compare`` names -> (optimizer class, keyword arguments, mini-batches?).
 #: "gd" is plain batch gradient descent; the learning rates suit standardized inputs.
@@ -180,20 +181,21 @@ def run(data: Dataset, model: Any, optimizer_name: str, *, lr: float | None, epo
     key = optimizer_name.lower()
     if key in OPTIMIZERS:
         cls_name, kw, minibatch = OPTIMIZERS[key]
+        cls = getattr(fastgd, cls_name)
     else:
-        classes = {c.lower(): c for c in ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam",
-                                          "AdamW", "Adamax", "NAdam", "RAdam", "Lion")}
-        if key not in classes:
+        try:
+            cls = by_name(key)
+        except ValueError:
             raise ValueError(f"unknown optimizer {optimizer_name!r}; choose from "
-                             f"{', '.join(OPTIMIZERS)}")
-        cls_name, kw, minibatch = classes[key], {}, True
+                             f"{', '.join(OPTIMIZERS)} or a fastgd optimizer class") from None
+        kw, minibatch = {}, True
     kw = {**kw, **(extra_opt or {})}
     if lr is not None:
         kw["lr"] = lr
     bs = batch_size if minibatch else None
     steps = 1 if bs is None else -(-len(data.X) // bs)
     kw["lr"] = make_schedule(schedule, kw.get("lr", 1e-3), epochs, steps)
-    opt = getattr(fastgd, cls_name)(model.flat, **kw)
+    opt = cls(model.flat, **kw)
     t0 = time.perf_counter()
     hist = fastgd.fit(model, opt, data.X, targets(model, data.y), epochs=epochs,
                       batch_size=bs, seed=seed, progress=progress, verbose=verbose,

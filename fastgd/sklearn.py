@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 import fastgd
 from fastgd.models import MLP
+from fastgd.optim import by_name
 
 __all__ = ["LinearRegression", "LogisticRegression", "MLPClassifier", "MLPRegressor"]
 
@@ -72,12 +73,11 @@ class _Base(BaseEstimator):
         name = self.solver
         if name in solvers:
             return solvers[name]()
-        cls = {c.lower(): getattr(fastgd, c) for c in
-               ("Adagrad", "Adadelta", "RMSprop", "AdamW", "Adamax", "NAdam", "RAdam", "Lion")}
-        if name not in cls:
-            raise ValueError(f"unknown solver {name!r}; use 'adam', 'sgd' or a fastgd optimizer "
-                             f"name ({', '.join(cls)})")
-        return cls[name](flat, lr=self.learning_rate_init)
+        try:
+            cls = by_name(name)
+        except ValueError as e:
+            raise ValueError(f"unknown solver {name!r}; use 'adam', 'sgd' or {e}") from None
+        return cls(flat, lr=self.learning_rate_init)
 
     def _init_model(self, n_features: int, n_out: int, output: str) -> None:
         dtype = np.dtype(self.dtype)

@@ -241,3 +241,11 @@ def test_import_compiles_nothing_and_never_imports_cupy():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_optimizer_by_name():
+    from fastgd.optim import by_name
+
+    assert by_name("adamw") is fastgd.AdamW and by_name("RMSprop") is fastgd.RMSprop
+    with pytest.raises(ValueError, match="unknown optimizer 'adamx'; choose from SGD"):
+        by_name("adamx")

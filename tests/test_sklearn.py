@@ -92,3 +92,4 @@ def test_regressors_fit_a_linear_function():
     assert mlp.score(X, y) > 0.98
     two = LinearRegression(max_iter=300, random_state=0).fit(X, np.c_[y, -y])
     assert two.predict(X).shape == (400, 2)
+

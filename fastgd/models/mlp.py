@@ -246,14 +246,8 @@ class MLP:
         Returns:
             The loss, penalties included, as a Python float.
         """
-        X = self._check_X(X)
-        y = self._check_y(y, X.shape[0])
+        X, loss, delta, ws = self._forward_loss(X, y)  # delta: dL/dZ_L
         xp = self._xp
-        out, ws = self._forward(X)
-        target = y.reshape(-1) if self.loss_name == "softmax_xent" else y
-        loss_buf = ws["loss_rows"] if self.loss_name == "softmax_xent" else ws["loss"]
-        loss = loss_and_grad_(self.loss_name, out, target, loss_buf, self.huber_delta)
-        delta = out  # now dL/dZ_L
         p, g = self.flat.params, self.flat.grads
         for layer in range(self.n_layers - 1, -1, -1):
             a_prev = X if layer == 0 else ws["A"][layer - 1]
@@ -275,13 +269,21 @@ class MLP:
 
     def loss(self, X: Any, y: Any) -> float:
         """The mean loss on ``(X, y)``, penalties included (gradients untouched)."""
+        return self._forward_loss(X, y)[1] + self._penalty()
+
+    def _forward_loss(self, X: Any, y: Any) -> tuple[Any, float, Any, dict[str, Any]]:
+        """Check the inputs, run forward and the fused loss kernel.
+
+        Returns ``(X, mean loss, dL/dZ_L, workspace)``; dL/dZ_L overwrites the output.
+        """
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         out, ws = self._forward(X)
-        target = y.reshape(-1) if self.loss_name == "softmax_xent" else y
-        loss_buf = ws["loss_rows"] if self.loss_name == "softmax_xent" else ws["loss"]
-        return loss_and_grad_(self.loss_name, out, target, loss_buf,
-                              self.huber_delta) + self._penalty()
+        softmax = self.loss_name == "softmax_xent"
+        target = y.reshape(-1) if softmax else y
+        loss_buf = ws["loss_rows"] if softmax else ws["loss"]
+        return X, loss_and_grad_(self.loss_name, out, target, loss_buf,
+                                 self.huber_delta), out, ws
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities ``(n, classes)`` (binary: ``[1 - p, p]``)."""

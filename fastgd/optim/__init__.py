@@ -11,6 +11,22 @@ from fastgd.optim.radam import RAdam
 from fastgd.optim.rmsprop import RMSprop
 from fastgd.optim.sgd import SGD
 
+
+def by_name(name: str) -> type[Optimizer]:
+    """The optimizer class named ``name``, case-insensitively (``"adamw"`` -> AdamW).
+
+    Raises:
+        ValueError: no such optimizer; the message lists the names.
+    """
+    classes = {c.__name__.lower(): c for c in (SGD, Adadelta, Adagrad, Adam, AdamW, Adamax,
+                                               Lion, NAdam, RAdam, RMSprop)}
+    cls = classes.get(name.lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; choose from "
+                         f"{', '.join(c.__name__ for c in classes.values())}")
+    return cls
+
+
 __all__ = [
     "SGD",
     "Adadelta",
@@ -23,4 +39,5 @@ __all__ = [
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "by_name",
 ]

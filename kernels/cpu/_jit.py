@@ -103,13 +103,6 @@ class KernelRule:
             self._compiled[key] = dispatcher
         return dispatcher
 
-    def __call__(self, *args: Any, **flags: bool) -> None:
-        """Run the kernel on ``args``, choosing the serial or parallel build by size."""
-        self.variant(args[-1].size >= self.threshold, tuple(sorted(flags.items())))(*args)
-
-    def compiled_variants(self) -> dict[tuple[Any, ...], Any]:
-        """The variants built so far (for tests and warm-up)."""
-        return dict(self._compiled)
 
 
 def rule(threshold: int, fastmath: frozenset[str] | None = None

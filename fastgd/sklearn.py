@@ -82,10 +82,12 @@ class _Base(BaseEstimator):
     def _init_model(self, n_features: int, n_out: int, output: str) -> None:
         dtype = np.dtype(self.dtype)
         rng = np.random.default_rng(self.random_state)
-        self.model_ = MLP([n_features, *self._hidden(), n_out],
-                          activation=self._param("activation", "identity"),
-                          output=output, init="xavier_uniform", dtype=dtype, seed=rng)
-        self.optimizer_ = self._optimizer(self.model_.flat)
+        model = MLP([n_features, *self._hidden(), n_out],
+                    activation=self._param("activation", "identity"),
+                    output=output, init="xavier_uniform", dtype=dtype, seed=rng)
+        # both built before either is set: a bad solver leaves the estimator unfitted
+        self.optimizer_ = self._optimizer(model.flat)
+        self.model_ = model
         self._rng = rng
         self.loss_curve_: list[float] = []
         self.n_iter_ = 0

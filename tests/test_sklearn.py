@@ -93,3 +93,10 @@ def test_regressors_fit_a_linear_function():
     two = LinearRegression(max_iter=300, random_state=0).fit(X, np.c_[y, -y])
     assert two.predict(X).shape == (400, 2)
 
+
+def test_unknown_solver_is_refused():
+    clf = MLPClassifier(solver="bogus")
+    with pytest.raises(ValueError, match="unknown solver 'bogus'; use 'adam', 'sgd' or"):
+        clf.fit(np.ones((4, 2)), np.array([0, 1, 0, 1]))
+    assert not hasattr(clf, "model_")
+    assert clf.set_params(solver="nadam").fit(np.ones((4, 2)), [0, 1, 0, 1]).n_iter_ > 0

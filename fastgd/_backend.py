@@ -118,11 +118,17 @@ def span(arrays: list[np.ndarray]) -> np.ndarray | None:
     """One 1-D view over ``arrays`` when they lie back to back in one buffer, else None.
 
     The arrays must be C-contiguous, of one dtype, views of the same base array, and each
-    must start where the previous one ends. A single contiguous array spans itself.
+    must start where the previous one ends. A single contiguous array spans itself. Empty
+    arrays occupy no memory and are passed over wherever they point (CuPy need not give an
+    empty view an address inside its base).
     """
     first = arrays[0]
     if len(arrays) == 1:
         return first.reshape(-1)
+    live = [a for a in arrays if a.size]
+    if len(live) <= 1:
+        return (live or arrays)[0].reshape(-1)
+    first, arrays = live[0], live
     base = first.base if first.base is not None else first
     if type(base) is not type(first) or base.dtype != first.dtype or (
         not base.flags.c_contiguous

@@ -100,6 +100,19 @@ def test_views_of_one_buffer_are_coalesced(launches):
     np.testing.assert_array_equal(buf, -0.5)
 
 
+def test_empty_arrays_do_not_split_a_buffer_wherever_they_point(launches):
+    # An empty array occupies no memory; an array library may give it any address.
+    buf, gbuf = np.zeros(10), np.ones(10)
+    params = [buf[:4], np.zeros(0), buf[4:], np.zeros((0, 3))]
+    grads = [gbuf[:4], np.ones(0), gbuf[4:], np.ones((0, 3))]
+    opt = fastgd.Adam(params, lr=0.5)
+    opt.step(grads)
+    assert [n for _, _, n in launches] == [10]
+    np.testing.assert_allclose(buf, -0.5)
+    assert opt.state_dict()["state"][1]["exp_avg"].shape == (0,)
+    assert fastgd.Adam([np.zeros(0), np.zeros(0)], lr=0.1).step([np.ones(0), np.ones(0)])
+
+
 def test_changing_hyperparameters_compiles_nothing_new():
     p = np.ones(1000, np.float32)
     opt = fastgd.Adam([p], lr=1e-3)

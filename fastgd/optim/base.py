@@ -64,6 +64,9 @@ def _segments(index: list[int], params: list[np.ndarray], attached: list[Any],
         end = None
         for k in ks:
             p = params[k]
+            if runs and not p.size:  # occupies no memory: joins the run wherever it points
+                runs[-1].append(k)
+                continue
             a = _backend.address(p)
             if runs and a == end:
                 runs[-1].append(k)

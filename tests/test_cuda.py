@@ -162,3 +162,79 @@ def test_mixed_backends_are_refused():
     with pytest.raises(TypeError, match="NumPy array, params"):
         opt.step([np.ones(2)])
     np.testing.assert_array_equal(p.get(), 1.0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "softplus",
+                                        "gelu", "identity"])
+@pytest.mark.parametrize(("output", "loss", "k"), [
+    ("regression", "mse", 2), ("regression", "huber", 2), ("binary", None, 1),
+    ("multiclass", None, 3),
+])
+def test_mlp_on_cupy_matches_numpy(activation, output, loss, k):
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(11, 4))
+    if output == "multiclass":
+        y = rng.integers(0, k, size=11)
+    elif output == "binary":
+        y = rng.integers(0, 2, size=11).astype(float)
+    else:
+        y = rng.normal(size=(11, k))
+    kw = dict(activation=activation, output=output, loss=loss, l2=0.1, l1=0.05,
+              dtype=np.float64, seed=3, huber_delta=0.5)
+    host, dev = MLP([4, 7, k], **kw), MLP([4, 7, k], xp=cp, **kw)
+    assert isinstance(dev.flat.buffers[np.dtype(np.float64)], cp.ndarray)
+    lh = host.loss_and_grad(X, y)
+    ld = dev.loss_and_grad(cp.asarray(X), cp.asarray(y))
+    assert ld == pytest.approx(lh, rel=1e-10)
+    for gd, gh in zip(dev.grads, host.grads):
+        np.testing.assert_allclose(gd.get(), gh, rtol=1e-9, atol=1e-12)
+    pd = dev.predict(cp.asarray(X))
+    assert isinstance(pd, cp.ndarray)
+    np.testing.assert_allclose(pd.get(), host.predict(X), rtol=1e-9, atol=1e-12)
+
+
+def test_fit_on_cupy_matches_numpy():
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(64, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    runs = []
+    for xp in (np, cp):
+        model = MLP([5, 8, 3], output="multiclass", seed=0, xp=xp)
+        opt = fastgd.Adam(model.flat, lr=0.01)
+        hist = fastgd.fit(model, opt, xp.asarray(X), xp.asarray(y), epochs=3, batch_size=16,
+                          seed=4, clip_norm=1.0, progress=False)
+        params = [p.get() if xp is cp else p for p in model.params]
+        runs.append((hist.history["loss"], params))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-4)
+    for pd, ph in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_allclose(pd, ph, rtol=1e-4, atol=1e-5)
+
+
+def test_nonfinite_skip_and_accumulation_on_cupy():
+    p = cp.ones(6)
+    opt = fastgd.SGD([p], lr=0.5, nonfinite="skip")
+    g = cp.ones(6)
+    g[2] = cp.nan
+    assert opt.step([g]) is False
+    np.testing.assert_array_equal(p.get(), 1.0)
+    acc = fastgd.GradientAccumulator(opt, steps=2)
+    assert acc.step([cp.full(6, 2.0)]) is None
+    assert acc.step([cp.full(6, 4.0)]) is True
+    np.testing.assert_allclose(p.get(), 1.0 - 0.5 * 3.0)
+
+
+def test_clip_value_and_norm_types_on_cupy():
+    rng = np.random.default_rng(5)
+    host = [rng.normal(size=(7, 3)), rng.normal(size=5)]
+    dev = [cp.asarray(h) for h in host]
+    for norm_type in (1.0, 3.0, "inf"):
+        assert fastgd.clip.grad_norm(dev, norm_type) == pytest.approx(
+            fastgd.clip.grad_norm(host, norm_type), rel=1e-12)
+    fastgd.clip_grad_value_(dev, 0.4)
+    fastgd.clip_grad_value_(host, 0.4)
+    for d, h in zip(dev, host):
+        np.testing.assert_array_equal(d.get(), h)

@@ -1,22 +1,50 @@
-"""The CUDA twins, checked without a GPU: same names and arguments as the CPU kernels,
-every variant constructs, and every CUDA C body compiles with nvcc."""
+"""The CUDA twins, checked without a GPU.
+
+- Every CPU kernel has a CUDA twin with the same argument names; every variant constructs.
+- Host parity: workloads that cover every rule, option set, dtype, clipping path and model
+  kernel run on NumPy arrays, and each launch is repeated with the CUDA twin on copies of
+  its arguments, through the real CUDA launcher (``fastgd._backend._launch_cuda``) with
+  the kernel body compiled for the host and typed as CuPy types it (``tests/cuda_host.py``).
+  The twin must agree with the Numba kernel on that launch.
+- Every (kernel, argument types) pair those workloads launch compiles with nvcc as the
+  source CuPy itself generates for it, against CuPy's headers.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import itertools
+import math
 import pkgutil
 import subprocess
+from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 from fastgd.kernels import cpu as cpu_pkg
 from fastgd.kernels.cpu._jit import KernelRule
 
+import fastgd
+import fastgd.functional as F
+from fastgd import _backend
+from fastgd.models import ACTIVATIONS, MLP
+from tests.conftest import CASES, DTYPES, RULES, tol
 from tests.cuda_support import NVCC, cupy_or_none
 
 cp = cupy_or_none()
 pytestmark = pytest.mark.skipif(cp is None, reason="CuPy is not installed")
+
+if cp is not None:
+    from fastgd.kernels.cuda._elementwise import CudaRule
+
+    from tests import cuda_host as H
+
+    _missing = H.cupy_internals_missing() or ("no C++ compiler" if H.CXX is None else None)
+    needs_host_runner = pytest.mark.skipif(_missing is not None, reason=str(_missing))
+else:  # pragma: no cover - without CuPy every test here is skipped
+    needs_host_runner = pytest.mark.skip(reason="CuPy is not installed")
 
 
 def _cpu_rules():
@@ -51,9 +79,7 @@ def test_every_cpu_kernel_has_a_cuda_twin_with_the_same_arguments(module, name, 
     assert twin.arg_names == _cpu_arg_names(rule)
 
 
-def _cuda_rules():
-    from fastgd.kernels.cuda._elementwise import CudaRule
-
+def _cuda_variants():
     for module, name, rule in CPU_RULES:
         twin = getattr(importlib.import_module(f"fastgd.kernels.cuda.{module}"), name)
         if isinstance(twin, CudaRule):
@@ -61,7 +87,7 @@ def _cuda_rules():
                 yield module, name, twin, flags
 
 
-CUDA_VARIANTS = list(_cuda_rules()) if cp is not None else []
+CUDA_VARIANTS = list(_cuda_variants()) if cp is not None else []
 
 
 def test_every_variant_constructs_without_a_gpu():
@@ -73,52 +99,277 @@ def test_every_variant_constructs_without_a_gpu():
         assert twin.variant(flags) is k  # memoized, never rebuilt per call
 
 
-def _harness(dtype: str) -> str:
-    """Every variant's body inside a plain CUDA kernel, declared as CuPy declares it."""
-    out = [f"typedef {dtype} T;",
-           "struct Raw { T* p; ptrdiff_t s[2];\n"
-           "  __device__ T& operator[](ptrdiff_t j) const { return p[j]; }\n"
-           "  __device__ const ptrdiff_t* shape() const { return s; } };"]
-    for i, (_, name, twin, flags) in enumerate(CUDA_VARIANTS):
-        ins, outs, body = twin.declaration(flags)
-        params, prologue = ["int n"], []
-        for decl in filter(None, (d.strip() for d in ins.split(","))):
-            arg = decl.split()[-1]
-            if decl.startswith("raw "):
-                params.append(f"Raw {arg}")
-            else:
-                params.append(f"const T* {arg}_")
-                prologue.append(f"const T {arg} = {arg}_[i];")
-        for decl in filter(None, (d.strip() for d in outs.split(","))):
-            arg = decl.split()[-1]
-            if decl.startswith("raw "):
-                params.append(f"Raw {arg}")
-                continue
-            params.append(f"T* {arg}_")
-            prologue.append(f"T& {arg} = {arg}_[i];")
-        out.append(
-            f'extern "C" __global__ void k{i}_{name}({", ".join(params)}) {{\n'
-            "  int i = blockIdx.x * blockDim.x + threadIdx.x;\n  if (i >= n) return;\n  "
-            + "\n  ".join(prologue) + "\n" + body + "\n}"
-        )
-    from fastgd.kernels.cuda import reduce as R
-
-    for j, red in enumerate((R.sumsq, R.sumpow, R.absmax, R.nonfinite)):
-        ins, _, map_expr, reduce_expr, *_ = red._spec
-        extra = "const double p = 2.0;" if "float64 p" in ins else ""
-        out.append(
-            f'extern "C" __global__ void r{j}(const T* x_, double* y) {{\n'
-            f"  {extra} const T x = x_[0];\n  double a = {map_expr};\n  double b = a;\n"
-            f"  y[0] = {reduce_expr};\n}}"
-        )
-    return "\n\n".join(out)
+# ---------------------------------------------------------------------------------------
+# Host parity
 
 
+class _HostKernel:
+    """Stands in for a variant's ElementwiseKernel: runs its body on the host."""
+
+    def __init__(self, kernel, shadow):
+        self.kernel, self.shadow = kernel, shadow
+
+    def __call__(self, *args):
+        self.shadow.record(self.kernel, args)
+        H.run_elementwise(self.kernel, *args)
+
+
+class Shadow:
+    """Repeats every NumPy kernel launch and reduction with its CUDA twin on the host.
+
+    Each launch runs the twin first, on copies of the arguments (the gradient scale made a
+    1-element array as on the GPU), then the Numba kernel, and compares what the two wrote
+    to the kernel's outputs. Reductions compare the combined partial results.
+    """
+
+    def __init__(self, monkeypatch):
+        self.launched: Counter = Counter()
+        self.calls: dict[str, tuple] = {}  # one launch per (kernel, argument types)
+        real_variant = CudaRule.variant
+        monkeypatch.setattr(CudaRule, "variant",
+                            lambda rule, flags=(): _HostKernel(real_variant(rule, flags), self))
+        monkeypatch.setattr(_backend, "device_scalar", lambda v, like: np.full(1, v, like.dtype))
+        real_launch, real_reduce = _backend.launch, _backend.reduce
+
+        def launch(module, name, flags, *args):
+            twin = _backend.kernel_rule(module, name, "cuda")
+            if not isinstance(twin, CudaRule):  # a plain CuPy call (data movement)
+                return real_launch(module, name, flags, *args)
+            memo: dict[int, np.ndarray] = {}  # an argument passed twice stays one array
+            copies = tuple(memo.setdefault(id(a), a.copy()) if isinstance(a, np.ndarray) else a
+                           for a in args)
+            _backend._launch_cuda(module, name, flags, copies)
+            real_launch(module, name, flags, *args)
+            dtype = args[-1].dtype
+            used = twin.used(flags)
+            for n, a, c in zip(twin.arg_names, args, copies):
+                if n in twin.out_names and n in used:
+                    np.testing.assert_allclose(
+                        c, a, **tol(dtype), err_msg=f"CUDA {name}{flags}: {n} differs")
+            self.launched[(module, name, flags, dtype.name)] += 1
+            return None
+
+        def reduce(name, x, *scalars):
+            parts = real_reduce(name, x, *scalars)
+            twin = _backend.kernel_rule("reduce", name, "cuda")
+            self.record(twin.kernel, (x, *scalars))
+            got = float(H.run_reduction(twin.kernel, x, *scalars))
+            want = float(np.max(parts) if name == "absmax" else np.sum(parts))
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=0,
+                                       err_msg=f"CUDA reduction {name} differs")
+            self.launched[("reduce", name, (), x.dtype.name)] += 1
+            return parts
+
+        monkeypatch.setattr(_backend, "launch", launch)
+        monkeypatch.setattr(F, "_launch", launch)
+        monkeypatch.setattr(_backend, "reduce", reduce)
+
+    def record(self, kernel, args):
+        sig = tuple((type(a).__name__, getattr(a, "dtype", None), getattr(a, "ndim", None))
+                    for a in args)
+        self.calls.setdefault(repr((kernel.name, sig)), (kernel, args))
+
+
+def _shapes():
+    return [(0,), (33, 7), (), (101,)]
+
+
+def optimizer_workload(name, case, dtype):
+    """A few steps of one optimizer case: a None gradient, grad_scale, clipping."""
+    cls, _, options = RULES[name]
+    rng = np.random.default_rng(0)
+    params = [np.asarray(rng.standard_normal(s), dtype) for s in _shapes()]
+    opt = cls(params, **options[case])
+    for t in range(4):
+        grads = [np.asarray(rng.standard_normal(s), dtype) for s in _shapes()]
+        if t == 1:
+            grads[1] = None
+        opt.step(grads, grad_scale=0.5 if t == 2 else 1.0, clip_norm=1.0 if t == 3 else None)
+
+
+def model_workload(activation, dtype):
+    """Forward and backward of small MLPs with every loss, l1 and l2, at ``activation``."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(9, 4)) * 2
+    for output, loss, k, y in [
+        ("regression", "mse", 2, rng.normal(size=(9, 2))),
+        ("regression", "huber", 2, rng.normal(size=(9, 2)) * 3),
+        ("binary", None, 1, rng.integers(0, 2, size=9).astype(float)),
+        ("multiclass", None, 3, rng.integers(0, 3, size=9)),
+    ]:
+        model = MLP([4, 6, k], activation=activation, output=output, loss=loss, l2=0.1,
+                    l1=0.05, dtype=dtype, seed=2, huber_delta=0.7)
+        model.loss_and_grad(X, y)
+
+
+def training_utilities_workload(dtype):
+    """Clipping by every norm type and by value, and gradient accumulation."""
+    rng = np.random.default_rng(2)
+    for norm_type in (2.0, 1.0, 3.0, "inf"):
+        grads = [np.asarray(rng.standard_normal(s), dtype) for s in _shapes()]
+        fastgd.clip_grad_norm_(grads, 0.5, norm_type=norm_type)
+    fastgd.clip_grad_value_([np.asarray(rng.standard_normal(50), dtype)], 0.3)
+    fastgd.clip.all_finite([np.asarray(rng.standard_normal(20), dtype)])
+    p = [np.zeros(12, dtype)]
+    acc = fastgd.GradientAccumulator(fastgd.SGD(p, lr=0.1), steps=3)
+    for _ in range(3):
+        acc.step([np.asarray(rng.standard_normal(12), dtype)])
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_cuda_update_bodies_match_numba_on_the_host(monkeypatch, name, case, dtype):
+    shadow = Shadow(monkeypatch)
+    optimizer_workload(name, case, dtype)
+    assert sum(n for k, n in shadow.launched.items() if k[0] != "reduce") >= 6
+    assert any(k[0] == "reduce" for k in shadow.launched)  # the clipped step
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_cuda_model_bodies_match_numba_on_the_host(monkeypatch, activation, dtype):
+    shadow = Shadow(monkeypatch)
+    model_workload(activation, dtype)
+    names = {k[1] for k in shadow.launched}
+    assert {"bias_act", "act_grad", "mse", "huber", "bce_logits", "softmax_xent", "axpy",
+            "sumsq", "sumpow"} <= names
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_clip_and_reduction_bodies_match_numba_on_the_host(monkeypatch, dtype):
+    shadow = Shadow(monkeypatch)
+    training_utilities_workload(dtype)
+    names = {k[1] for k in shadow.launched}
+    assert {"sumsq", "sumpow", "absmax", "nonfinite", "scale", "clamp", "axpy"} <= names
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_clip_coef_matches_the_cpu_formula(dtype):
+    from fastgd.kernels.cuda.reduce import clip_coef
+
+    from fastgd.clip import clip_coef as cpu_coef
+
+    for total, power, max_norm, scale in [
+        (25.0, 2.0, 1.0, 1.0), (25.0, 2.0, 10.0, 1.0), (8.0, 3.0, 1.0, 0.5),
+        (3.0, 0.0, 1.0, -2.0), (0.0, 2.0, 1.0, 1.0), (math.nan, 2.0, 1.0, 1.0),
+    ]:
+        gs = np.zeros(1, dtype)
+        H.run_elementwise(clip_coef, np.array([total]), max_norm, power, scale, gs)
+        norm = total if power == 0 else total ** (1 / power)
+        want = np.asarray(scale * cpu_coef(max_norm, norm * abs(scale)), dtype)
+        np.testing.assert_allclose(gs[0], want, **tol(dtype))
+
+
+@needs_host_runner
+def test_host_parity_catches_a_wrong_cuda_body(monkeypatch):
+    from fastgd.kernels.cuda import sgd
+
+    shadow = Shadow(monkeypatch)
+    wrong = CudaRule(lambda: "p = p + lr * gs[0] * g;", "g raw:gs wd lr | p")
+    wrong.__name__ = "sgd_wrong_sign"
+    monkeypatch.setattr(sgd, "sgd", wrong)
+    monkeypatch.setattr(_backend, "_cuda_rules", {})
+    with pytest.raises(AssertionError, match="CUDA sgd"):
+        fastgd.SGD([np.ones(5)], lr=0.1).step([np.ones(5)])
+    assert not shadow.launched
+
+
+@needs_host_runner
+def test_host_runner_types_calls_as_cupy_does():
+    from fastgd.kernels.cuda import nn, sgd
+
+    p32, g64 = np.ones(4, np.float32), np.ones(4)
+    with pytest.raises(TypeError, match="mismatched"):  # one T, two dtypes
+        H.run_elementwise(sgd.sgd.variant(()), g64, np.ones(1, np.float32), 0.0, 0.1, p32)
+    z, loss = np.zeros((3, 2), np.float32), np.zeros(3, np.float32)
+    with pytest.raises(TypeError, match="mismatched"):  # labels must be int64
+        H.run_elementwise(nn.softmax_xent.variant(()), np.zeros(3, np.float32), 1.0, z, loss)
+    with pytest.raises(ValueError, match="out shape"):  # inputs broadcast, outputs do not
+        H.run_elementwise(sgd.sgd.variant(()), np.ones((3, 4), np.float32),
+                          np.ones(1, np.float32), 0.0, 0.1, p32)
+    np.testing.assert_array_equal(p32, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# nvcc on CuPy's generated source
+
+
+def _every_launch(monkeypatch):
+    shadow = Shadow(monkeypatch)
+    for dtype in DTYPES:
+        for param in CASES:
+            optimizer_workload(*param.values, dtype)
+        for activation in ACTIVATIONS:
+            model_workload(activation, dtype)
+        training_utilities_workload(dtype)
+    from fastgd.kernels.cuda.reduce import clip_coef
+
+    for dtype in DTYPES:
+        shadow.record(clip_coef, (np.zeros(1), 1.0, 2.0, 1.0, np.zeros(1, dtype)))
+    return shadow.calls
+
+
+@needs_host_runner
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
-@pytest.mark.parametrize("dtype", ["float", "double"])
-def test_cuda_bodies_compile_with_nvcc(tmp_path, dtype):
-    src = tmp_path / f"fastgd_{dtype}.cu"
-    src.write_text(_harness(dtype))
-    res = subprocess.run([NVCC, "-std=c++17", "-arch=sm_90", "-c", str(src), "-o",
-                          str(tmp_path / "out.o")], capture_output=True, text=True, timeout=300)
+def test_cupy_generated_sources_compile_with_nvcc(monkeypatch, tmp_path):
+    expected = {twin.variant(flags).name for _, _, twin, flags in CUDA_VARIANTS}
+    calls = _every_launch(monkeypatch)
+    assert expected <= {k.name for k, _ in calls.values()}  # every variant was launched
+    parts = []
+    for j, (kernel, args) in enumerate(calls.values()):
+        if isinstance(kernel, cp.ReductionKernel):
+            src = H.cupy_reduction_source(kernel, *args, name=f"r{j}_{kernel.name}")
+        else:
+            src = H.cupy_source(kernel, *args, name=f"k{j}_{kernel.name}")
+        parts.append(f"namespace n{j} {{\n{src}\n}}\n")  # each has its own typedefs
+    src = tmp_path / "fastgd_cupy_kernels.cu"
+    src.write_text(H.cupy_headers() + "\n".join(parts))
+    res = subprocess.run([NVCC, "-std=c++17", "-arch=sm_90", *H.nvcc_include_options(), "-c",
+                          str(src), "-o", str(tmp_path / "out.o")],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
+
+
+# ---------------------------------------------------------------------------------------
+# The GPU suite on emulated CuPy
+
+
+@needs_host_runner
+def test_gpu_suite_passes_on_host_emulated_cupy():
+    """tests/test_cuda.py, every test, on CuPy emulated on the host (tests/host_cupy.py)."""
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.host_cupy", "tests/test_cuda.py", "-q",
+         "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=900,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    tail = res.stdout[-3000:] + res.stderr[-2000:]
+    assert res.returncode == 0, tail
+    summary = res.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "skipped" not in summary and "failed" not in summary, tail
+
+
+@needs_host_runner
+def test_host_cupy_emulation_refuses_what_cupy_refuses():
+    from tests import host_cupy as E
+
+    a = E.ndarray(np.ones(3))
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(a)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        a + np.ones(3)
+    with E.allow_synchronize(False):
+        b = a * 2  # stays on the device
+        with pytest.raises(E.DeviceSynchronized):
+            float(b.sum())
+        with pytest.raises(E.DeviceSynchronized):
+            b.get()
+    v = a[1:]
+    assert v.base is a and v[:1].base is a and a.reshape(3, 1).base is a
+    np.testing.assert_array_equal(b.get(), 2.0)

@@ -3,7 +3,10 @@
 A rule module writes its CUDA C body once, in a *factory* whose arguments are the variant
 flags (as in ``kernels/cpu``), and declares its arguments in the CPU kernel's order:
 ``"g raw:gs l2 ... | p m v vmax"`` (inputs, then ``|``, then the arrays it updates).
-``raw:`` marks an argument the body indexes itself: the gradient scale ``gs``, a 1-element
+An argument is of the placeholder type ``T`` (the parameters' float32 or float64) unless a
+prefix says otherwise: ``int64:y`` fixes its dtype (CuPy refuses a call where one ``T``
+would bind to two dtypes, so integer labels need it), and ``raw:`` marks an argument the
+body indexes itself: the gradient scale ``gs``, a 1-element
 device array read as ``gs[0]`` (so a clipping factor computed on the GPU reaches the kernel
 without a host synchronization), or a row-wise kernel's 2-D array. A
 state array that only some variants use is dropped from the others' parameter lists
@@ -23,7 +26,7 @@ class CudaRule:
 
     Args:
         factory: ``factory(**flags)`` returns the CUDA C body.
-        args: the argument spec, ``"in1 raw:in2 ... | out1 out2"``.
+        args: the argument spec, ``"in1 raw:in2 int64:in3 ... | out1 out2"``.
         optional: state argument -> the flag that enables it.
     """
 
@@ -32,7 +35,8 @@ class CudaRule:
         ins, outs = args.split("|")
         self._ins = ins.split()
         self._outs = outs.split()
-        self.arg_names = [a.removeprefix("raw:") for a in self._ins + self._outs]
+        self.arg_names = [a.rpartition(":")[2] for a in self._ins + self._outs]
+        self.out_names = [a.rpartition(":")[2] for a in self._outs]
         self._optional = optional or {}
         self._factory = factory
         self._kernels: dict[tuple[tuple[str, bool], ...], Any] = {}
@@ -49,9 +53,13 @@ class CudaRule:
         """``(in_params, out_params, body)`` of the variant, as CuPy takes them."""
         used = set(self.used(flags))
 
-        def decl(names: list[str]) -> str:
-            return ", ".join(("raw T " + a[4:]) if a.startswith("raw:") else f"T {a}"
-                             for a in names if a.removeprefix("raw:") in used)
+        def decl(tokens: list[str]) -> str:
+            out = []
+            for tok in tokens:
+                prefix, _, name = tok.rpartition(":")
+                if name in used:
+                    out.append({"": "T", "raw": "raw T"}.get(prefix, prefix) + " " + name)
+            return ", ".join(out)
 
         return decl(self._ins), decl(self._outs), self._factory(**dict(flags))
 

@@ -53,7 +53,7 @@ def act_grad(act):
     """
 
 
-@rule("y inv_n | raw:z loss")
+@rule("int64:y inv_n | raw:z loss")
 def softmax_xent():
     """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""
     return """

@@ -20,10 +20,15 @@ class _Reduction:
         self._kernel = None
         self.arg_names = [*(a.split()[-1] for a in ins.split(",")), "out"]
 
-    def __call__(self, x, *scalars):
+    @property
+    def kernel(self):
+        """The ``ReductionKernel`` (built on first use, compiled on first launch)."""
         if self._kernel is None:
             self._kernel = cp.ReductionKernel(*self._spec)
-        return self._kernel(x, *scalars).reshape(1)
+        return self._kernel
+
+    def __call__(self, x, *scalars):
+        return self.kernel(x, *scalars).reshape(1)
 
 
 sumsq = _Reduction("sumsq", "T x", "(double)x * (double)x", "a + b")

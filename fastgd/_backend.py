@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,18 +171,40 @@ def _build(module: str, name: str, flags: tuple[tuple[str, bool], ...], parallel
     return k
 
 
-_parallel_allowed = True
+class _KernelMode(threading.local):
+    """Per thread: the size :func:`launch` compares with a kernel's parallel threshold.
+
+    None: the array's own size. :func:`serial_kernels` sets -1 (never parallel); warm-up
+    sets :data:`_ALL_PARALLEL`, above every measured threshold and below the
+    ``NEVER_PARALLEL`` sentinel (2**62) of kernels that have no parallel build.
+    """
+
+    size: int | None = None
+
+
+_mode = _KernelMode()
+_SERIAL = -1
+_ALL_PARALLEL = 2**61
 
 
 @contextlib.contextmanager
-def serial_kernels() -> Iterator[None]:
+def _forced_size(size: int | None) -> Iterator[None]:
+    old = _mode.size
+    _mode.size = size
+    try:
+        yield
+    finally:
+        _mode.size = old
+
+
+def serial_kernels() -> contextlib.AbstractContextManager[None]:
     """Run every CPU kernel serially (one thread) inside the ``with`` block.
 
     Use it around loops that alternate BLAS matmuls and fastgd kernels (model training):
     OpenBLAS's and Numba's worker threads each spin-wait after their work, and on a
     2-core machine they then contend for the cores — an MLP training step measured 25-30x
     slower with both pools active than with fastgd's kernels serial. :func:`fastgd.fit`
-    uses it. Not thread-safe: it flips one process-wide switch.
+    uses it. It applies to the calling thread only.
 
     Example:
         >>> import numpy as np, fastgd
@@ -189,13 +212,16 @@ def serial_kernels() -> Iterator[None]:
         ...     fastgd.SGD([np.zeros(3)], lr=0.1).step([np.ones(3)])
         True
     """
-    global _parallel_allowed
-    old = _parallel_allowed
-    _parallel_allowed = False
-    try:
-        yield
-    finally:
-        _parallel_allowed = old
+    return _forced_size(_SERIAL)
+
+
+def all_parallel_kernels() -> contextlib.AbstractContextManager[None]:
+    """Run the parallel build of every CPU kernel that has one, whatever the array size.
+
+    For warm-up (:meth:`fastgd.optim.Optimizer.warmup`): small scratch arrays then compile
+    the parallel builds that large arrays will use. Applies to the calling thread only.
+    """
+    return _forced_size(_ALL_PARALLEL)
 
 
 #: Chunks of a parallel reduction: fixed, so results do not depend on the thread count.
@@ -212,7 +238,8 @@ def reduce(name: str, x: Any, *scalars: float) -> Any:
     if type(x) is not np.ndarray:
         return kernel_rule("reduce", name, "cuda")(x, *scalars)
     entry = _variants("reduce", name, ())
-    parallel = x.size >= entry[0] and _parallel_allowed
+    forced = _mode.size
+    parallel = (x.size if forced is None else forced) >= entry[0]
     out = np.empty(REDUCE_CHUNKS if parallel else 1)
     (entry[1 + parallel] or _build("reduce", name, (), parallel))(x, *scalars, out)
     return out
@@ -223,7 +250,8 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
 
     NumPy arrays run the Numba kernel: the serial build below the rule's threshold
     (``KernelRule.threshold``, measured per kind of rule) or inside
-    :func:`serial_kernels`, the parallel build otherwise. CuPy arrays run the CuPy twin
+    :func:`serial_kernels`, the parallel build otherwise (or inside
+    :func:`all_parallel_kernels` where the kernel has one). CuPy arrays run the CuPy twin
     (one launch).
 
     Args:
@@ -237,7 +265,8 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
         _launch_cuda(module, name, flags, args)
         return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
-    parallel = last.size >= entry[0] and _parallel_allowed
+    forced = _mode.size
+    parallel = (last.size if forced is None else forced) >= entry[0]
     (entry[1 + parallel] or _build(module, name, flags, parallel))(*args)
 
 

@@ -238,3 +238,24 @@ def test_clip_value_and_norm_types_on_cupy():
     fastgd.clip_grad_value_(host, 0.4)
     for d, h in zip(dev, host):
         np.testing.assert_array_equal(d.get(), h)
+
+
+def test_gpu_benchmark_table_runs():
+    from fastgd import _bench
+
+    lines: list[str] = []
+    rows = _bench.report_cuda(["Adam", "SGD"], [4096], rounds=2, out=lines.append)
+    assert [r["rule"] for r in rows] == ["Adam", "SGD", "Adam", "SGD", "Adagrad"]
+    assert all(r["fastgd_s"] > 0 for r in rows)
+    assert lines[0].startswith("GPU: ")
+
+
+def test_warmup_on_cupy_builds_the_kernels_and_changes_nothing():
+    from fastgd.kernels.cuda import adam
+
+    p = cp.asarray(np.arange(6.0, dtype=np.float32))
+    opt = fastgd.Adam([p], lr=0.1, amsgrad=True)
+    assert opt.warmup() is opt
+    np.testing.assert_array_equal(p.get(), np.arange(6.0))
+    assert opt.steps_applied == 0 and not opt.state
+    assert (("amsgrad", True),) in adam.adam._kernels

@@ -11,6 +11,7 @@ import pytest
 import fastgd
 import fastgd.functional as F
 from fastgd import _backend
+from tests.helpers import assert_unchanged, snapshot
 from tests.reference import ReferenceOptimizer, ref_adam, ref_sgd
 
 
@@ -262,3 +263,75 @@ def test_optimizer_by_name():
     assert by_name("adamw") is fastgd.AdamW and by_name("RMSprop") is fastgd.RMSprop
     with pytest.raises(ValueError, match="unknown optimizer 'adamx'; choose from SGD"):
         by_name("adamx")
+
+
+def _builds(key):
+    entry = _backend._kernel_cache.get(key)
+    return None if entry is None else (entry[1] is not None, entry[2] is not None)
+
+
+@pytest.mark.parametrize(("cls", "options", "key"), [
+    (fastgd.Adam, {"lr": 0.1, "amsgrad": True}, ("adam", "adam", (("amsgrad", True),))),
+    (fastgd.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+     ("sgd", "sgd_momentum", (("nesterov", True),))),
+    (fastgd.RMSprop, {"lr": 0.01, "centered": True},
+     ("rmsprop", "rmsprop", (("centered", True), ("use_momentum", False)))),
+])
+def test_warmup_compiles_both_builds_and_changes_nothing(monkeypatch, cls, options, key):
+    monkeypatch.setattr(_backend, "_kernel_cache", {})
+    flat = fastgd.FlatParams([(40, 3), np.ones(5, np.float64), (7,)])
+    rng = np.random.default_rng(0)
+    params = [*flat.params, rng.standard_normal(9)]
+    for p in params:
+        p[...] = rng.standard_normal(p.shape)
+    opt = cls([{"params": params[:3]}, {"params": params[3:], "lr": 0.5}],
+              nonfinite="skip", **options)
+    opt.step([np.ones(p.shape, p.dtype) for p in params])
+    before = snapshot(params, opt)
+    assert opt.warmup() is opt
+    assert_unchanged(before, params, opt)
+    assert opt.steps_applied == 1 and opt.last_grad_norm is None
+    for k in (key, ("reduce", "sumsq", ()), ("reduce", "nonfinite", ())):
+        assert _builds(k) == (True, True), k
+    big = [np.zeros(100_000, np.float32)]
+    signatures = [len(d.signatures) for d in _backend._kernel_cache[key][1:]]
+    big_opt = cls(big, **options)
+    big_opt.step([np.ones(100_000, np.float32)], clip_norm=1.0)  # the parallel build
+    assert [len(d.signatures) for d in _backend._kernel_cache[key][1:]] == signatures
+
+
+def test_warmup_without_clipping_and_for_model_kernels(monkeypatch):
+    from fastgd.models.activations import bias_act_
+
+    monkeypatch.setattr(_backend, "_kernel_cache", {})
+    fastgd.SGD([np.zeros(3)], lr=0.1).warmup(norm_type=None)
+    assert _builds(("sgd", "sgd", ())) == (True, True)
+    assert _builds(("reduce", "sumsq", ())) is None
+    with _backend.all_parallel_kernels():  # kernels without a parallel build stay serial
+        bias_act_(np.zeros(3), np.zeros((2, 3)), np.zeros((2, 3)), "relu")
+    assert _builds(("nn", "bias_act", (("act", 1),))) == (True, False)
+
+
+def test_serial_kernels_applies_to_the_calling_thread_only(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(_backend, "_kernel_cache", {})
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with fastgd.serial_kernels():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        inside.wait(10)
+        fastgd.SGD([np.zeros(100_000)], lr=0.1).step([np.ones(100_000)])
+        assert _builds(("sgd", "sgd", ())) == (False, True)  # parallel here
+    finally:
+        release.set()
+        t.join()
+    with fastgd.serial_kernels():
+        fastgd.SGD([np.zeros(100_000)], lr=0.1).step([np.ones(100_000)])
+    assert _builds(("sgd", "sgd", ())) == (True, True)

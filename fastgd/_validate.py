@@ -76,6 +76,14 @@ def beta(name: str, value: Any, index: int) -> float:
     return v
 
 
+def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got "
+                         f"{value!r}")
+    return value
+
+
 def flag(name: str, value: Any) -> bool:
     """A bool option."""
     if not isinstance(value, bool):

@@ -48,6 +48,10 @@ __all__ = [
 
 _launch = _backend.launch
 
+#: Where Adam's epsilon goes: "torch" (after bias-correcting sqrt(v): torch, optax) or "hat"
+#: (added to sqrt(v) before it: Kingma & Ba's epsilon-hat, TensorFlow, Keras).
+EPS_MODES = ("torch", "hat")
+
 
 # ---------------------------------------------------------------------------------------
 # Private launchers: scalars folded on the host in float64, one kernel call. Arguments are
@@ -87,13 +91,16 @@ def _decay_terms(lr, weight_decay, decoupled):
     return weight_decay, 1.0
 
 
-def _adam(g, p, m, v, vmax, *, gs, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+def _adam(g, p, m, v, vmax, *, gs, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+          eps_root=0.0, eps_mode="torch"):
     l2, decay = _decay_terms(lr, weight_decay, decoupled)
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
+    if eps_mode == "hat":  # eps + sqrt(v) before bias correction: eps / sqrt(bc2) after it
+        eps = eps / bc2**0.5
     _launch("adam", "adam", (("amsgrad", vmax is not None),),
-            g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2, bc2**0.5, eps, lr / bc1,
-            p, m, v, p if vmax is None else vmax)
+            g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2, bc2**0.5, eps, eps_root * bc2,
+            lr / bc1, p, m, v, p if vmax is None else vmax)
 
 
 def _adamax(g, p, m, u, *, gs, step, lr, beta1, beta2, eps, weight_decay):
@@ -367,18 +374,24 @@ def rmsprop_(param: Any, grad: Any, square_avg: Any, grad_avg: Any = None,
 def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
           *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
           eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
-          maximize: bool = False, grad_scale: float = 1.0) -> None:
+          maximize: bool = False, grad_scale: float = 1.0, eps_root: float = 0.0,
+          eps_mode: str = "torch") -> None:
     r"""One Adam step, in place (torch.optim.Adam's update).
 
     .. math::
         m \leftarrow m + (1-\beta_1)(g - m);\quad v \leftarrow \beta_2 v + (1-\beta_2)g^2;\\
         \theta \leftarrow \theta - \frac{\gamma}{1-\beta_1^t}\,
-        \frac{m}{\sqrt{\hat v}/\sqrt{1-\beta_2^t} + \epsilon}
+        \frac{m}{\sqrt{\hat v/(1-\beta_2^t) + \epsilon_r} + \epsilon}
 
     with :math:`\hat v = v`, or the running maximum of :math:`v` (AMSGrad, when
-    ``max_exp_avg_sq`` is given). Weight decay is L2 (:math:`g \leftarrow g + \lambda\theta`)
-    or, with ``decoupled_weight_decay``, AdamW's :math:`\theta \leftarrow
-    \theta(1-\gamma\lambda)` (Loshchilov & Hutter, 2019). Kingma & Ba, 2015.
+    ``max_exp_avg_sq`` is given), and :math:`\epsilon_r` = ``eps_root`` (0 by default:
+    torch's update, bit for bit). ``eps_mode="hat"`` adds :math:`\epsilon` to
+    :math:`\sqrt{\hat v}` before the bias correction instead (Kingma & Ba's
+    :math:`\hat\epsilon`, as TensorFlow / Keras do): the denominator becomes
+    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`.
+    Weight decay is L2 (:math:`g \leftarrow g + \lambda\theta`) or, with
+    ``decoupled_weight_decay``, AdamW's :math:`\theta \leftarrow \theta(1-\gamma\lambda)`
+    (Loshchilov & Hutter, 2019). Kingma & Ba, 2015.
 
     Args:
         param: parameter, updated in place.
@@ -395,6 +408,9 @@ def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
         decoupled_weight_decay: AdamW's decay instead of L2.
         maximize: ascend instead of descend.
         grad_scale: factor applied to the gradient first.
+        eps_root: :math:`\epsilon_r` >= 0, added inside the square root (optax's
+            ``eps_root``).
+        eps_mode: ``"torch"`` (torch, optax) or ``"hat"`` (TensorFlow, Keras).
 
     Example:
         >>> import numpy as np
@@ -410,17 +426,20 @@ def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
     eps = V.nonneg("eps", eps, "epsilon")
     weight_decay = V.nonneg("weight_decay", weight_decay)
     V.flag("decoupled_weight_decay", decoupled_weight_decay)
+    eps_root = V.nonneg("eps_root", eps_root)
+    V.choice("eps_mode", eps_mode, EPS_MODES)
     gs = _gs(maximize, grad_scale)
     g, p, m, v, vmax = _flat(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
                              max_exp_avg_sq=max_exp_avg_sq)
     _adam(g, p, m, v, vmax, gs=gs, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-          weight_decay=weight_decay, decoupled=decoupled_weight_decay)
+          weight_decay=weight_decay, decoupled=decoupled_weight_decay, eps_root=eps_root,
+          eps_mode=eps_mode)
 
 
 def adamw_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
            *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
            eps: float = 1e-8, weight_decay: float = 1e-2, maximize: bool = False,
-           grad_scale: float = 1.0) -> None:
+           grad_scale: float = 1.0, eps_root: float = 0.0, eps_mode: str = "torch") -> None:
     r"""One AdamW step, in place: :func:`adam_` with decoupled weight decay.
 
     .. math:: \theta \leftarrow \theta(1 - \gamma\lambda), \text{ then the Adam step.}
@@ -439,6 +458,8 @@ def adamw_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq:
         weight_decay: decoupled decay :math:`\lambda` (default 1e-2, as torch).
         maximize: ascend instead of descend.
         grad_scale: factor applied to the gradient first.
+        eps_root: added inside the square root (see :func:`adam_`).
+        eps_mode: ``"torch"`` or ``"hat"`` (see :func:`adam_`).
 
     Example:
         >>> import numpy as np
@@ -448,7 +469,7 @@ def adamw_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq:
     """
     adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1,
           beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True,
-          maximize=maximize, grad_scale=grad_scale)
+          maximize=maximize, grad_scale=grad_scale, eps_root=eps_root, eps_mode=eps_mode)
 
 
 def adamax_(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,

@@ -40,10 +40,13 @@ RULES = {
         {"lr": 0.01, "weight_decay": 0.1},
         {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "amsgrad": True},
         {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-3, "maximize": True},
+        {"lr": 0.01, "eps_root": 1e-3},
+        {"lr": 0.01, "eps_mode": "hat", "eps": 1e-2, "amsgrad": True, "weight_decay": 0.1},
     ]),
     "AdamW": (fastgd.AdamW, R.ref_adamw, [
         {"lr": 0.01},
         {"lr": 0.01, "weight_decay": 0.3, "amsgrad": True, "maximize": True},
+        {"lr": 0.01, "eps_mode": "hat", "eps_root": 1e-4, "eps": 1e-3},
     ]),
     "Adamax": (fastgd.Adamax, R.ref_adamax, [
         {"lr": 0.01},
@@ -65,6 +68,9 @@ RULES = {
         {"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.1, "maximize": True},
     ]),
 }
+
+#: Options fastgd has and torch.optim does not (optax's eps_root, Keras's epsilon-hat).
+NOT_IN_TORCH = frozenset({"eps_root", "eps_mode"})
 
 CASES = [
     pytest.param(name, i, id=f"{name}-{i}")

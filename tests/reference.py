@@ -95,7 +95,13 @@ def ref_adam(p, g, state, hp):
         v = np.maximum(state.get("max_exp_avg_sq", np.zeros_like(p)), v)
         state["max_exp_avg_sq"] = v
     bc1, bc2 = 1 - b1**t, 1 - b2**t
-    denom = np.sqrt(v) / np.sqrt(bc2) + hp.get("eps", 1e-8)
+    eps = hp.get("eps", 1e-8)
+    if hp.get("eps_mode", "torch") == "hat":  # Keras: lr_t = lr sqrt(bc2) / bc1
+        v = v + hp.get("eps_root", 0.0) * bc2  # eps_root goes with the bias-corrected v
+        p -= hp["lr"] * np.sqrt(bc2) / bc1 * m / (np.sqrt(v) + eps)
+        return
+    # optax: m_hat / (sqrt(v_hat + eps_root) + eps); torch when eps_root = 0
+    denom = np.sqrt(v / bc2 + hp.get("eps_root", 0.0)) + eps
     p -= hp["lr"] / bc1 * (m / denom)
 
 

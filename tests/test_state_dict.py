@@ -162,3 +162,27 @@ def test_load_restores_hyperparameters_and_unstepped_params():
     # and back: param 0 loses its state again
     opt2.load_state_dict(sd_partial)
     assert list(opt2.state_dict()["state"]) == [1]
+
+
+def test_state_dict_saved_before_eps_root_and_eps_mode_loads_as_torch_form():
+    rng = np.random.default_rng(3)
+    init = rng.standard_normal(5)
+    a, b = init.copy(), init.copy()
+    old = fastgd.Adam([a], lr=0.1)
+    old.step([np.ones(5)])
+    sd = old.state_dict()
+    for group in sd["param_groups"]:  # as an earlier fastgd saved it
+        del group["eps_root"], group["eps_mode"]
+    new = fastgd.Adam([b], lr=0.1, eps_root=0.5, eps_mode="hat")
+    b[...] = a
+    new.load_state_dict(sd)
+    assert new.param_groups[0]["eps_root"] == 0.0
+    assert new.param_groups[0]["eps_mode"] == "torch"
+    old.step([np.ones(5)])
+    new.step([np.ones(5)])
+    np.testing.assert_array_equal(a, b)
+    del sd["param_groups"][0]["eps"]
+    before = snapshot([b], new)
+    with pytest.raises(ValueError, match=r"lacks \['eps'\]"):
+        new.load_state_dict(sd)
+    assert_unchanged(before, [b], new)

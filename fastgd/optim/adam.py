@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from fastgd import _validate as V
 from fastgd import functional as F
@@ -16,12 +16,17 @@ class Adam(Optimizer):
     .. math::
         m \leftarrow m + (1-\beta_1)(g - m);\quad v \leftarrow \beta_2 v + (1-\beta_2)g^2;\\
         \theta \leftarrow \theta - \frac{\gamma}{1-\beta_1^t}\,
-        \frac{m}{\sqrt{\hat v}/\sqrt{1-\beta_2^t} + \epsilon}
+        \frac{m}{\sqrt{\hat v/(1-\beta_2^t) + \epsilon_r} + \epsilon}
 
     :math:`\hat v` is :math:`v`, or its running maximum with ``amsgrad``. Weight decay is
     L2 (:math:`g \leftarrow g + \lambda\theta`) unless ``decoupled_weight_decay``, which
     makes this :class:`AdamW` (:math:`\theta \leftarrow \theta(1-\gamma\lambda)` first).
-    :math:`\epsilon` is added after bias-correcting :math:`\sqrt v`, as torch does.
+    :math:`\epsilon` is added after bias-correcting :math:`\sqrt v`, as torch and optax
+    do; :math:`\epsilon_r` (``eps_root``, optax's name) is 0 unless given, and then the
+    update is torch's bit for bit. Recipes from TensorFlow / Keras add :math:`\epsilon` to
+    :math:`\sqrt{\hat v}` *before* the bias correction (the paper's :math:`\hat\epsilon`):
+    ``eps_mode="hat"`` reproduces them, the denominator being
+    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`.
 
     Args:
         params: arrays, a :class:`~fastgd.FlatParams`, or a list of param-group dicts.
@@ -34,6 +39,8 @@ class Adam(Optimizer):
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
         decoupled_weight_decay: AdamW's decay instead of L2.
+        eps_root: :math:`\epsilon_r` >= 0, inside the square root.
+        eps_mode: ``"torch"`` (default) or ``"hat"``, where :math:`\epsilon` goes.
 
     Example:
         >>> import numpy as np, fastgd
@@ -49,13 +56,16 @@ class Adam(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False,
-                 nonfinite: str = "propagate") -> None:
+                 decoupled_weight_decay: bool = False, eps_root: float = 0.0,
+                 eps_mode: str = "torch", nonfinite: str = "propagate") -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "amsgrad": amsgrad,
                                   "maximize": maximize,
-                                  "decoupled_weight_decay": decoupled_weight_decay},
+                                  "decoupled_weight_decay": decoupled_weight_decay,
+                                  "eps_root": eps_root, "eps_mode": eps_mode},
                          nonfinite=nonfinite)
+
+    _added_hyperparameters: ClassVar[dict[str, Any]] = {"eps_root": 0.0, "eps_mode": "torch"}
 
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -67,6 +77,8 @@ class Adam(Optimizer):
             "maximize": V.flag("maximize", group["maximize"]),
             "decoupled_weight_decay": V.flag("decoupled_weight_decay",
                                              group["decoupled_weight_decay"]),
+            "eps_root": V.nonneg("eps_root", group["eps_root"]),
+            "eps_mode": V.choice("eps_mode", group["eps_mode"], F.EPS_MODES),
         }
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -79,7 +91,8 @@ class Adam(Optimizer):
         beta1, beta2 = hp["betas"]
         F._adam(g, p, state[0], state[1], state[2] if hp["amsgrad"] else None, gs=gs,
                 step=step, lr=hp["lr"], beta1=beta1, beta2=beta2, eps=hp["eps"],
-                weight_decay=hp["weight_decay"], decoupled=hp["decoupled_weight_decay"])
+                weight_decay=hp["weight_decay"], decoupled=hp["decoupled_weight_decay"],
+                eps_root=hp["eps_root"], eps_mode=hp["eps_mode"])
         return {"step": step}
 
 
@@ -100,6 +113,9 @@ class AdamW(Adam):
         weight_decay: :math:`\lambda`.
         amsgrad: use the running maximum of :math:`v`.
         maximize: ascend instead of descend.
+        eps_root: added inside the square root (see :class:`Adam`).
+        eps_mode: ``"torch"`` or ``"hat"`` (see :class:`Adam`).
+        nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients.
 
     Example:
         >>> import numpy as np, fastgd
@@ -113,7 +129,8 @@ class AdamW(Adam):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False,
+                 maximize: bool = False, eps_root: float = 0.0, eps_mode: str = "torch",
                  nonfinite: str = "propagate") -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True, nonfinite=nonfinite)
+                         decoupled_weight_decay=True, eps_root=eps_root, eps_mode=eps_mode,
+                         nonfinite=nonfinite)

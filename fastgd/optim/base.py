@@ -108,6 +108,10 @@ class Optimizer(ABC):
     #: Scalar state of a parameter that has not stepped yet.
     _scalar_init: ClassVar[Scalars] = {"step": 0.0}
 
+    #: Hyperparameters added after the first release, with the values that reproduce the
+    #: update from before them: a state dict saved without them loads with these.
+    _added_hyperparameters: ClassVar[dict[str, Any]] = {}
+
     #: The policies for non-finite gradients (see ``nonfinite`` in :class:`Optimizer`).
     NONFINITE_POLICIES = ("propagate", "skip", "raise")
 
@@ -632,11 +636,13 @@ class Optimizer(ABC):
             if len(ids) != len(ours):
                 raise ValueError(f"param group {gi} has {len(ours)} parameters, the state "
                                  f"dict's has {len(ids)}")
-            missing = [k for k in self.defaults if k not in saved]
+            missing = [k for k in self.defaults
+                       if k not in saved and k not in self._added_hyperparameters]
             if missing:
                 raise ValueError(f"state_dict param group {gi} lacks {missing}: it was not "
                                  f"saved by {type(self).__name__}")
-            new_group = {k: v for k, v in saved.items() if k != "params"}
+            new_group = {**self._added_hyperparameters,
+                         **{k: v for k, v in saved.items() if k != "params"}}
             new_group["params"] = group["params"]
             hp = self._normalize(new_group)
             # checked values (a spec dict becomes its schedule again, a list of betas a tuple)

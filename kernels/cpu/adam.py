@@ -10,14 +10,16 @@ from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
 def adam(amsgrad):
     """m <- m + (1-b1)(g-m); v <- b2 v + (1-b2) g^2; theta <- theta - step_size m/denom.
 
-    ``denom = sqrt(v or vmax) / bc2_sqrt + eps``. Weight decay is either L2 (``l2``, added
+    ``denom = sqrt((v or vmax) + eps_root_bc2) / bc2_sqrt + eps``: ``eps_root_bc2`` is
+    optax's ``eps_root`` times ``1 - beta2^t`` (0 for torch's form, where adding it changes
+    no bit). Weight decay is either L2 (``l2``, added
     to the gradient) or decoupled (``decay = 1 - lr * wd`` multiplies the parameter);
     callers pass ``l2 = 0`` / ``decay = 1`` for the form not in use. ``vmax`` is only
     touched by the AMSGrad variant.
     """
 
     def adam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps,
-             step_size, p, m, v, vmax):
+             eps_root_bc2, step_size, p, m, v, vmax):
         gs = as_dtype_of(gs, p)
         l2 = as_dtype_of(l2, p)
         decay = as_dtype_of(decay, p)
@@ -26,6 +28,7 @@ def adam(amsgrad):
         one_minus_beta2 = as_dtype_of(one_minus_beta2, p)
         bc2_sqrt = as_dtype_of(bc2_sqrt, p)
         eps = as_dtype_of(eps, p)
+        eps_root_bc2 = as_dtype_of(eps_root_bc2, p)
         step_size = as_dtype_of(step_size, p)
         for i in prange(p.size):
             gi = gs * g[i]
@@ -43,7 +46,7 @@ def adam(amsgrad):
                     vm = vi
                 vmax[i] = vm
                 vi = vm
-            denom = np.sqrt(vi) / bc2_sqrt + eps
+            denom = np.sqrt(vi + eps_root_bc2) / bc2_sqrt + eps
             p[i] = pi - step_size * (mi / denom)
 
     return adam

@@ -3,7 +3,8 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs l2 decay one_minus_beta1 beta2 one_minus_beta2 bc2_sqrt eps step_size "
+@rule("g raw:gs l2 decay one_minus_beta1 beta2 one_minus_beta2 bc2_sqrt eps eps_root_bc2 "
+      "step_size "
       "| p m v vmax", optional={"vmax": "amsgrad"})
 def adam(amsgrad):
     """m <- m + (1-b1)(g-m); v <- b2 v + (1-b2) g^2; theta <- theta - step_size m/denom."""
@@ -21,6 +22,6 @@ def adam(amsgrad):
     T vi = beta2 * v + one_minus_beta2 * (gi * gi);
     v = vi;
     {ams}
-    T denom = sqrt(vi) / bc2_sqrt + eps;
+    T denom = sqrt(vi + eps_root_bc2) / bc2_sqrt + eps;
     p = pi - step_size * (mi / denom);
     """

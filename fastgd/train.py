@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,22 @@ def _accuracy(model: Any, X: Any, y: Any) -> float | None:
     return float((pred == y).mean())
 
 
+def _shuffled_batches(X: Any, y: Any, perm: Any, Xb: Any, yb: Any
+                      ) -> Iterator[tuple[Any, Any]]:
+    """Batches of rows ``perm[i : i + len(Xb)]`` of ``X`` and ``y``, gathered into ``Xb``, ``yb``.
+
+    Each batch overwrites the previous one: consume it before asking for the next.
+    """
+    n, size = X.shape[0], Xb.shape[0]
+    for i in range(0, n, size):
+        rows = perm[i : i + size]
+        m = rows.shape[0]
+        for src, dst in ((X, Xb), (y, yb)):
+            _backend.launch("gather", "gather_rows", (), src.reshape(n, -1), rows,
+                            dst[:m].reshape(m, -1))
+        yield Xb[:m], yb[:m]
+
+
 def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int = 10,
         batch_size: int | None = 32, shuffle: bool = True,
         seed: int | np.random.Generator | None = None,
@@ -171,6 +187,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    step_loss = model.loss_and_grad
     if batches is None:
         if X is None or y is None:
             raise ValueError("fit needs X and y, or a batches function")
@@ -186,8 +203,13 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or None, got "
                              f"{batch_size!r}")
-        # checks X and y once, before any step
-        model.loss(X[:1], y[:1])
+        if callable(getattr(model, "_prepare", None)):
+            # fastgd's models: check and convert X and y once; the batches, row slices of
+            # them, then skip the checks, and the loss stays on the GPU until the epoch ends
+            X, y = model._prepare(X, y)
+            step_loss = model._loss_and_grad
+        else:
+            model.loss(X[:1], y[:1])  # checks X and y once, before any step
     if distributed == "auto":
         from fastgd.distributed import DataParallel, world_size
 
@@ -210,21 +232,19 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         monitor = early_stopping.monitor or ("val_loss" if validation_data else "loss")
     if batches is None and shuffle:
         X, y = xp.ascontiguousarray(X), xp.ascontiguousarray(y)
-        Xs, ys = xp.empty_like(X), xp.empty_like(y)
+        # one batch of rows at a time is gathered (in the serial loop below) into these:
+        # the data is never copied whole, and each gathered batch is still in cache
+        Xb = xp.empty((batch_size, *X.shape[1:]), X.dtype)
+        yb_ = xp.empty((batch_size, *y.shape[1:]), y.dtype)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         if batches is None:
             if shuffle:
-                perm = xp.asarray(rng.permutation(n))
-                with _backend.serial_kernels():  # serial: BLAS threads may still spin
-                    for src, dst in ((X, Xs), (y, ys)):  # a row gather per array
-                        _backend.launch("gather", "gather_rows", (), src.reshape(n, -1),
-                                        perm, dst.reshape(n, -1))
-                Xe, ye = Xs, ys
+                it: Iterable[tuple[Any, Any]] = _shuffled_batches(
+                    X, y, xp.asarray(rng.permutation(n)), Xb, yb_)
             else:
-                Xe, ye = X, y
-            it: Iterable[tuple[Any, Any]] = (
-                (Xe[i : i + batch_size], ye[i : i + batch_size]) for i in range(0, n, batch_size))
+                it = ((X[i : i + batch_size], y[i : i + batch_size])
+                      for i in range(0, n, batch_size))
             total = math.ceil(n / batch_size)
         else:
             it = batches(epoch)
@@ -234,7 +254,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         with _backend.serial_kernels():  # BLAS threads and Numba threads would contend
             for xb, yb in it:
                 if dist is None:
-                    loss_sum += model.loss_and_grad(xb, yb)
+                    loss_sum += step_loss(xb, yb)
                 else:
                     if batches is None:  # this rank's shard of the global batch
                         part = dist.shard(len(xb))
@@ -255,7 +275,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                     break
         if bar is not None:
             bar.close()
-        logs: dict[str, float] = {"loss": loss_sum / max(count, 1)}
+        logs: dict[str, float] = {"loss": float(loss_sum) / max(count, 1)}
         if batches is None:
             acc = _accuracy(model, X, y)
             if acc is not None:

@@ -259,3 +259,26 @@ def test_warmup_on_cupy_builds_the_kernels_and_changes_nothing():
     np.testing.assert_array_equal(p.get(), np.arange(6.0))
     assert opt.steps_applied == 0 and not opt.state
     assert (("amsgrad", True),) in adam.adam._kernels
+
+
+@pytest.mark.parametrize(("output", "k"), [("multiclass", 3), ("binary", 1),
+                                           ("regression", 2)])
+def test_fit_inner_step_does_not_synchronize(output, k):
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(2)
+    X = cp.asarray(rng.normal(size=(32, 4)).astype(np.float32))
+    y = (rng.integers(0, k, size=32) if output == "multiclass"
+         else rng.integers(0, 2, size=32).astype(np.float32) if output == "binary"
+         else rng.normal(size=(32, k)).astype(np.float32))
+    model = MLP([4, 6, k], output=output, l2=0.01, seed=0, xp=cp)
+    opt = fastgd.Adam(model.flat, lr=0.01)
+    Xp, yp = model._prepare(X, cp.asarray(y))  # what fit does once
+    model._loss_and_grad(Xp[:8], yp[:8])
+    opt.step(clip_norm=1.0)  # compiles
+    total = 0.0
+    with cupyx.allow_synchronize(False):
+        for i in range(0, 32, 8):  # fit's inner loop: loss, gradients, clipped step
+            total = total + model._loss_and_grad(Xp[i : i + 8], yp[i : i + 8])
+            opt.step(clip_norm=1.0)
+    assert isinstance(total, cp.ndarray) and np.isfinite(float(total))

@@ -139,3 +139,42 @@ def test_row_gather_kernel_matches_numpy_serial_and_parallel():
         dst = np.empty_like(src)
         _backend.launch("gather", "gather_rows", (), src, idx, dst)
         np.testing.assert_array_equal(dst, src[idx])
+
+
+def test_shuffled_epoch_equals_the_manual_loop_over_the_permutation():
+    X, y = _blobs(103)  # the last batch is partial
+    fitted, manual = (MLP([5, 8, 3], output="multiclass", seed=0) for _ in range(2))
+    opt_f, opt_m = fastgd.Adam(fitted.flat, lr=0.01), fastgd.Adam(manual.flat, lr=0.01)
+    hist = fastgd.fit(fitted, opt_f, X, y, epochs=2, batch_size=16,
+                      seed=np.random.default_rng(5), progress=False)
+    rng = np.random.default_rng(5)
+    losses = []
+    for _ in range(2):
+        perm = rng.permutation(103)
+        total = 0.0
+        for i in range(0, 103, 16):
+            rows = perm[i : i + 16]
+            total += manual.loss_and_grad(X[rows], y[rows])
+            opt_m.step()
+        losses.append(total / 7)
+    for a, b in zip(fitted.params, manual.params):
+        np.testing.assert_array_equal(a, b)
+    assert hist["loss"] == pytest.approx(losses, rel=1e-12)
+
+
+def test_fit_never_copies_the_training_data_whole():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40_000, 50)).astype(np.float32)  # 8 MB
+    y = rng.integers(0, 3, size=40_000)
+    model = LogisticRegression(50, 3, seed=0)
+    opt = fastgd.SGD(model.flat, lr=0.01)
+    fastgd.fit(model, opt, X[:512], y[:512], epochs=1, batch_size=256, progress=False)
+    tracemalloc.start()
+    try:
+        fastgd.fit(model, opt, X, y, epochs=1, batch_size=256, seed=0, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 4, peak  # the permutation (320 kB) and batch buffers only

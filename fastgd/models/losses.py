@@ -30,21 +30,36 @@ LOSSES = ("mse", "huber", "bce", "softmax_xent")
 
 def loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0) -> float:
     """In place: ``z <- dL/dz``; returns the mean loss. ``loss_buf`` is a workspace."""
+    return float(mean_loss_and_grad_(name, z, y, loss_buf, delta))
+
+
+def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0) -> Any:
+    """:func:`loss_and_grad_` without reading the loss on the host.
+
+    Returns:
+        The mean loss: a Python float for NumPy arrays, a 0-d float64 CuPy array for CuPy
+        arrays (so a training step need not wait for the GPU).
+    """
     if name == "softmax_xent":
         n = z.shape[0]
         _backend.launch("nn", "softmax_xent", (), y, 1.0 / max(n, 1), z, loss_buf)
-        return float(loss_buf.sum()) / max(n, 1)
+        return _as_float64(loss_buf.sum()) / max(n, 1)
     zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
     n = zf.size if name in ("mse", "huber") else z.shape[0]
     inv = 1.0 / max(n, 1)
     if name == "huber":
         _backend.launch("nn", "huber", (), yf, float(delta), inv, zf, lf)
-        return float(lf.sum()) * inv
+        return _as_float64(lf.sum()) * inv
     kernel = {"mse": "mse", "bce": "bce_logits"}.get(name)
     if kernel is None:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     _backend.launch("nn", kernel, (), yf, inv, zf, lf)
-    return float(lf.sum()) * inv
+    return _as_float64(lf.sum()) * inv
+
+
+def _as_float64(total: Any) -> Any:
+    """A sum as float64: a Python float on the host, a 0-d array on the device."""
+    return total.astype(np.float64) if _backend.is_cupy(total) else float(total)
 
 
 def loss_and_grad(name: str, z: Any, y: Any, delta: float = 1.0) -> tuple[float, Any]:

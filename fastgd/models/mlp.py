@@ -33,12 +33,17 @@ from fastgd import _validate as V
 from fastgd.flat import FlatParams
 from fastgd.models.activations import ACTIVATIONS, act_grad_, bias_act_
 from fastgd.models.init import INITIALIZERS, initialize
-from fastgd.models.losses import loss_and_grad_
+from fastgd.models.losses import mean_loss_and_grad_
 
 __all__ = ["MLP", "LinearRegression", "LogisticRegression"]
 
 _DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "softmax_xent"}
 _WORKSPACES = 4  # batch sizes kept at once
+
+
+def _sum(parts: Any) -> Any:
+    """The sum of a reduction's float64 partials: a float, or a 0-d device array."""
+    return parts.sum() if _backend.is_cupy(parts) else float(parts.sum())
 
 
 class MLP:
@@ -224,15 +229,16 @@ class MLP:
         out, _ = self._forward(self._check_X(X))
         return out.copy()
 
-    def _penalty(self) -> float:
+    def _penalty(self) -> Any:
+        """The l2 / l1 penalty: a float, or a 0-d device array for CuPy (no sync)."""
         if not (self.l2 or self.l1):
             return 0.0
         total = 0.0
         for w in self.flat.params[0::2]:
             if self.l2:
-                total += 0.5 * self.l2 * float(_backend.reduce("sumsq", w.reshape(-1)).sum())
+                total += 0.5 * self.l2 * _sum(_backend.reduce("sumsq", w.reshape(-1)))
             if self.l1:
-                total += self.l1 * float(_backend.reduce("sumpow", w.reshape(-1), 1.0).sum())
+                total += self.l1 * _sum(_backend.reduce("sumpow", w.reshape(-1), 1.0))
         return total
 
     def loss_and_grad(self, X: Any, y: Any) -> float:
@@ -246,7 +252,20 @@ class MLP:
         Returns:
             The loss, penalties included, as a Python float.
         """
-        X, loss, delta, ws = self._forward_loss(X, y)  # delta: dL/dZ_L
+        return float(self._loss_and_grad(*self._prepare(X, y)))
+
+    def _prepare(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """``(X, y)`` checked and converted (dtype, contiguity, label range).
+
+        :func:`fastgd.fit` prepares its data once; row slices of the result then go to
+        :meth:`_loss_and_grad` unchecked.
+        """
+        X = self._check_X(X)
+        return X, self._check_y(y, X.shape[0])
+
+    def _loss_and_grad(self, X: Any, y: Any) -> Any:
+        """:meth:`loss_and_grad` on prepared inputs; the loss stays on the device for CuPy."""
+        loss, delta, ws = self._forward_loss(X, y)  # delta: dL/dZ_L
         xp = self._xp
         p, g = self.flat.params, self.flat.grads
         for layer in range(self.n_layers - 1, -1, -1):
@@ -269,21 +288,20 @@ class MLP:
 
     def loss(self, X: Any, y: Any) -> float:
         """The mean loss on ``(X, y)``, penalties included (gradients untouched)."""
-        return self._forward_loss(X, y)[1] + self._penalty()
+        return float(self._forward_loss(*self._prepare(X, y))[0] + self._penalty())
 
-    def _forward_loss(self, X: Any, y: Any) -> tuple[Any, float, Any, dict[str, Any]]:
-        """Check the inputs, run forward and the fused loss kernel.
+    def _forward_loss(self, X: Any, y: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """Forward and the fused loss kernel on prepared inputs.
 
-        Returns ``(X, mean loss, dL/dZ_L, workspace)``; dL/dZ_L overwrites the output.
+        Returns ``(mean loss, dL/dZ_L, workspace)``; dL/dZ_L overwrites the output. The
+        loss is a float, or a 0-d device array for CuPy.
         """
-        X = self._check_X(X)
-        y = self._check_y(y, X.shape[0])
         out, ws = self._forward(X)
         softmax = self.loss_name == "softmax_xent"
         target = y.reshape(-1) if softmax else y
         loss_buf = ws["loss_rows"] if softmax else ws["loss"]
-        return X, loss_and_grad_(self.loss_name, out, target, loss_buf,
-                                 self.huber_delta), out, ws
+        return mean_loss_and_grad_(self.loss_name, out, target, loss_buf,
+                                   self.huber_delta), out, ws
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities ``(n, classes)`` (binary: ``[1 - p, p]``)."""

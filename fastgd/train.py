@@ -144,7 +144,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         epochs: passes over the data.
         batch_size: ``None`` (or ``>= n``) for batch gradient descent, 1 for stochastic,
             else mini-batches; the last batch of an epoch may be smaller.
-        shuffle: reshuffle once per epoch (seeded).
+        shuffle: reshuffle once per epoch (seeded); a full batch is not shuffled.
         seed: seed or Generator of the shuffling.
         batches: for data that does not fit in memory: ``batches(epoch)`` returns an
             iterable of ``(X_batch, y_batch)``; then ``X``/``y`` are not used.
@@ -230,18 +230,19 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
     monitor = None
     if early_stopping is not None:
         monitor = early_stopping.monitor or ("val_loss" if validation_data else "loss")
-    if batches is None and shuffle:
+    shuffle = shuffle and batches is None and batch_size < n  # a full batch has no order
+    if shuffle:
         X, y = xp.ascontiguousarray(X), xp.ascontiguousarray(y)
         # one batch of rows at a time is gathered (in the serial loop below) into these:
         # the data is never copied whole, and each gathered batch is still in cache
-        Xb = xp.empty((batch_size, *X.shape[1:]), X.dtype)
-        yb_ = xp.empty((batch_size, *y.shape[1:]), y.dtype)
+        X_buf = xp.empty((batch_size, *X.shape[1:]), X.dtype)
+        y_buf = xp.empty((batch_size, *y.shape[1:]), y.dtype)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         if batches is None:
             if shuffle:
                 it: Iterable[tuple[Any, Any]] = _shuffled_batches(
-                    X, y, xp.asarray(rng.permutation(n)), Xb, yb_)
+                    X, y, xp.asarray(rng.permutation(n)), X_buf, y_buf)
             else:
                 it = ((X[i : i + batch_size], y[i : i + batch_size])
                       for i in range(0, n, batch_size))

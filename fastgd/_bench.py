@@ -538,6 +538,43 @@ def report_cuda(rules: Sequence[str] = tuple(CONFIGS), sizes: Sequence[int] = CU
     return rows
 
 
+def cuda_results_markdown(lines: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """bench/RESULTS.md from :func:`report_cuda`'s printed ``lines`` and returned ``rows``.
+
+    The figures are followed by the GPU goals of the CUDA backend (Adam at the largest size
+    >= 0.85 of the copy bandwidth and >= 1.0x torch fused Adam; the 300-tensor FlatParams
+    step >= 2x torch fused) and whether this run met them.
+    """
+    import datetime
+
+    def verdict(value: float | None, goal: float) -> str:
+        if value is None:
+            return "not measured (no torch with CUDA)"
+        return f"{value:.2f} ({'met' if value >= goal else 'not met'}; goal {goal})"
+
+    adam = [r for r in rows if r["rule"] == "Adam" and not r.get("model")]
+    top = max(adam, key=lambda r: r["n"]) if adam else None
+    flat = next((r for r in rows if r["rule"] == "Adam" and r.get("model")), None)
+    goals = []
+    if top is not None:
+        goals.append(f"- Adam at n={top['n']:,}: fraction of the copy bandwidth "
+                     + verdict(top["copy_fraction"], 0.85))
+        goals.append("- Adam vs torch fused Adam: "
+                     + verdict(top["torch_s"] / top["fastgd_s"] if top["torch_s"] else None,
+                               1.0))
+    if flat is not None:
+        goals.append("- 300-tensor FlatParams Adam step vs torch fused: "
+                     + verdict(flat["torch_s"] / flat["fastgd_s"] if flat["torch_s"] else None,
+                               2.0))
+    day = datetime.date.today().isoformat()
+    return ("# GPU benchmark results\n\n"
+            f"`fastgd bench --device cuda`, run on {day}. Times are medians of interleaved "
+            "rounds; GB/s counts the bytes each update reads and writes; `x copy` is that "
+            "over a device-to-device copy measured in the same run.\n\n"
+            "```text\n" + "\n".join(lines) + "\n```\n\n## Goals\n\n"
+            + "\n".join(goals) + "\n")
+
+
 # -- models ---------------------------------------------------------------------------------
 
 MLP_SHAPES = {"mlp-100": [100, 256, 128, 10], "mlp-784": [784, 256, 128, 10]}

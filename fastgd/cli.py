@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                             "under mpiexec -n N python -m mpi4py -m fastgd bench --distributed")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: the GPU tables (CuPy arrays; sizes 1e6, 1e7, 1e8)")
+    bench.add_argument("--results", default=None, metavar="FILE",
+                       help="with --device cuda: also write the tables and the goals they "
+                            "meet as Markdown (e.g. bench/RESULTS.md)")
     _task_parser(sub.add_parser(
         "train", help="train a model on a data set (default: the bundled digits)",
         description="Train an MLP, logistic or linear regression with any fastgd optimizer; "
@@ -195,7 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             _bench.report_models(rounds)
             return 0
         if args.device == "cuda":
-            _bench.report_cuda(rules, args.sizes or list(_bench.CUDA_SIZES), rounds)
+            lines: list[str] = []
+
+            def out(line: str) -> None:
+                print(line, flush=True)
+                lines.append(line)
+
+            rows = _bench.report_cuda(rules, args.sizes or list(_bench.CUDA_SIZES), rounds,
+                                      out=out)
+            if args.results:
+                Path(args.results).write_text(_bench.cuda_results_markdown(lines, rows))
+                print(f"wrote {args.results}")
             return 0
         _bench.report(rules, sizes, rounds,
                       model_rules=() if args.no_model else ("Adam", "SGD", "Adagrad"))

@@ -282,3 +282,16 @@ def test_fit_inner_step_does_not_synchronize(output, k):
             total = total + model._loss_and_grad(Xp[i : i + 8], yp[i : i + 8])
             opt.step(clip_norm=1.0)
     assert isinstance(total, cp.ndarray) and np.isfinite(float(total))
+
+
+def test_bench_command_writes_the_gpu_results_file(tmp_path, capsys):
+    from fastgd.cli import main
+
+    out = tmp_path / "RESULTS.md"
+    assert main(["bench", "--device", "cuda", "--rules", "Adam", "--sizes", "4096",
+                 "--rounds", "2", "--results", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# GPU benchmark results") and "GPU: " in text
+    assert "Adam at n=4,096: fraction of the copy bandwidth" in text
+    assert "300-tensor FlatParams Adam step vs torch fused" in text
+    assert f"wrote {out}" in capsys.readouterr().out

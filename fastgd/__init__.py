@@ -10,7 +10,7 @@ from fastgd._backend import serial_kernels
 from fastgd.accumulate import GradientAccumulator
 from fastgd.checkpoint import CheckpointError, load, save
 from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value_
-from fastgd.flat import FlatParams
+from fastgd.flat import FlatGroup, FlatParams
 from fastgd.optim import (
     SGD,
     Adadelta,
@@ -37,6 +37,7 @@ __all__ = [
     "Adamax",
     "CheckpointError",
     "EarlyStopping",
+    "FlatGroup",
     "FlatParams",
     "GradientAccumulator",
     "History",

@@ -8,14 +8,14 @@ it updates a whole param group, state included, with one kernel call per dtype.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from fastgd import _backend
 
-__all__ = ["FlatParams", "flat_layout"]
+__all__ = ["FlatGroup", "FlatParams", "flat_layout"]
 
 
 def flat_layout(layout: Sequence[tuple[tuple[int, ...], np.dtype]], xp: Any = np
@@ -134,6 +134,23 @@ class FlatParams:
         for b in self.grad_buffers.values():
             b.fill(0)
 
+    def select(self, indices: Iterable[int]) -> FlatGroup:
+        """Some of these arrays, to be one param group with its own hyperparameters.
+
+        E.g. no weight decay for biases, with ``step()`` still taking no gradients::
+
+            AdamW([{"params": flat.select(weights)},
+                   {"params": flat.select(biases), "weight_decay": 0.0}], lr=1e-3)
+
+        Args:
+            indices: positions in :attr:`params`.
+
+        Raises:
+            TypeError, ValueError: an index that is not an integer, out of range, or
+                repeated.
+        """
+        return FlatGroup(self, indices)
+
     @property
     def size(self) -> int:
         """Total number of parameter elements."""
@@ -151,3 +168,70 @@ class FlatParams:
     def __repr__(self) -> str:
         dts = ", ".join(f"{dt}: {b.size}" for dt, b in self.buffers.items())
         return f"FlatParams({len(self.params)} arrays; {dts})"
+
+
+class FlatGroup:
+    """Some arrays of a :class:`FlatParams` (``flat.select(indices)``), as a param group.
+
+    An optimizer takes it wherever it takes a FlatParams: its ``step()`` then needs no
+    gradients (it uses the selected gradient views), and ``zero_grad()`` zeroes them.
+    Selected arrays that lie back to back still update in one kernel call.
+
+    Attributes:
+        flat: the FlatParams selected from.
+        indices: the selected positions, in the order given.
+        params: the selected parameter views.
+        grads: their gradient views.
+
+    Example:
+        >>> import numpy as np, fastgd
+        >>> flat = fastgd.FlatParams([(2, 2), (2,), (2, 1), (1,)])   # w0, b0, w1, b1
+        >>> for p in flat.params:
+        ...     p[...] = 1.0
+        >>> opt = fastgd.SGD([{"params": flat.select([0, 2])},
+        ...                   {"params": flat.select([1, 3]), "weight_decay": 0.0}],
+        ...                  lr=0.1, weight_decay=0.5)
+        >>> opt.step()              # zero gradients: only the decay acts, on weights only
+        True
+        >>> flat.params[0][0, 0], flat.params[1][0]
+        (np.float32(0.95), np.float32(1.0))
+    """
+
+    def __init__(self, flat: FlatParams, indices: Iterable[int]) -> None:
+        if not isinstance(flat, FlatParams):
+            raise TypeError(f"flat must be a FlatParams, got {type(flat).__name__}")
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+            raise TypeError(f"indices must be an iterable of integers, got {indices!r}")
+        picked: list[int] = []
+        for i in indices:
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+                raise TypeError(f"indices must be integers, got {i!r}")
+            if not -len(flat) <= i < len(flat):
+                raise ValueError(f"index {i} is out of range for a FlatParams of "
+                                 f"{len(flat)} arrays")
+            picked.append(int(i) % len(flat))
+        if len(set(picked)) != len(picked):
+            raise ValueError(f"indices repeat an array: {list(indices)!r}")
+        if not picked:
+            raise ValueError("select() needs at least one index")
+        self.flat = flat
+        self.indices = tuple(picked)
+        self.params: tuple[Any, ...] = tuple(flat.params[i] for i in picked)
+        self.grads: tuple[Any, ...] = tuple(flat.grads[i] for i in picked)
+
+    def zero_grad(self) -> None:
+        """Set the selected gradients to zero."""
+        for g in self.grads:
+            g.fill(0)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.params)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.params[i]
+
+    def __repr__(self) -> str:
+        return f"FlatGroup({list(self.indices)} of {self.flat!r})"

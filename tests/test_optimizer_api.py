@@ -335,3 +335,85 @@ def test_serial_kernels_applies_to_the_calling_thread_only(monkeypatch):
     with fastgd.serial_kernels():
         fastgd.SGD([np.zeros(100_000)], lr=0.1).step([np.ones(100_000)])
     assert _builds(("sgd", "sgd", ())) == (True, True)
+
+
+def _mlp_like_flat():
+    flat = fastgd.FlatParams([(4, 3), (3,), (3, 2), (2,)], dtype=np.float64)
+    rng = np.random.default_rng(0)
+    for p, g in zip(flat.params, flat.grads):
+        p[...] = rng.standard_normal(p.shape)
+        g[...] = rng.standard_normal(g.shape)
+    return flat
+
+
+def test_flat_groups_give_biases_no_weight_decay_and_step_without_grads(launches):
+    flat, ref = _mlp_like_flat(), _mlp_like_flat()
+    opt = fastgd.AdamW([{"params": flat.select([0, 2])},
+                        {"params": flat.select([1, 3]), "weight_decay": 0.0}],
+                       lr=0.1, weight_decay=0.3)
+    ref_opt = fastgd.AdamW([{"params": [ref.params[0], ref.params[2]]},
+                            {"params": [ref.params[1], ref.params[3]], "weight_decay": 0.0}],
+                           lr=0.1, weight_decay=0.3)
+    for _ in range(3):
+        assert opt.step()  # the selected gradient views, no grads argument
+        ref_opt.step([ref.grads[0], ref.grads[2], ref.grads[1], ref.grads[3]])
+    for a, b in zip(flat.params, ref.params):
+        np.testing.assert_array_equal(a, b)
+    launches.clear()
+    opt.step()
+    assert len(launches) == 4  # w0, w2 and b1, b3 are not adjacent: one call each
+    sd = opt.state_dict()
+    assert [g["weight_decay"] for g in sd["param_groups"]] == [0.3, 0.0]
+    assert sd["param_groups"][1]["params"] == [2, 3]
+    opt.zero_grad()
+    assert all(not g.any() for g in flat.grads)
+
+
+def test_adjacent_selected_arrays_update_in_one_call(launches):
+    flat = _mlp_like_flat()
+    opt = fastgd.SGD([{"params": flat.select([0, 1])}, {"params": flat.select([3, 2])}],
+                     lr=0.1)
+    opt.step()
+    assert sorted(n for _, _, n in launches) == [2, 6, 15]  # w0+b0 together; b1, w1 apart
+    only = fastgd.SGD(flat.select([2, 3]), lr=0.1)
+    only.zero_grad()
+    assert not flat.grads[2].any() and flat.grads[0].any()
+
+
+@pytest.mark.parametrize(("indices", "exc", "match"), [
+    ([0, 4], ValueError, "index 4 is out of range for a FlatParams of 4 arrays"),
+    ([1, 1], ValueError, r"indices repeat an array: \[1, 1\]"),
+    ([0, -4], ValueError, "indices repeat an array"),
+    ([], ValueError, "at least one index"),
+    ([0.0], TypeError, "indices must be integers, got 0.0"),
+    ("01", TypeError, "indices must be an iterable of integers"),
+])
+def test_select_errors(indices, exc, match):
+    flat = _mlp_like_flat()
+    with pytest.raises(exc, match=match):
+        flat.select(indices)
+
+
+def test_an_array_in_two_groups_is_refused_before_anything_changes():
+    flat = _mlp_like_flat()
+    before = snapshot(flat.params)
+    with pytest.raises(ValueError, match="appear more than once"):
+        fastgd.SGD([{"params": flat.select([0, 1])}, {"params": flat.select([1])}], lr=0.1)
+    assert_unchanged(before, flat.params)
+
+
+def test_fit_with_flat_groups():
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
+    model = MLP([4, 8, 3], output="multiclass", seed=0, dtype=np.float64)
+    flat = model.flat
+    biases_before = [b.copy() for b in flat.params[1::2]]
+    opt = fastgd.SGD([{"params": flat.select(range(0, len(flat), 2))},
+                      {"params": flat.select(range(1, len(flat), 2)), "lr": 0.0}],
+                     lr=0.05, weight_decay=1e-3)
+    hist = fastgd.fit(model, opt, X, y, epochs=3, batch_size=16, seed=0, progress=False)
+    assert hist.steps == 12 and hist["loss"][-1] < hist["loss"][0]
+    for b, b0 in zip(flat.params[1::2], biases_before):
+        np.testing.assert_array_equal(b, b0)  # lr 0 for the bias group

@@ -295,3 +295,15 @@ def test_bench_command_writes_the_gpu_results_file(tmp_path, capsys):
     assert "Adam at n=4,096: fraction of the copy bandwidth" in text
     assert "300-tensor FlatParams Adam step vs torch fused" in text
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_flat_groups_on_cupy():
+    flat = fastgd.FlatParams([(3, 2), (2,), (2, 2), (2,)], xp=cp)
+    for p in flat.params:
+        p[...] = 1.0
+    opt = fastgd.SGD([{"params": flat.select([0, 2])},
+                      {"params": flat.select([1, 3]), "weight_decay": 0.0}],
+                     lr=0.1, weight_decay=0.5)
+    assert opt.step()
+    np.testing.assert_allclose(flat.params[0].get(), 0.95, rtol=1e-6)
+    np.testing.assert_array_equal(flat.params[1].get(), 1.0)

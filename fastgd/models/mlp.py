@@ -273,7 +273,7 @@ class MLP:
             w = p[2 * layer]
             gw, gb = g[2 * layer], g[2 * layer + 1]
             xp.matmul(a_prev.T, delta, out=gw)
-            xp.sum(delta, axis=0, out=gb)
+            _backend.launch("nn", "colsum", (), delta, gb)
             if self.l2:
                 _backend.launch("axpy", "axpy", (), w.reshape(-1), self.l2, gw.reshape(-1))
             if self.l1:

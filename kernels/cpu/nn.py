@@ -104,6 +104,21 @@ def act_grad(act):
 
 
 @rule(NEVER_PARALLEL)
+def colsum():
+    """out[c] <- sum of x[:, c]: a layer's bias gradient, added row by row."""
+
+    def colsum(x, out):
+        rows, cols = x.shape
+        for c in range(cols):
+            out[c] = 0
+        for r in range(rows):
+            for c in range(cols):
+                out[c] += x[r, c]
+
+    return colsum
+
+
+@rule(NEVER_PARALLEL)
 def softmax_xent():
     """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""
 

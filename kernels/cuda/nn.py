@@ -1,10 +1,13 @@
 """Model kernels: CUDA twin of kernels/cpu/nn.py.
 
 ``bias_act`` and ``act_grad`` broadcast the bias (``cols``) over ``(rows, cols)`` arrays;
-``softmax_xent`` runs one thread per row over the raw logits.
+``softmax_xent`` runs one thread per row over the raw logits; ``colsum`` is CuPy's own
+column reduction.
 """
 
-from ._elementwise import rule
+import cupy as cp
+
+from ._elementwise import cupy_call, rule
 
 _ACT_FORWARD = {
     0: "",
@@ -51,6 +54,12 @@ def act_grad(act):
     {_ACT_DERIVATIVE[int(act)]}
     d = d * f;
     """
+
+
+@cupy_call
+def colsum(x, out):
+    """out[c] <- sum of x[:, c] (a layer's bias gradient)."""
+    cp.sum(x, axis=0, out=out)
 
 
 @rule("int64:y inv_n | raw:z loss")

@@ -11,6 +11,7 @@ import pytest
 import fastgd
 import fastgd.functional as F
 from fastgd import _backend
+from tests.conftest import CASES, RULES
 from tests.helpers import assert_unchanged, snapshot
 from tests.reference import ReferenceOptimizer, ref_adam, ref_sgd
 
@@ -417,3 +418,16 @@ def test_fit_with_flat_groups():
     assert hist.steps == 12 and hist["loss"][-1] < hist["loss"][0]
     for b, b0 in zip(flat.params[1::2], biases_before):
         np.testing.assert_array_equal(b, b0)  # lr 0 for the bias group
+
+
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_warmup_builds_a_working_copy_of_every_optimizer(name, case):
+    from fastgd import schedules as S
+
+    cls, _, options = RULES[name]
+    params = [np.linspace(-1, 1, 6).reshape(2, 3), np.ones(4, np.float32)]
+    opt = cls([{"params": params[:1]}, {"params": params[1:]}], **options[case])
+    opt.param_groups[0]["lr"] = S.cosine(options[case].get("lr", 1e-3), 10)
+    before = snapshot(params, opt)
+    assert opt.warmup() is opt
+    assert_unchanged(before, params, opt)

@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "FLOAT_DTYPES",
     "address",
+    "as_float64",
     "check_array",
     "device_of",
     "is_cupy",
@@ -76,6 +77,16 @@ def to_module_of(a: Any, like: Any) -> Any:
         with cp.cuda.Device(like.device.id):
             return cp.asarray(a)
     return a.get() if is_cupy(a) else np.asarray(a)
+
+
+def as_float64(x: Any) -> Any:
+    """A 0-d result (a sum, a norm) as float64 without waiting for the GPU.
+
+    Returns:
+        A Python float for NumPy data, a 0-d float64 CuPy array for CuPy data (reading it
+        on the host would synchronize).
+    """
+    return x.astype(np.float64, copy=False) if is_cupy(x) else float(x)
 
 
 def check_array(a: Any, name: str, *, writeable: bool = False) -> np.ndarray:

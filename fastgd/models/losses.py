@@ -43,23 +43,18 @@ def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float =
     if name == "softmax_xent":
         n = z.shape[0]
         _backend.launch("nn", "softmax_xent", (), y, 1.0 / max(n, 1), z, loss_buf)
-        return _as_float64(loss_buf.sum()) / max(n, 1)
+        return _backend.as_float64(loss_buf.sum()) / max(n, 1)
     zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
     n = zf.size if name in ("mse", "huber") else z.shape[0]
     inv = 1.0 / max(n, 1)
     if name == "huber":
         _backend.launch("nn", "huber", (), yf, float(delta), inv, zf, lf)
-        return _as_float64(lf.sum()) * inv
+        return _backend.as_float64(lf.sum()) * inv
     kernel = {"mse": "mse", "bce": "bce_logits"}.get(name)
     if kernel is None:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     _backend.launch("nn", kernel, (), yf, inv, zf, lf)
-    return _as_float64(lf.sum()) * inv
-
-
-def _as_float64(total: Any) -> Any:
-    """A sum as float64: a Python float on the host, a 0-d array on the device."""
-    return total.astype(np.float64) if _backend.is_cupy(total) else float(total)
+    return _backend.as_float64(lf.sum()) * inv
 
 
 def loss_and_grad(name: str, z: Any, y: Any, delta: float = 1.0) -> tuple[float, Any]:

@@ -41,11 +41,6 @@ _DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "softmax_xe
 _WORKSPACES = 4  # batch sizes kept at once
 
 
-def _sum(parts: Any) -> Any:
-    """The sum of a reduction's float64 partials: a float, or a 0-d device array."""
-    return parts.sum() if _backend.is_cupy(parts) else float(parts.sum())
-
-
 class MLP:
     r"""A multilayer perceptron for regression, binary or multiclass classification.
 
@@ -236,9 +231,11 @@ class MLP:
         total = 0.0
         for w in self.flat.params[0::2]:
             if self.l2:
-                total += 0.5 * self.l2 * _sum(_backend.reduce("sumsq", w.reshape(-1)))
+                total += 0.5 * self.l2 * _backend.as_float64(
+                    _backend.reduce("sumsq", w.reshape(-1)).sum())
             if self.l1:
-                total += self.l1 * _sum(_backend.reduce("sumpow", w.reshape(-1), 1.0))
+                total += self.l1 * _backend.as_float64(
+                    _backend.reduce("sumpow", w.reshape(-1), 1.0).sum())
         return total
 
     def loss_and_grad(self, X: Any, y: Any) -> float:

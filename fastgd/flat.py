@@ -49,7 +49,26 @@ def _views(buffers: dict[np.dtype, Any], layout: Sequence[tuple[tuple[int, ...],
     return views
 
 
-class FlatParams:
+class _AttachedViews:
+    """Parameter views with one gradient view each, attached (FlatParams, FlatGroup).
+
+    An optimizer built on one steps without being given gradients: it uses ``grads``.
+    """
+
+    params: tuple[Any, ...]
+    grads: tuple[Any, ...]
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.params)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.params[i]
+
+
+class FlatParams(_AttachedViews):
     """Parameters and gradients as views into one contiguous buffer per dtype.
 
     Build it from shapes (zero-initialized) or from existing arrays (their values are
@@ -156,21 +175,12 @@ class FlatParams:
         """Total number of parameter elements."""
         return sum(b.size for b in self.buffers.values())
 
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self.params)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.params[i]
-
     def __repr__(self) -> str:
         dts = ", ".join(f"{dt}: {b.size}" for dt, b in self.buffers.items())
         return f"FlatParams({len(self.params)} arrays; {dts})"
 
 
-class FlatGroup:
+class FlatGroup(_AttachedViews):
     """Some arrays of a :class:`FlatParams` (``flat.select(indices)``), as a param group.
 
     An optimizer takes it wherever it takes a FlatParams: its ``step()`` then needs no
@@ -202,6 +212,7 @@ class FlatGroup:
             raise TypeError(f"flat must be a FlatParams, got {type(flat).__name__}")
         if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
             raise TypeError(f"indices must be an iterable of integers, got {indices!r}")
+        indices = list(indices)  # once: a generator would be spent by the checks below
         picked: list[int] = []
         for i in indices:
             if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
@@ -211,7 +222,7 @@ class FlatGroup:
                                  f"{len(flat)} arrays")
             picked.append(int(i) % len(flat))
         if len(set(picked)) != len(picked):
-            raise ValueError(f"indices repeat an array: {list(indices)!r}")
+            raise ValueError(f"indices repeat an array: {indices!r}")
         if not picked:
             raise ValueError("select() needs at least one index")
         self.flat = flat
@@ -223,15 +234,6 @@ class FlatGroup:
         """Set the selected gradients to zero."""
         for g in self.grads:
             g.fill(0)
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.params)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.params[i]
 
     def __repr__(self) -> str:
         return f"FlatGroup({list(self.indices)} of {self.flat!r})"

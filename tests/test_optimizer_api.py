@@ -384,6 +384,7 @@ def test_adjacent_selected_arrays_update_in_one_call(launches):
 @pytest.mark.parametrize(("indices", "exc", "match"), [
     ([0, 4], ValueError, "index 4 is out of range for a FlatParams of 4 arrays"),
     ([1, 1], ValueError, r"indices repeat an array: \[1, 1\]"),
+    ((i for i in [2, 2]), ValueError, r"indices repeat an array: \[2, 2\]"),
     ([0, -4], ValueError, "indices repeat an array"),
     ([], ValueError, "at least one index"),
     ([0.0], TypeError, "indices must be integers, got 0.0"),

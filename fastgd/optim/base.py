@@ -20,7 +20,7 @@ import numpy as np
 from fastgd import _backend
 from fastgd import _validate as V
 from fastgd import clip as _clip
-from fastgd.flat import FlatGroup, FlatParams
+from fastgd.flat import _AttachedViews
 from fastgd.schedules import Schedule
 
 __all__ = ["Optimizer"]
@@ -138,7 +138,7 @@ class Optimizer(ABC):
         self._scalars: list[Scalars] = []
         self._segments: list[list[_Segment]] = []
         self._checked: list[tuple[tuple[Any, ...], dict[str, Any]] | None] = []
-        self._flats: list[FlatParams | FlatGroup] = []
+        self._flats: list[_AttachedViews] = []
         self._attached_all: tuple[np.ndarray, ...] | None = None
         for group in self._groups_from(params):
             self.add_param_group(group)
@@ -149,7 +149,7 @@ class Optimizer(ABC):
 
     @staticmethod
     def _groups_from(params: Any) -> list[dict[str, Any]]:
-        if isinstance(params, (FlatParams, FlatGroup)):
+        if isinstance(params, _AttachedViews):
             return [{"params": params}]
         if isinstance(params, np.ndarray) or _backend.is_cupy(params) or isinstance(
             params, (str, bytes, Mapping)
@@ -188,7 +188,7 @@ class Optimizer(ABC):
             raise TypeError("a param group must be a dict with a 'params' entry")
         group = dict(param_group)
         raw = group["params"]
-        if isinstance(raw, (FlatParams, FlatGroup)):
+        if isinstance(raw, _AttachedViews):
             params, attached = list(raw.params), list(raw.grads)
         elif isinstance(raw, np.ndarray) or _backend.is_cupy(raw):
             params, attached = [raw], [None]
@@ -231,7 +231,7 @@ class Optimizer(ABC):
         self._segments.append(_segments(index, params, attached, self._scalar_init))
         self._checked.append((self._hp_key(group), hp))
         self.param_groups.append(group)
-        if isinstance(raw, (FlatParams, FlatGroup)):
+        if isinstance(raw, _AttachedViews):
             self._flats.append(raw)
         if len(self._flats) == 1 and len(self._flats[0].grads) == len(self._params):
             # so that step(flat.grads) is recognized as the attached gradients at once

@@ -36,7 +36,7 @@ class CudaRule:
         self._ins = ins.split()
         self._outs = outs.split()
         self.arg_names = [a.rpartition(":")[2] for a in self._ins + self._outs]
-        self.out_names = [a.rpartition(":")[2] for a in self._outs]
+        self.out_names = self.arg_names[len(self._ins):]
         self._optional = optional or {}
         self._factory = factory
         self._kernels: dict[tuple[tuple[str, bool], ...], Any] = {}

@@ -121,6 +121,10 @@ def _typename(dtype: np.dtype) -> str:
     return get_typename(np.dtype(dtype))
 
 
+def _typedefs(placeholders: dict[str, np.dtype]) -> str:
+    return "".join(f"typedef {_typename(t)} {c};\n" for c, t in sorted(placeholders.items()))
+
+
 def _dtypes(in_args: tuple[Any, ...], out_args: tuple[Any, ...]) -> tuple[tuple, tuple]:
     def dt(a: Any) -> Any:
         return a.dtype if isinstance(a, np.ndarray) else None
@@ -303,9 +307,8 @@ def run_elementwise(kernel: Any, *args: Any) -> None:
     shapes: list[int] = []
     outside, inside, keep = _prologue(params, types, staged, shapes)
     symbol = f"{kernel.name}_host"
-    typedefs = "".join(f"typedef {_typename(t)} {c};\n" for c, t in sorted(placeholders.items()))
     source = (
-        _PRELUDE + typedefs
+        _PRELUDE + _typedefs(placeholders)
         + f'extern "C" void {symbol}(ptrdiff_t _n, void** _a, const ptrdiff_t* _s) {{\n'
         + "  CIndexer _ind{_n};\n  " + "\n  ".join(outside) + "\n"
         + "  for (ptrdiff_t i = 0; i < _n; ++i) {\n    " + "\n    ".join(inside)
@@ -330,10 +333,9 @@ def run_reduction(kernel: Any, x: np.ndarray, *scalars: Any) -> np.ndarray:
     keep.append(out)
     reduce_type = kernel.reduce_type or out_p.ctype
     symbol = f"{kernel.name}_host"
-    typedefs = "".join(f"typedef {_typename(t)} {c};\n" for c, t in sorted(placeholders.items()))
     k = len(args)
     source = (
-        _PRELUDE + typedefs
+        _PRELUDE + _typedefs(placeholders)
         + f"typedef {reduce_type} _type_reduce;\n"
         + f"#define REDUCE(a, b) ({kernel.reduce_expr})\n"
         + f"#define POST_MAP(a) ({kernel.post_map_expr})\n"

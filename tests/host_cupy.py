@@ -84,14 +84,14 @@ def _unsupported(x: Any) -> TypeError:
     return TypeError(f"Unsupported type {type(x)}")
 
 
-def _unwrap(x: Any, *, strict: bool = True) -> Any:
+def _unwrap(x: Any) -> Any:
     """Host data of an emulated array; NumPy arrays are refused as CuPy refuses them."""
     if isinstance(x, ndarray):
         return x._a
-    if strict and isinstance(x, np.ndarray) and x.ndim:
+    if isinstance(x, np.ndarray) and x.ndim:
         raise _unsupported(x)
     if isinstance(x, (list, tuple)):
-        return type(x)(_unwrap(v, strict=strict) for v in x)
+        return type(x)(_unwrap(v) for v in x)
     return x
 
 
@@ -249,24 +249,18 @@ class _Flags:
 
 def _binary(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        if isinstance(other, np.ndarray) and other.ndim:
-            raise _unsupported(other)
         return _wrap(op(self._a, _unwrap(other)))
     return method
 
 
 def _reflected(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        if isinstance(other, np.ndarray) and other.ndim:
-            raise _unsupported(other)
         return _wrap(op(_unwrap(other), self._a))
     return method
 
 
 def _inplace(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> ndarray:
-        if isinstance(other, np.ndarray) and other.ndim:
-            raise _unsupported(other)
         op(self._a, _unwrap(other))
         return self
     return method

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -103,7 +105,14 @@ def check_array(a: Any, name: str, *, writeable: bool = False) -> np.ndarray:
         ValueError: ``writeable`` and the array is read-only or not C-contiguous.
     """
     if type(a) is not np.ndarray:
-        if not is_cupy(a) or not isinstance(a, _cupy().ndarray):
+        if not is_cupy(a):
+            raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
+        try:
+            cp = _cupy()
+        except TypeError:
+            raise TypeError(f"{name} is a CuPy array ({type(a).__name__}) but CuPy cannot be "
+                            "imported; install fastgd[cuda12] or fastgd[cuda13]") from None
+        if not isinstance(a, cp.ndarray):
             raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} has dtype {a.dtype}; fastgd supports float32 and float64")
@@ -201,11 +210,36 @@ _ALL_PARALLEL = 2**61
 @contextlib.contextmanager
 def _forced_size(size: int | None) -> Iterator[None]:
     old = _mode.size
-    _mode.size = size
+    _mode.size = _SERIAL if _forked_serial else size
     try:
         yield
     finally:
-        _mode.size = old
+        _mode.size = _SERIAL if _forked_serial else old
+
+
+#: True in a process forked from one whose Numba threading layer cannot run in a forked
+#: child (GNU OpenMP: the child is killed on its first parallel launch): every CPU kernel of
+#: this process then runs serially.
+_forked_serial = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_serial
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel ran before the fork: the child starts its own
+        return
+    if layer == "omp" and sys.platform.startswith("linux"):
+        _forked_serial = True
+        _KernelMode.size = _SERIAL  # the default of every thread, and of this one:
+        _mode.size = _SERIAL
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def serial_kernels() -> contextlib.AbstractContextManager[None]:

@@ -5,12 +5,21 @@ memory (all of a :class:`~fastgd.FlatParams` buffer, or a single array). Its opt
 is allocated flat, one buffer per state name, so a step over a segment is one kernel call.
 Scalar state (the step count, NAdam's ``mu_product``) is per parameter, as in torch; while
 every parameter of a segment shares it (the usual case), it is kept once on the segment.
+
+``param_groups`` is the user's to edit between steps, as in torch: hyperparameter values
+(also edited in place, e.g. ``group["betas"][1] = 0.99``), the groups themselves (``pop``,
+``append``, assignment) and their ``"params"`` lists. Every step compares what it sees with
+the layout it was built for and rebuilds the segments when they differ, keeping the state
+of every parameter that is still there; the new layout is checked in full before anything
+changes.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -26,6 +35,10 @@ from fastgd.schedules import Schedule
 __all__ = ["Optimizer"]
 
 Scalars = dict[str, float]
+
+#: Piece bounds ``(k0, k1)`` that stand for "the whole segment, at its shared scalar state"
+#: in a step's plan (see :meth:`Optimizer._plan`): no parameter range needs slicing out.
+WHOLE_SEGMENT = (-1, -1)
 
 
 class _Segment:
@@ -85,12 +98,154 @@ def _segments(index: list[int], params: list[np.ndarray], attached: list[Any],
     return out
 
 
+class _Edits:
+    """A counter of layout edits, shared by an optimizer and its param_groups containers.
+
+    Every edit that may change which arrays a step updates (a group added, removed or
+    replaced, a group's ``"params"`` assigned or edited in place) increments ``layout``, so
+    a step finds out whether to rebuild its segments with one comparison.
+    """
+
+    __slots__ = ("layout",)
+
+    def __init__(self) -> None:
+        self.layout = 0
+
+
+class _ParamList(list):  # type: ignore[type-arg]
+    """A param group's ``"params"`` list: counts its in-place edits, so a step sees them."""
+
+    __slots__ = ("_edits", "version")
+
+    def __init__(self, items: Any = (), edits: _Edits | None = None) -> None:
+        super().__init__(items)
+        self.version = 0
+        self._edits = edits or _Edits()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles are plain lists
+        return (list, (list(self),))
+
+
+class _GroupList(list):  # type: ignore[type-arg]
+    """``optimizer.param_groups``: counts groups added, removed or replaced."""
+
+    __slots__ = ("_edits",)
+
+    def __init__(self, items: Any = (), edits: _Edits | None = None) -> None:
+        super().__init__(items)
+        self._edits = edits or _Edits()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+
+class _Group(dict):  # type: ignore[type-arg]
+    """One param group: counts its edits (``version``), and layout edits (``"params"``)."""
+
+    __slots__ = ("_edits", "version")
+
+    def __init__(self, items: Any = (), edits: _Edits | None = None) -> None:
+        super().__init__(items)
+        self.version = 0
+        self._edits = edits or _Edits()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles are plain dicts
+        return (dict, (dict(self),))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.version += 1
+        if key == "params":
+            self._edits.layout += 1
+        dict.__setitem__(self, key, value)
+
+
+def _counting(cls: type, name: str, versioned: bool) -> None:
+    method = getattr(cls.__mro__[1], name)
+
+    def edit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if versioned:
+            self.version += 1
+        self._edits.layout += 1
+        return method(self, *args, **kwargs)
+
+    edit.__name__ = name
+    setattr(cls, name, edit)
+
+
+for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+              "insert", "pop", "remove", "clear", "sort", "reverse"):
+    _counting(_ParamList, _name, True)
+    _counting(_GroupList, _name, False)
+for _name in ("__delitem__", "__ior__", "pop", "popitem", "clear", "update", "setdefault"):
+    _counting(_Group, _name, True)
+
+
+class _Same:
+    """Compares by identity (a schedule, an opaque object) inside a hyperparameter key."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+_ATOMS = frozenset({float, int, bool, str, type(None)})
+
+
+def _freeze(v: Any) -> Any:
+    """A snapshot of a hyperparameter value that compares by content.
+
+    Lists and arrays edited in place then compare unequal to their earlier snapshot, and
+    arrays compare without NumPy's elementwise ``==``.
+    """
+    t = type(v)
+    if t in _ATOMS or isinstance(v, np.generic):
+        return v
+    if t is tuple or t is list:
+        return (t, tuple(_freeze(x) for x in v))
+    if isinstance(v, np.ndarray) or _backend.is_cupy(v):
+        host = _backend.to_module_of(v, np.empty(0)) if _backend.is_cupy(v) else v
+        return ("ndarray", host.dtype.str, host.shape, host.tobytes())
+    if isinstance(v, dict):
+        return ("dict", tuple((k, _freeze(x)) for k, x in v.items()))
+    return _Same(v)
+
+
+def _needs_snapshot(v: Any) -> bool:
+    """Whether a hyperparameter value can change in place (a list, dict or array)."""
+    t = type(v)
+    if t is list or t is dict or isinstance(v, np.ndarray) or _backend.is_cupy(v):
+        return True
+    return t is tuple and any(_needs_snapshot(x) for x in v)
+
+
+def _frozen(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` as a key that sees in-place edits (itself when every value is immutable)."""
+    for v in values:
+        t = type(v)
+        if t not in _ATOMS and not (t is tuple and all(type(x) in _ATOMS for x in v)):
+            return tuple(_freeze(x) for x in values)
+    return values
+
+
 class Optimizer(ABC):
     """Base class of fastgd's optimizers (torch.optim-style param groups and state).
 
     Subclasses define the hyperparameter defaults and four hooks: ``_normalize`` (check a
     group's hyperparameters, return them as plain floats/bools), ``_state_names``,
     ``_state_init`` and ``_update`` (one kernel call through :mod:`fastgd.functional`).
+
+    ``param_groups`` may be edited between steps as in torch (values, in-place edits of
+    list values, groups popped, appended or replaced, a group's ``"params"`` replaced or
+    edited): the next step checks the edit in full before any array changes and keeps the
+    state of every parameter still there. ``step`` holds a lock, so threads stepping one
+    optimizer take turns instead of losing updates.
 
     Args:
         params: a list of arrays, a :class:`~fastgd.FlatParams`, or a list of dicts, each
@@ -132,18 +287,46 @@ class Optimizer(ABC):
         names = tuple(self.defaults)
         getter = operator.itemgetter(*names)
         self._hp_key = getter if len(names) > 1 else (lambda g: (getter(g),))
-        self.param_groups: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
+        self._edits = _Edits()
+        self.param_groups: list[dict[str, Any]] = _GroupList((), self._edits)
         self._params: list[np.ndarray] = []
         self._attached: list[np.ndarray | None] = []
         self._scalars: list[Scalars] = []
         self._segments: list[list[_Segment]] = []
-        self._checked: list[tuple[tuple[Any, ...], dict[str, Any]] | None] = []
+        # per group: (group dict, its edit count, a snapshot of its hyperparameters or None,
+        # the checked values, the raw values); see _checked_entry
+        self._checked: list[tuple[Any, ...]] = []
         self._flats: list[_AttachedViews] = []
         self._attached_all: tuple[np.ndarray, ...] | None = None
-        for group in self._groups_from(params):
-            self.add_param_group(group)
+        # What the layout was built from: per group (dict, its "params" list, that list's
+        # edit count, the FlatParams / FlatGroup it came from or None); see _sync.
+        self._group_refs: list[tuple[dict[str, Any], _ParamList, int, Any]] = []
+        self._groups_seen: list[dict[str, Any]] = self.param_groups
+        self._layout_seen = 0  # self._edits.layout when the layout was last confirmed
+        self._plain = False  # some group container is not ours: check it every step
+        self._layout_version = 0
+        groups = [dict(g) for g in self._groups_from(params)]
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        self._relayout(groups)
         #: Whether the parameters are CuPy arrays (the CUDA backend).
         self._cuda = _backend.is_cupy(self._params[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        # the containers came back as plain lists and dicts: wrap them again
+        self._edits = _Edits()
+        self.param_groups = _GroupList(
+            (_Group(g, self._edits) for g in self.param_groups), self._edits)
+        self._group_refs = []
+        self._relayout(self.param_groups)
 
     # -- construction ----------------------------------------------------------------
 
@@ -186,60 +369,233 @@ class Optimizer(ABC):
         """
         if not isinstance(param_group, Mapping) or "params" not in param_group:
             raise TypeError("a param group must be a dict with a 'params' entry")
-        group = dict(param_group)
+        with self._lock:
+            self._sync()
+            self._relayout([*self.param_groups, dict(param_group)])
+
+    def _group_arrays(self, gi: int, group: dict[str, Any], attached_of: dict[int, Any],
+                      refs: dict[int, tuple[Any, ...]]) -> tuple[list[Any], list[Any], Any]:
+        """A group's parameters, their attached gradients and the FlatParams they came from."""
         raw = group["params"]
-        if isinstance(raw, _AttachedViews):
-            params, attached = list(raw.params), list(raw.grads)
+        ref = refs.get(id(group))
+        if ref is not None and raw is ref[1] and raw.version == ref[2]:
+            params, origin = list(raw), ref[3]  # unchanged since the last layout
+        elif isinstance(raw, _AttachedViews):
+            return list(raw.params), list(raw.grads), raw
         elif isinstance(raw, np.ndarray) or _backend.is_cupy(raw):
-            params, attached = [raw], [None]
+            params, origin = [raw], None
+        elif isinstance(raw, (str, bytes, Mapping)):
+            raise TypeError(f"param_groups[{gi}]['params'] must be a list of arrays, a "
+                            f"FlatParams or a FlatGroup, got {type(raw).__name__}")
         else:
-            params = list(raw)
-            attached = [None] * len(params)
-        if not params:
-            raise ValueError("a param group got an empty parameter list")
-        base = len(self._params)
-        seen = {id(p) for p in self._params}
-        addresses = {(_backend.address(p), p.size) for p in self._params if p.size}
-        first = self._params[0] if self._params else params[0]
-        for k, p in enumerate(params):
-            name = f"params[{base + k}]"
-            _backend.check_array(p, name, writeable=True)
-            if type(p) is not type(first) or _backend.device_of(p) != _backend.device_of(first):
-                where = (f" on device {_backend.device_of(p)}" if _backend.is_cupy(p) else "")
-                raise TypeError(
-                    f"{name} is a {_backend.kind(p)}{where}, params[0] is a "
-                    f"{_backend.kind(first)}"
-                    + (f" on device {_backend.device_of(first)}" if _backend.is_cupy(first)
-                       else "")
-                    + "; one optimizer updates arrays of one kind on one device"
-                )
-            key = (_backend.address(p), p.size)
-            if id(p) in seen or (p.size and key in addresses):
-                raise ValueError(f"some parameters appear more than once (params[{base + k}])"
-                                 )
-            seen.add(id(p))
-            if p.size:
-                addresses.add(key)
-        for k, v in self.defaults.items():
-            group.setdefault(k, v)
-        hp = self._normalize(group)
-        group["params"] = params
-        index = list(range(base, base + len(params)))
-        self._params.extend(params)
-        self._attached.extend(attached)
-        self._scalars.extend([self._scalar_init] * len(params))
-        self._segments.append(_segments(index, params, attached, self._scalar_init))
-        self._checked.append((self._hp_key(group), hp))
-        self.param_groups.append(group)
-        if isinstance(raw, _AttachedViews):
-            self._flats.append(raw)
+            try:
+                params, origin = list(raw), None
+            except TypeError:
+                raise TypeError(f"param_groups[{gi}]['params'] must be a list of arrays, a "
+                                f"FlatParams or a FlatGroup, got {type(raw).__name__}"
+                                ) from None
+        return params, [attached_of.get(id(p)) for p in params], origin
+
+    def _relayout(self, groups: list[Any]) -> None:
+        """Make ``groups`` this optimizer's param groups, checked in full first.
+
+        Parameters that were already here keep their state (buffers and scalars), wherever
+        they now are; parameters that left lose theirs, as torch's state dict drops them.
+        Missing hyperparameters are set to the defaults in the group dicts (torch's
+        ``add_param_group`` does the same) only once everything has been checked.
+
+        Raises:
+            TypeError, ValueError: a group, parameter or hyperparameter is not valid;
+                nothing changed.
+        """
+        own = groups is not self.param_groups  # new groups (construction, add_param_group)
+        attached_of = {id(p): g for p, g in zip(self._params, self._attached)
+                       if g is not None}
+        refs = {id(r[0]): r for r in self._group_refs}
+        plan = []
+        params: list[Any] = []
+        seen: set[int] = set()
+        addresses: set[tuple[int, int]] = set()
+        first = None
+        for gi, group in enumerate(groups):
+            if not isinstance(group, dict) or "params" not in group:
+                raise TypeError(f"param_groups[{gi}] must be a dict with a 'params' entry, "
+                                f"got {group!r}")
+            if own and type(group) is dict and not any(group is g for g in self.param_groups):
+                group = groups[gi] = _Group(group, self._edits)  # a copy of ours
+            ps, att, origin = self._group_arrays(gi, group, attached_of, refs)
+            if not ps:
+                raise ValueError(f"param group {gi} got an empty parameter list")
+            for p in ps:
+                name = f"params[{len(params)}]"
+                _backend.check_array(p, name, writeable=True)
+                if first is None:
+                    first = p
+                if type(p) is not type(first) or (
+                        _backend.device_of(p) != _backend.device_of(first)):
+                    where = (f" on device {_backend.device_of(p)}" if _backend.is_cupy(p)
+                             else "")
+                    raise TypeError(
+                        f"{name} is a {_backend.kind(p)}{where}, params[0] is a "
+                        f"{_backend.kind(first)}"
+                        + (f" on device {_backend.device_of(first)}"
+                           if _backend.is_cupy(first) else "")
+                        + "; one optimizer updates arrays of one kind on one device"
+                    )
+                key = (_backend.address(p), p.size)
+                if id(p) in seen or (p.size and key in addresses):
+                    raise ValueError(f"some parameters appear more than once ({name})")
+                seen.add(id(p))
+                if p.size:
+                    addresses.add(key)
+                params.append(p)
+            # (a list or array default is copied: groups never share a mutable value)
+            missing = {k: copy.deepcopy(v) if _needs_snapshot(v) else v
+                       for k, v in self.defaults.items() if k not in group}
+            hp = self._normalize({**group, **missing, "params": ps})
+            plan.append((group, ps, att, origin, missing, hp))
+        # -- everything is checked: commit --------------------------------------------------
+        self._layout_version += 1
+        old = {}
+        for segs in self._segments:
+            for seg in segs:
+                for k, i in enumerate(seg.index):
+                    p = self._params[i]
+                    old[id(p)] = (p, self._scalar_state(seg, i),
+                                  {name: seg.view(name, k) for name in seg.state})
+        self._params, self._attached, self._scalars = [], [], []
+        self._segments, self._checked, self._flats, self._group_refs = [], [], [], []
+        for group, ps, att, origin, missing, hp in plan:
+            dict.update(group, missing)
+            plist = group["params"]
+            if type(plist) is not _ParamList or plist._edits is not self._edits or len(
+                    plist) != len(ps) or any(a is not b for a, b in zip(plist, ps)):
+                plist = _ParamList(ps, self._edits)
+                dict.__setitem__(group, "params", plist)
+            base = len(self._params)
+            index = list(range(base, base + len(ps)))
+            self._params.extend(ps)
+            self._attached.extend(att)
+            self._scalars.extend([self._scalar_init] * len(ps))
+            segs = _segments(index, ps, att, self._scalar_init)
+            for seg in segs:
+                self._restore(seg, hp, old)
+            self._segments.append(segs)
+            self._checked.append(self._checked_entry(group, hp))
+            self._group_refs.append((group, plist, plist.version, origin))
+            if origin is not None:
+                self._flats.append(origin)
+        if groups is not self.param_groups:  # add_param_group, __init__: our own list
+            list.__setitem__(self.param_groups, slice(None), groups)
+        self._groups_seen = self.param_groups
+        self._plain = type(self.param_groups) is not _GroupList or any(
+            type(g) is not _Group or g._edits is not self._edits for g in self.param_groups)
         if len(self._flats) == 1 and len(self._flats[0].grads) == len(self._params):
             # so that step(flat.grads) is recognized as the attached gradients at once
             self._attached_all = self._flats[0].grads
-        elif all(g is not None for g in self._attached):
+        elif self._attached and all(g is not None for g in self._attached):
             self._attached_all = tuple(self._attached)
         else:
             self._attached_all = None
+        if self._params:
+            self._cuda = _backend.is_cupy(self._params[0])
+        self._layout_seen = self._edits.layout
+
+    def _checked_entry(self, group: Mapping[str, Any], hp: dict[str, Any]) -> tuple[Any, ...]:
+        """What :meth:`_hyper` compares a group with: (group, version, key or None, hp, raw).
+
+        The key (a snapshot of the values) is kept only when a value can change in place
+        (a list, dict or array) or the group is not one of ours; else the group's edit count
+        says whether anything changed.
+        """
+        raw = self._hp_key(group)
+        key = None
+        if type(group) is not _Group or any(_needs_snapshot(v) for v in raw):
+            key = _frozen(raw)
+        return (group, getattr(group, "version", -1), key, hp, raw)
+
+    def _restore(self, seg: _Segment, hp: Mapping[str, Any],
+                 old: Mapping[int, tuple[Any, Scalars, dict[str, Any]]]) -> None:
+        """Give a new segment the state its parameters had in the previous layout."""
+        kept = [(k, old[id(self._params[i])]) for k, i in enumerate(seg.index)
+                if id(self._params[i]) in old]
+        if not kept:
+            return
+        names = [n for _, (_, _, views) in kept for n in views]
+        self._ensure_state(seg, hp, tuple(dict.fromkeys(names)))
+        for k, (_, scalars, views) in kept:
+            for name, v in views.items():
+                seg.view(name, k)[...] = v
+            self._scalars[seg.index[k]] = scalars
+        first = self._scalars[seg.index[0]]
+        seg.shared = first if all(self._scalars[i] == first for i in seg.index) else None
+
+    def _layout_changed(self) -> bool:
+        """Whether ``param_groups`` no longer holds the groups and arrays of the layout."""
+        groups = self.param_groups
+        refs = self._group_refs
+        if groups is not self._groups_seen or len(groups) != len(refs):
+            return True
+        for g, ref in zip(groups, refs):
+            if g is not ref[0]:
+                return True
+            plist = ref[1]
+            if g.get("params") is not plist or plist.version != ref[2]:
+                return True
+        return False
+
+    def _sync(self) -> None:
+        """Rebuild the layout if ``param_groups`` was edited since it was built.
+
+        One comparison when nothing changed (the edit counter of the containers this
+        optimizer made); a check per group when some container is the user's own.
+        """
+        if (self.param_groups is self._groups_seen and not self._plain
+                and self._edits.layout == self._layout_seen):
+            return
+        if not self._layout_changed():
+            self._layout_seen = self._edits.layout
+            return
+        groups = self.param_groups
+        if not isinstance(groups, list):
+            raise TypeError(f"param_groups must be a list of dicts, got "
+                            f"{type(groups).__name__}")
+        self._relayout(groups)
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        """Every parameter, in the order of the param groups (the order ``step`` takes)."""
+        with self._lock:
+            self._sync()
+            return tuple(self._params)
+
+    def resolve_grads(self, grads: Sequence[Any] | None = None) -> Sequence[Any]:
+        """The gradients a ``step(grads)`` call would use, checked, one per parameter.
+
+        Args:
+            grads: one gradient (or None) per parameter, or None for the gradients attached
+                through a FlatParams / FlatGroup.
+
+        Returns:
+            One entry per parameter of :attr:`params`: a C-contiguous array (a copy of a
+            non-contiguous gradient) or None.
+
+        Raises:
+            TypeError, ValueError: as :meth:`step` for bad gradients.
+        """
+        with self._lock:
+            self._sync()
+            if grads is None or grads is self._attached_all:
+                return self._attached_grads()
+            return self._check_grads(grads)
+
+    def _attached_grads(self) -> Sequence[Any]:
+        if self._attached_all is None:
+            raise ValueError(
+                "step() needs grads: one array (or None) per parameter; it can only be "
+                "omitted when every parameter comes from a FlatParams"
+            )
+        return self._attached_all
 
     # -- hooks for subclasses ----------------------------------------------------------
 
@@ -265,11 +621,20 @@ class Optimizer(ABC):
     def _hyper(self, gi: int) -> dict[str, Any]:
         """Group ``gi``'s hyperparameters, checked again only when they changed."""
         group = self.param_groups[gi]
-        key = self._hp_key(group)
         checked = self._checked[gi]
-        if checked is None or checked[0] != key:
-            checked = self._checked[gi] = (key, self._normalize(group))
-        return checked[1]
+        if group is checked[0] and checked[2] is None and group.version == checked[1]:
+            return checked[3]  # our own group, not edited since the check
+        if group is checked[0] and checked[2] is not None:
+            if _frozen(self._hp_key(group)) == checked[2]:
+                return checked[3]
+        elif group is checked[0]:  # edited: the same values again need no new check
+            raw = self._hp_key(group)
+            if not any(_needs_snapshot(v) for v in raw) and raw == checked[4]:
+                self._checked[gi] = (group, group.version, None, checked[3], raw)
+                return checked[3]
+        hp = self._normalize(group)
+        self._checked[gi] = self._checked_entry(group, hp)
+        return hp
 
     def _check_grads(self, grads: Any) -> list[np.ndarray | None]:
         if type(grads) not in (list, tuple) and (
@@ -347,16 +712,14 @@ class Optimizer(ABC):
             fastgd.clip.NonFiniteGradientError: a gradient is NaN or inf and
                 ``nonfinite="raise"``; nothing changed.
         """
+        with self._lock:  # threads stepping one optimizer take turns
+            self._sync()
+            return self._step(grads, grad_scale, clip_norm, norm_type)
+
+    def _step(self, grads: Sequence[Any] | None, grad_scale: float, clip_norm: float | None,
+              norm_type: float | str) -> bool:
         attached = grads is None or grads is self._attached_all
-        if attached:
-            if self._attached_all is None:
-                raise ValueError(
-                    "step() needs grads: one array (or None) per parameter; it can only be "
-                    "omitted when every parameter comes from a FlatParams"
-                )
-            gl: Sequence[Any] = self._attached_all
-        else:
-            gl = self._check_grads(grads)
+        gl = self._attached_grads() if attached else self._check_grads(grads)
         scale: Any = 1.0 if grad_scale == 1.0 else V.real("grad_scale", grad_scale)
         if clip_norm is not None:
             clip_norm = V.nonneg("clip_norm", clip_norm)
@@ -387,7 +750,7 @@ class Optimizer(ABC):
             hp = hps[gi]
             state = self._ensure_state(seg, hp, self._state_names(hp))
             gs = -scale if hp["maximize"] else scale  # a float, or a device array on CUDA
-            if len(pieces) == 1 and pieces[0][0] == -1:
+            if len(pieces) == 1 and pieces[0][:2] == WHOLE_SEGMENT:
                 seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span, state)
                 continue
             if seg.shared is not None:
@@ -422,7 +785,9 @@ class Optimizer(ABC):
 
         Returns ``(group, segment, pieces)`` items; ``pieces`` lists ``(k0, k1, gspan)``,
         parameters ``k0:k1`` of the segment with their gradients as one 1-D span, or is
-        ``[(-1, -1, gspan)]`` for the whole segment at its shared scalar state.
+        ``[(*WHOLE_SEGMENT, gspan)]`` when one call updates the whole segment at its shared
+        scalar state (the common case: no slicing of the state buffers, no per-parameter
+        scalar bookkeeping).
         """
         plan = []
         for gi, segs in enumerate(self._segments):
@@ -438,7 +803,7 @@ class Optimizer(ABC):
                         gspan = (None if any(g is None for g in seg_grads)
                                  else _backend.span(seg_grads))
                     if gspan is not None:
-                        plan.append((gi, seg, [(-1, -1, gspan)]))
+                        plan.append((gi, seg, [(*WHOLE_SEGMENT, gspan)]))
                         continue
                 pieces = self._pieces(seg, gl)
                 if pieces:
@@ -511,12 +876,14 @@ class Optimizer(ABC):
             >>> opt.steps_applied, float(w.sum())
             (0, 0.0)
         """
-        groups = []
-        for group in self.param_groups:
-            kinds = {p.dtype: p for p in group["params"]}  # one device per optimizer
-            groups.append({**{k: v for k, v in group.items() if k != "params"},
-                           "params": [_backend.to_module_of(np.zeros(1, dt), like)
-                                      for dt, like in kinds.items()]})
+        with self._lock:
+            self._sync()
+            groups = []
+            for group in self.param_groups:
+                kinds = {p.dtype: p for p in group["params"]}  # one device per optimizer
+                groups.append({**{k: v for k, v in group.items() if k != "params"},
+                               "params": [_backend.to_module_of(np.zeros(1, dt), like)
+                                          for dt, like in kinds.items()]})
         modes = [_backend.serial_kernels()]
         if not self._cuda:
             modes.append(_backend.all_parallel_kernels())
@@ -531,8 +898,10 @@ class Optimizer(ABC):
 
     def zero_grad(self) -> None:
         """Zero the gradients of the FlatParams (or FlatGroups) this optimizer was built on."""
-        for flat in self._flats:
-            flat.zero_grad()
+        with self._lock:
+            self._sync()
+            for flat in self._flats:
+                flat.zero_grad()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -560,7 +929,9 @@ class Optimizer(ABC):
 
         Only parameters that have taken a step have state, as in torch.
         """
-        return self._param_state(copy=False)
+        with self._lock:
+            self._sync()
+            return self._param_state(copy=False)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as plain data: arrays (copies) and Python scalars.
@@ -573,14 +944,17 @@ class Optimizer(ABC):
             holds no pickled objects, so it can be saved with ``np.savez`` (arrays) and
             JSON (the rest) and loaded with ``allow_pickle=False``.
         """
-        groups = []
-        for group, segs in zip(self.param_groups, self._segments):
-            entry = {k: (v.spec() if isinstance(v, Schedule) else v)
-                     for k, v in group.items() if k != "params"}
-            entry["params"] = sorted(i for seg in segs for i in seg.index)
-            groups.append(entry)
-        return {"state": self._param_state(copy=True), "param_groups": groups,
-                "steps": {"applied": self.steps_applied, "skipped": self.steps_skipped}}
+        with self._lock:
+            self._sync()
+            groups = []
+            for group, segs in zip(self.param_groups, self._segments):
+                entry = {k: (v.spec() if isinstance(v, Schedule) else copy.deepcopy(v))
+                         for k, v in group.items() if k != "params"}
+                entry["params"] = sorted(i for seg in segs for i in seg.index)
+                groups.append(entry)
+            return {"state": self._param_state(copy=True), "param_groups": groups,
+                    "steps": {"applied": self.steps_applied,
+                              "skipped": self.steps_skipped}}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`, into this optimizer's (possibly other) arrays.
@@ -607,6 +981,11 @@ class Optimizer(ABC):
         Raises:
             TypeError, ValueError: as :meth:`load_state_dict`.
         """
+        with self._lock:
+            self._sync()
+            return self._prepare_load(state_dict)
+
+    def _prepare_load(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
         if not isinstance(state_dict, Mapping) or not (
             {"state", "param_groups"} <= set(state_dict) <= {"state", "param_groups", "steps"}
         ):
@@ -693,30 +1072,49 @@ class Optimizer(ABC):
                                      f"params[{i}] has shape {p.shape}")
                 arrays[name] = a
             loaded[i] = (scalars, arrays)
+        layout = self._layout_version
+
         def apply() -> None:
-            self.steps_applied = int(steps["applied"])
-            self.steps_skipped = int(steps["skipped"])
-            for gi, (new_group, hp) in enumerate(zip(new_groups, new_hps)):
-                self.param_groups[gi] = new_group
-                self._checked[gi] = (self._hp_key(new_group), hp)
-                names = self._state_names(hp)
-                for seg in self._segments[gi]:
-                    seg.state = {}
-                    self._ensure_state(seg, hp, names)
-                    for k, i in enumerate(seg.index):
-                        if i in loaded:
-                            scalars, arrays = loaded[i]
-                            for name, a in arrays.items():
-                                view = seg.view(name, k)
-                                view[...] = _backend.to_module_of(a, view)
-                            self._scalars[i] = scalars
-                        else:
-                            self._scalars[i] = self._scalar_init
-                    first = self._scalars[seg.index[0]]
-                    seg.shared = (first if all(self._scalars[i] == first for i in seg.index)
-                                  else None)
+            with self._lock:
+                if self._layout_version != layout or self._layout_changed():
+                    raise RuntimeError("param_groups changed between prepare_load and its "
+                                       "apply; prepare again")
+                self._apply_load(steps, new_groups, new_hps, loaded)
 
         return apply
+
+    def _apply_load(self, steps: Mapping[str, int], new_groups: list[dict[str, Any]],
+                    new_hps: list[dict[str, Any]],
+                    loaded: dict[int, tuple[Scalars, dict[str, np.ndarray]]]) -> None:
+        self._layout_version += 1
+        self.steps_applied = int(steps["applied"])
+        self.steps_skipped = int(steps["skipped"])
+        for gi, (values, hp) in enumerate(zip(new_groups, new_hps)):
+            _, plist, _, origin = self._group_refs[gi]
+            new_group = _Group(values, self._edits)
+            dict.__setitem__(new_group, "params", plist)
+            list.__setitem__(self.param_groups, gi, new_group)
+            self._group_refs[gi] = (new_group, plist, plist.version, origin)
+            self._checked[gi] = self._checked_entry(new_group, hp)
+            names = self._state_names(hp)
+            for seg in self._segments[gi]:
+                seg.state = {}
+                self._ensure_state(seg, hp, names)
+                for k, i in enumerate(seg.index):
+                    if i in loaded:
+                        scalars, arrays = loaded[i]
+                        for name, a in arrays.items():
+                            view = seg.view(name, k)
+                            view[...] = _backend.to_module_of(a, view)
+                        self._scalars[i] = scalars
+                    else:
+                        self._scalars[i] = self._scalar_init
+                first = self._scalars[seg.index[0]]
+                seg.shared = (first if all(self._scalars[i] == first for i in seg.index)
+                              else None)
+        self._plain = type(self.param_groups) is not _GroupList or any(
+            type(g) is not _Group for g in self.param_groups)
+        self._layout_seen = self._edits.layout
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

@@ -10,6 +10,7 @@ callback.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fastgd import _backend
+from fastgd import _validate as V
 
 __all__ = ["EarlyStopping", "History", "fit"]
 
@@ -122,6 +124,86 @@ def _shuffled_batches(X: Any, y: Any, perm: Any, Xb: Any, yb: Any
         yield Xb[:m], yb[:m]
 
 
+def _agree(dist: Any, what: str, info: dict[str, Any]) -> None:
+    """Raise ValueError on every rank unless all ranks pass the same ``info``."""
+    infos = dist.comm.allgather(info)
+    for rank, other in enumerate(infos):
+        if other != infos[0]:
+            diff = sorted(k for k in info if other.get(k) != infos[0].get(k))
+            raise ValueError(
+                f"the MPI ranks disagree on {what}: " + "; ".join(
+                    f"{k}: rank 0 has {infos[0].get(k)!r}, rank {rank} has {other.get(k)!r}"
+                    for k in diff)
+                + ". Every rank must call fit with the same data and arguments")
+
+
+def _agreed_batches(dist: Any, it: Iterable[tuple[Any, Any]], epoch: int
+                    ) -> Iterator[tuple[Any, Any]]:
+    """The batches of ``batches(epoch)``, checked step by step against the other ranks.
+
+    Each step the ranks exchange whether they have a batch, its rows and its column
+    shapes: all stop together when none has one more, and a rank that runs out early or
+    yields another shape ends the job on every rank with a ValueError instead of a hang.
+    ``dist.rows_in_step`` is set to the rows of the whole (all ranks') batch.
+    """
+    items = iter(it)
+    for k in itertools.count():
+        item = next(items, None)
+        mine = (None if item is None else
+                (len(item[0]), tuple(item[0].shape[1:]), str(item[0].dtype),
+                 tuple(getattr(item[1], "shape", (0,))[1:])))
+        everyone = dist.comm.allgather(mine)
+        if all(x is None for x in everyone):
+            return
+        short = [r for r, x in enumerate(everyone) if x is None]
+        if short:
+            raise ValueError(
+                f"MPI ranks {short} have no batch {k + 1} of epoch {epoch + 1} while ranks "
+                f"{[r for r, x in enumerate(everyone) if x is not None]} do: every rank's "
+                "batches(epoch) must yield the same number of batches")
+        shapes = {x[1:] for x in everyone}
+        if len(shapes) > 1:
+            raise ValueError(f"MPI ranks yield batches of different column shapes or dtypes "
+                             f"in batch {k + 1} of epoch {epoch + 1}: {sorted(shapes)}")
+        dist.rows_in_step = sum(x[0] for x in everyone)
+        yield item
+
+
+def _dense(name: str, a: Any) -> Any:
+    """``a``, refused with a clear error if it is a sparse matrix (models take dense data)."""
+    if type(a).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a scipy.sparse {type(a).__name__}; fastgd's models take "
+                        f"dense arrays: pass {name.split()[-1]}.toarray() (the "
+                        "fastgd.sklearn linear models take sparse input)")
+    return a
+
+
+def _finite(name: str, a: Any) -> None:
+    """Raise ValueError if a float array holds NaN or inf (one read pass, on its device)."""
+    if a.dtype.kind != "f" or not a.size:
+        return
+    flat = a.reshape(-1)
+    if a.dtype not in _backend.FLOAT_DTYPES:
+        bad = not bool(_backend.xp_of(a).isfinite(flat).all())
+    else:
+        bad = float(_backend.reduce("nonfinite", flat).sum()) != 0.0
+    if bad:
+        raise ValueError(f"{name} contains NaN or infinity (after conversion to {a.dtype}); "
+                         "fit needs finite data")
+
+
+def _params_finite(model: Any) -> bool:
+    return all(not b.size or float(_backend.reduce("nonfinite", b).sum()) == 0.0
+               for b in model.flat.buffers.values())
+
+
+def _restore(model: Any, optimizer: Any, start: tuple[dict[Any, Any], dict[str, Any]]) -> None:
+    buffers, state = start
+    for dt, b in model.flat.buffers.items():
+        b[...] = buffers[dt]
+    optimizer.load_state_dict(state)
+
+
 def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int = 10,
         batch_size: int | None = 32, shuffle: bool = True,
         seed: int | np.random.Generator | None = None,
@@ -165,13 +247,20 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
             seed and arguments: each takes its shard of every batch (with ``batches``, the
             function yields this rank's shards), gradients are averaged over the whole
             batch, parameters start from rank 0's and end verified identical, and only rank
-            0 prints.
+            0 prints. The ranks compare their data's shapes and the arguments first (with
+            ``batches``, every batch's rows and shapes), and a disagreement is a ValueError
+            on every rank instead of a hang.
 
     Returns:
         The :class:`History`.
 
     Raises:
-        ValueError: inconsistent data or arguments (before any step).
+        ValueError: inconsistent or non-finite data (NaN or inf, also after the cast to
+            the model's dtype), validation data that does not fit the model, an early
+            stopping monitor this fit does not log, or bad arguments: all before any step.
+            Also training that diverges (a non-finite loss or parameters after an epoch):
+            the model and optimizer are then restored to their state before ``fit``.
+        TypeError: a scipy.sparse ``X`` (fastgd's models take dense arrays).
 
     Example:
         >>> import numpy as np, fastgd
@@ -187,12 +276,29 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(
+            max_steps, (int, np.integer)) or max_steps < 1):
+        raise ValueError(f"max_steps must be an integer >= 1 or None, got {max_steps!r}")
+    if loss_tol is not None:
+        loss_tol = V.real("loss_tol", loss_tol)
+    if clip_norm is not None:
+        clip_norm = V.nonneg("clip_norm", clip_norm)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable, got {cb!r}")
+    if plateau is not None and not callable(getattr(plateau, "step", None)):
+        raise TypeError(f"plateau must be a ReduceLROnPlateau or BoldDriver, got {plateau!r}")
     step_loss = model.loss_and_grad
+    prepare = getattr(model, "_prepare", None)
     if batches is None:
         if X is None or y is None:
             raise ValueError("fit needs X and y, or a batches function")
+        X, y = _dense("X", X), _dense("y", y)
         xp = _backend.xp_of(X)
         X, y = xp.asarray(X), xp.asarray(y)
+        if X.ndim < 1 or y.ndim < 1:
+            raise ValueError(f"X and y need one row per sample, got shapes {X.shape} and "
+                             f"{y.shape}")
         n = X.shape[0]
         if y.shape[0] != n:
             raise ValueError(f"X has {n} rows, y has {y.shape[0]}")
@@ -203,13 +309,43 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or None, got "
                              f"{batch_size!r}")
-        if callable(getattr(model, "_prepare", None)):
+        if callable(prepare):
             # fastgd's models: check and convert X and y once; the batches, row slices of
             # them, then skip the checks, and the loss stays on the GPU until the epoch ends
-            X, y = model._prepare(X, y)
+            X, y = prepare(X, y)
             step_loss = model._loss_and_grad
         else:
             model.loss(X[:1], y[:1])  # checks X and y once, before any step
+        _finite("X", X)
+        _finite("y", y)
+    elif not callable(batches):
+        raise TypeError(f"batches must be a function of the epoch, got {batches!r}")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        xv, yv = (_dense("validation_data X", v) for v in validation_data)
+        if callable(prepare):
+            xv, yv = prepare(xv, yv)
+        else:
+            model.loss(xv[:1], yv[:1])
+        _finite("validation_data X", xv)
+        _finite("validation_data y", yv)
+        validation_data = (xv, yv)
+    classifier = getattr(model, "output", "regression") != "regression"
+    logged = {"loss", "time", "lr"}
+    if batches is None and classifier:
+        logged.add("accuracy")
+    if validation_data is not None:
+        logged |= {"val_loss", "val_accuracy"} if classifier else {"val_loss"}
+    monitor = None
+    if early_stopping is not None:
+        if not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
+        monitor = early_stopping.monitor or ("val_loss" if validation_data else "loss")
+        if monitor not in logged:
+            raise ValueError(f"early stopping monitors {monitor!r}, which this fit does not "
+                             f"log (it logs {sorted(logged)}); pass validation_data to "
+                             "monitor val_loss")
     if distributed == "auto":
         from fastgd.distributed import DataParallel, world_size
 
@@ -221,15 +357,25 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
             src = seed if isinstance(seed, np.random.Generator) else np.random.default_rng()
             seed = int(src.integers(2**63))
         seed = dist.comm.bcast(int(seed), root=0)
+        info: dict[str, Any] = {
+            "batch_size": batch_size, "epochs": epochs, "max_steps": max_steps,
+            "shuffle": shuffle,
+            "validation": None if validation_data is None else (
+                tuple(validation_data[0].shape), tuple(validation_data[1].shape)),
+            "parameters": [(str(dt), b.size) for dt, b in model.flat.buffers.items()],
+        }
+        if batches is None:  # with batches(), they are compared batch by batch
+            info.update(rows=n, X=(tuple(X.shape[1:]), str(X.dtype)),
+                        y=(tuple(y.shape[1:]), str(y.dtype)))
+        _agree(dist, "fit's data and arguments", info)
         dist.broadcast_parameters()
         if dist.rank != 0:
             progress, verbose = False, False
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     history = History()
     best, best_epoch, wait, best_params = None, -1, 0, None
-    monitor = None
-    if early_stopping is not None:
-        monitor = early_stopping.monitor or ("val_loss" if validation_data else "loss")
+    # what fit restores if training diverges: the model and optimizer as they came in
+    start = ({dt: b.copy() for dt, b in model.flat.buffers.items()}, optimizer.state_dict())
     shuffle = shuffle and batches is None and batch_size < n  # a full batch has no order
     if shuffle:
         X, y = xp.ascontiguousarray(X), xp.ascontiguousarray(y)
@@ -253,20 +399,28 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         bar = _progress(total, progress, f"epoch {epoch + 1}/{epochs}") if total else None
         loss_sum, count = 0.0, 0
         with _backend.serial_kernels():  # BLAS threads and Numba threads would contend
+            if dist is not None and batches is not None:
+                it = _agreed_batches(dist, it, epoch)
             for xb, yb in it:
                 if dist is None:
                     loss_sum += step_loss(xb, yb)
                 else:
                     if batches is None:  # this rank's shard of the global batch
-                        part = dist.shard(len(xb))
+                        n_total = len(xb)
+                        part = dist.shard(n_total)
                         xb, yb = xb[part], yb[part]
+                        loss_fn = step_loss
+                    else:
+                        n_total = dist.rows_in_step
+                        loss_fn = model.loss_and_grad
                     n_local = len(xb)
-                    n_total = int(dist.allreduce_scalar(n_local))
-                    local = model.loss_and_grad(xb, yb) if n_local else 0.0
+                    local = loss_fn(xb, yb) if n_local else 0.0
                     if not n_local:
                         model.flat.zero_grad()
                     dist.allreduce_gradients(n_local, n_total)
-                    loss_sum += dist.allreduce_scalar(local * n_local) / max(n_total, 1)
+                    # this rank's share of the batch's mean loss, summed over the epoch's
+                    # batches on the device; one allreduce at the end of the epoch
+                    loss_sum += local * (n_local / max(n_total, 1))
                 count += 1
                 if optimizer.step(clip_norm=clip_norm):
                     history.steps += 1
@@ -276,7 +430,17 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                     break
         if bar is not None:
             bar.close()
+        if dist is not None:
+            loss_sum = dist.allreduce_scalar(float(loss_sum))
         logs: dict[str, float] = {"loss": float(loss_sum) / max(count, 1)}
+        if not math.isfinite(logs["loss"]) or not _params_finite(model):
+            _restore(model, optimizer, start)
+            raise ValueError(
+                f"training diverged: the loss is {logs['loss']} after epoch {epoch + 1} "
+                "(the parameters are not finite); the model and optimizer were restored to "
+                "their state before fit. The input data may contain large values and need "
+                "to be scaled, or the learning rate may be too large"
+            )
         if batches is None:
             acc = _accuracy(model, X, y)
             if acc is not None:
@@ -300,10 +464,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         if plateau is not None:
             plateau.step(logs.get("val_loss", logs["loss"]))
         stop = None
-        if monitor is not None:
-            if monitor not in logs:
-                raise ValueError(f"early stopping monitors {monitor!r}, which is not logged "
-                                 f"(logged: {sorted(logs)})")
+        if monitor is not None and monitor in logs:  # "lr" is not logged for schedules
             value = logs[monitor]
             sign = -1.0 if "accuracy" in monitor else 1.0
             if best is None or sign * value < sign * best - early_stopping.min_delta:

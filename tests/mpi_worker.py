@@ -1,6 +1,7 @@
 """Run under ``mpiexec``: train one model with fastgd.fit and save rank 0's result.
 
-Usage: python -m mpi4py tests/mpi_worker.py OUT.npz MODEL OPTIMIZER DTYPE N [raise]
+Usage: python -m mpi4py tests/mpi_worker.py OUT.npz MODEL OPTIMIZER DTYPE N
+[raise | uneven | short-batches]
 """
 
 from __future__ import annotations
@@ -27,11 +28,23 @@ def main() -> None:
             "momentum": lambda f: fastgd.SGD(f, lr=0.05, momentum=0.9),
             "adam": lambda f: fastgd.Adam(f, lr=0.01)}
     opt = opts[opt_name](model.flat)
-    if len(sys.argv) > 6 and sys.argv[6] == "raise":
+    mode = sys.argv[6] if len(sys.argv) > 6 else ""
+    rank = 0
+    if mode:
         from mpi4py import MPI
 
-        if MPI.COMM_WORLD.Get_rank() == 1:
-            raise RuntimeError("rank 1 fails on purpose")
+        rank = MPI.COMM_WORLD.Get_rank()
+    if mode == "raise" and rank == 1:
+        raise RuntimeError("rank 1 fails on purpose")
+    if mode == "uneven" and rank == 1:  # another data set on rank 1: fewer rows
+        X, y = X[:-40], y[:-40]
+    if mode == "short-batches":  # rank 1's batches() ends one batch early
+        def batches(epoch):
+            stop = len(X) - (32 if rank == 1 else 0)
+            return ((X[i:i + 32], y[i:i + 32]) for i in range(0, stop, 32))
+
+        fastgd.fit(model, opt, batches=batches, epochs=2, progress=False)
+        return
     hist = fastgd.fit(model, opt, X, y, epochs=3, batch_size=32, seed=5, progress=False)
     from fastgd.distributed import world_size
 

@@ -73,3 +73,17 @@ def test_world_size_reads_the_launcher_environment(monkeypatch):
     assert world_size() == 1
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
     assert world_size() == 4
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("uneven", "the MPI ranks disagree on fit's data and arguments: rows: rank 0 has 101, "
+               "rank 1 has 61"),
+    ("short-batches", "MPI ranks [1] have no batch 4 of epoch 1 while ranks [0] do"),
+])
+def test_ranks_with_different_data_end_with_an_error_instead_of_hanging(tmp_path, mode,
+                                                                          message):
+    t0 = time.perf_counter()
+    res = _run(2, tmp_path / "x.npz", "mlp", "adam", "float64", "101", mode, timeout=90)
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert time.perf_counter() - t0 < 60

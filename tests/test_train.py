@@ -170,7 +170,7 @@ def test_fit_never_copies_the_training_data_whole():
     y = rng.integers(0, 3, size=40_000)
     model = LogisticRegression(50, 3, seed=0)
     opt = fastgd.SGD(model.flat, lr=0.01)
-    fastgd.fit(model, opt, X[:512], y[:512], epochs=1, batch_size=256, progress=False)
+    fastgd.fit(model, opt, X, y, epochs=1, batch_size=256, progress=False)  # compiles
     tracemalloc.start()
     try:
         fastgd.fit(model, opt, X, y, epochs=1, batch_size=256, seed=0, progress=False)
@@ -178,3 +178,83 @@ def test_fit_never_copies_the_training_data_whole():
     finally:
         tracemalloc.stop()
     assert peak < X.nbytes / 4, peak  # the permutation (320 kB) and batch buffers only
+
+
+def _reg(n=64, d=3, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    return X, (X @ np.arange(1.0, d + 1)).astype(dtype)
+
+
+def _with(a, index, value):
+    a = a.copy()
+    a[index] = value
+    return a
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize(("kw", "exc", "match"), [
+    ({"X": _with(_reg()[0], (3, 1), np.nan)}, ValueError, "X contains NaN or infinity"),
+    ({"y": _with(_reg()[1], 5, np.inf)}, ValueError, "y contains NaN or infinity"),
+    ({"X": _with(_reg()[0], (0, 0), 1e39), "dtype": np.float32}, ValueError,
+     r"X contains NaN or infinity \(after conversion to float32\)"),
+    ({"validation_data": (np.ones((4, 2)), np.ones(4))}, ValueError,
+     r"X must have shape \(n, 3\)"),
+    ({"validation_data": (_with(_reg()[0], (0, 0), np.nan), _reg()[1])}, ValueError,
+     "validation_data X contains NaN"),
+    ({"validation_data": np.ones(3)}, ValueError, "validation_data must be a pair"),
+    ({"early_stopping": fastgd.EarlyStopping(monitor="val_loss")}, ValueError,
+     "early stopping monitors 'val_loss', which this fit does not log"),
+    ({"early_stopping": fastgd.EarlyStopping(monitor="accuracy")}, ValueError,
+     "monitors 'accuracy'"),
+    ({"max_steps": 0}, ValueError, "max_steps must be an integer >= 1"),
+    ({"loss_tol": float("nan")}, ValueError, "Invalid loss_tol value: nan"),
+    ({"clip_norm": -1.0}, ValueError, "Invalid clip_norm value"),
+    ({"X": np.float64(3.0)}, ValueError, "one row per sample"),
+    ({"y": np.float64(3.0)}, ValueError, "one row per sample"),
+    ({"callbacks": [3]}, TypeError, r"callbacks\[0\] must be callable"),
+    ({"plateau": 0.5}, TypeError, "plateau must be"),
+])
+def test_bad_data_and_arguments_raise_before_any_step(kw, exc, match):
+    X, y = _reg()
+    kw = dict(kw)
+    dtype = kw.pop("dtype", np.float64)
+    model = LinearRegression(3, dtype=dtype, seed=0)
+    opt = fastgd.Adam(model.flat, lr=0.01)
+    before = snapshot(list(model.params), opt)
+    args = {"X": X, "y": y, **kw}
+    with pytest.raises(exc, match=match):
+        fastgd.fit(model, opt, epochs=3, batch_size=16, progress=False, **args)
+    assert_unchanged(before, list(model.params), opt)
+
+
+def test_sparse_X_is_refused_with_a_clear_error():
+    sp = pytest.importorskip("scipy.sparse")
+    X, y = _reg()
+    model = LinearRegression(3, dtype=np.float64, seed=0)
+    with pytest.raises(TypeError, match=r"X is a scipy.sparse csr_matrix.*X.toarray\(\)"):
+        fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), sp.csr_matrix(X), y,
+                   progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
+def test_diverging_training_is_an_error_and_restores_the_model():
+    X, y = _reg()
+    X = X * 1e150  # squared errors overflow float64 within a few steps
+    model = LinearRegression(3, dtype=np.float64, seed=0)
+    opt = fastgd.SGD(model.flat, lr=1.0)
+    before = snapshot(list(model.params), opt)
+    with pytest.raises(ValueError, match=r"training diverged: the loss is .* after epoch 1"):
+        fastgd.fit(model, opt, X, y, epochs=5, batch_size=16, progress=False)
+    assert_unchanged(before, list(model.params), opt)
+    assert opt.steps_applied == 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_diverging_parameters_with_a_finite_last_loss_are_caught():
+    X, y = _reg(n=16)
+    model = LinearRegression(3, dtype=np.float64, seed=0)
+    opt = fastgd.SGD(model.flat, lr=1e308)  # one full-batch step: finite loss, inf weights
+    with pytest.raises(ValueError, match="training diverged"):
+        fastgd.fit(model, opt, X, y, epochs=1, batch_size=None, progress=False)
+    assert all(np.isfinite(p).all() for p in model.params)

@@ -96,13 +96,34 @@ def load_data(source: str, task: str = "auto", val_split: float = 0.2, seed: int
         X, y = data[:, :-1], data[:, -1]
     else:
         raise ValueError(f"unknown data {source!r}: use 'digits', FILE.npz or FILE.csv")
-    X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{source}: y must be 1-D, one target per row, got shape {y.shape}")
+    if y.dtype.kind not in "biufUS":
+        raise ValueError(f"{source}: y has dtype {y.dtype}; targets are numbers or labels")
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: X must be numeric, got dtype {np.asarray(X).dtype}"
+                         ) from None
     if X.ndim != 2 or len(X) != len(y) or len(X) < 2:
-        raise ValueError(f"X must be 2-D with one row per target, got {X.shape} and {y.shape}")
+        raise ValueError(f"{source}: X must be 2-D with one row per target (at least 2 "
+                         f"rows), got {X.shape} and {y.shape}")
+    labels = y.dtype.kind in "US"
+    bad = ~np.isfinite(X)
+    if not labels:
+        bad |= ~np.isfinite(y.astype(np.float64))[:, None]
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(f"{source}: {int(bad.sum())} cells are NaN or infinite (rows "
+                         f"{', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''});"
+                         " fill or drop them first")
+    if labels and task == "regression":
+        raise ValueError(f"{source}: regression needs numeric targets, y holds labels")
     if task == "auto":
-        integral = y.dtype.kind in "iub" or bool(np.all(np.mod(y, 1) == 0))
-        task = "classification" if integral and len(np.unique(y)) <= 100 else "regression"
+        integral = labels or y.dtype.kind in "iub" or bool(np.all(np.mod(y, 1) == 0))
+        task = ("classification" if integral and (labels or len(np.unique(y)) <= 100)
+                else "regression")
     n_classes = 0
     if task == "classification":
         classes, y = np.unique(y, return_inverse=True)
@@ -169,6 +190,22 @@ def make_schedule(name: str, lr: float, epochs: int, steps_per_epoch: int) -> An
     raise ValueError(f"unknown schedule {name!r}: none, cosine, step, onecycle, warmup")
 
 
+def optimizer_class(name: str) -> type:
+    """The optimizer class of a :data:`OPTIMIZERS` name or a fastgd class name.
+
+    Raises:
+        ValueError: no such optimizer; the message lists the names.
+    """
+    key = name.lower()
+    if key in OPTIMIZERS:
+        return getattr(fastgd, OPTIMIZERS[key][0])
+    try:
+        return by_name(key)
+    except ValueError:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)} "
+                         "or a fastgd optimizer class") from None
+
+
 def run(data: Dataset, model: Any, optimizer_name: str, *, lr: float | None, epochs: int,
         batch_size: int | None, schedule: str = "none", clip_norm: float | None = None,
         seed: int = 0, progress: bool | None = None, verbose: bool = False,
@@ -179,16 +216,8 @@ def run(data: Dataset, model: Any, optimizer_name: str, *, lr: float | None, epo
     ``(history, seconds, optimizer)``.
     """
     key = optimizer_name.lower()
-    if key in OPTIMIZERS:
-        cls_name, kw, minibatch = OPTIMIZERS[key]
-        cls = getattr(fastgd, cls_name)
-    else:
-        try:
-            cls = by_name(key)
-        except ValueError:
-            raise ValueError(f"unknown optimizer {optimizer_name!r}; choose from "
-                             f"{', '.join(OPTIMIZERS)} or a fastgd optimizer class") from None
-        kw, minibatch = {}, True
+    cls = optimizer_class(optimizer_name)
+    _, kw, minibatch = OPTIMIZERS.get(key, (None, {}, True))
     kw = {**kw, **(extra_opt or {})}
     if lr is not None:
         kw["lr"] = lr
@@ -205,15 +234,22 @@ def run(data: Dataset, model: Any, optimizer_name: str, *, lr: float | None, epo
     return hist, time.perf_counter() - t0, opt
 
 
-def plot_curves(curves: dict[str, list[float]], path: str, title: str) -> None:
-    """One PNG with a loss curve per entry (needs matplotlib)."""
+def matplotlib_pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or a clear error naming the extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+        raise ValueError("--plot needs matplotlib: pip install matplotlib (or fastgd[plot])"
+                         ) from None
+    return plt
+
+
+def plot_curves(curves: dict[str, list[float]], path: str, title: str) -> None:
+    """One PNG with a loss curve per entry (needs matplotlib)."""
+    plt = matplotlib_pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, ys in curves.items():
         ax.plot(range(1, len(ys) + 1), ys, label=name)

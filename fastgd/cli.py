@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +35,24 @@ def _rules(text: str) -> list[str]:
             f"unknown rule(s) {bad or text!r}; choose from {', '.join(_bench.CONFIGS)}"
         )
     return [known[r.lower()] for r in rules]
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        layers = (0,)
+    if any(n < 1 for n in layers):
+        raise argparse.ArgumentTypeError(
+            f"hidden layer sizes must be comma-separated positive integers, got {text!r}")
+    return layers
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no optimizer named in {text!r}")
+    return names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,8 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Train the same model once per optimizer from the same initial weights; "
                     "prints final loss, validation accuracy and time, and can plot the loss "
                     "curves into one PNG."))
-    cmp.add_argument("--optimizers", default="gd,sgd,momentum,nesterov,adagrad,adadelta,"
-                     "rmsprop,adam,adamw",
+    cmp.add_argument("--optimizers", type=_names, default="gd,sgd,momentum,nesterov,adagrad,"
+                     "adadelta,rmsprop,adam,adamw",
                      help="comma-separated: gd (batch), sgd, momentum, nesterov, adagrad, "
                           "adadelta, rmsprop, adam, adamw, adamax, nadam, radam, lion")
     return parser
@@ -95,7 +115,8 @@ def _task_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(last column: target)")
     p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
     p.add_argument("--model", choices=("mlp", "logistic", "linear"), default="mlp")
-    p.add_argument("--layers", default="64", help="hidden sizes, e.g. 128,64 ('' for none)")
+    p.add_argument("--layers", type=_layers, default=(64,),
+                   help="hidden sizes, e.g. 128,64 ('' for none)")
     p.add_argument("--activation", default="relu")
     p.add_argument("--optimizer", default="adam", help="a fastgd optimizer (train only)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
@@ -133,25 +154,72 @@ def _train(args: argparse.Namespace, compare: bool) -> int:
     return _train_rank(args, compare, rank)
 
 
-def _train_rank(args: argparse.Namespace, compare: bool, rank: int) -> int:
+def _writable(flag: str, path: str | None) -> None:
+    """Refuse an output path that cannot be written, before any training."""
+    if path is None:
+        return
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder, not a file")
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    try:  # the one reliable test: write a file there (root passes os.access everywhere)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fastgd-probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: the folder {folder} cannot be written "
+                         f"({e.strerror or e})") from None
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot be written (permission denied)")
+
+
+def _check_options(args: argparse.Namespace, names: list[str]) -> dict[str, float]:
+    """The optimizer options given on the command line, checked against every optimizer."""
+    import inspect
+
     from fastgd import _tasks
 
-    layers = tuple(int(s) for s in args.layers.split(",") if s.strip())
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    data = _tasks.load_data(args.data, args.task, args.val_split, args.seed,
-                            np.dtype(args.dtype))
     extra = {k: v for k, v in (("momentum", args.momentum),
                                ("weight_decay", args.weight_decay)) if v is not None}
+    for name in names:
+        cls = _tasks.optimizer_class(name)
+        accepted = inspect.signature(cls).parameters
+        for key in extra:
+            if key not in accepted:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"{flag}: the {name} optimizer ({cls.__name__}) has no "
+                                 f"{key} option")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 0:
+        raise ValueError(f"--batch-size must be >= 0 (0: the full batch), got "
+                         f"{args.batch_size}")
+    _writable("--save", args.save)
+    _writable("--plot", args.plot)
+    if args.plot:
+        from fastgd._tasks import matplotlib_pyplot
+
+        matplotlib_pyplot()  # a clear error now if matplotlib is missing
+    return extra
+
+
+def _train_rank(args: argparse.Namespace, compare: bool, rank: int) -> int:
+    import statistics
+
+    from fastgd import _tasks
+
+    names = args.optimizers if compare else [args.optimizer]
+    extra = _check_options(args, names)
+    data = _tasks.load_data(args.data, args.task, args.val_split, args.seed,
+                            np.dtype(args.dtype))
     print(f"{data.name}: {len(data.X)} train / {len(data.X_val)} validation samples, "
           f"{data.X.shape[1]} features, "
           + (f"{data.n_classes} classes" if data.task == "classification" else "regression"),
           flush=True)
-    names = ([n.strip() for n in args.optimizers.split(",") if n.strip()] if compare
-             else [args.optimizer])
     curves, rows = {}, []
     for name in names:
-        model = _tasks.make_model(data, args.model, layers, args.activation, args.seed,
+        model = _tasks.make_model(data, args.model, args.layers, args.activation, args.seed,
                                   args.l2, np.dtype(args.dtype))
         hist, seconds, opt = _tasks.run(
             data, model, name, lr=args.lr, epochs=args.epochs,
@@ -160,19 +228,24 @@ def _train_rank(args: argparse.Namespace, compare: bool, rank: int) -> int:
             progress=False if args.no_progress or compare else None, verbose=not compare,
             extra_opt=extra)
         curves[name] = hist["loss"]
-        rows.append((name, hist["loss"][-1], hist.history.get("val_loss", [float("nan")])[-1],
-                     hist.history.get("val_accuracy", [None])[-1], seconds,
-                     seconds / hist.epochs))
+        times = hist["time"]
+        later = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        rows.append((name, hist["loss"][-1], hist.history.get("val_loss", [None])[-1],
+                     hist.history.get("val_accuracy", [None])[-1], seconds, times[0], later))
         if not compare and args.save and rank == 0:
             fastgd.save(args.save, params=model.flat, optimizer=opt,
                         extra={"epochs": hist.epochs, "loss_curve": np.asarray(hist["loss"])})
             print(f"checkpoint written to {args.save}")
     print()
     print(f"{'optimizer':<10}{'train loss':>12}{'val loss':>10}{'val acc':>9}{'time':>9}"
-          f"{'per epoch':>11}")
-    for name, loss, vloss, vacc, secs, per in rows:
+          f"{'1st epoch':>11}{'per epoch':>11}")
+    for name, loss, vloss, vacc, secs, first, per in rows:
+        vl = f"{vloss:10.4f}" if vloss is not None else f"{'-':>10}"
         acc = f"{vacc:9.3f}" if vacc is not None else f"{'-':>9}"
-        print(f"{name:<10}{loss:12.4f}{vloss:10.4f}{acc}{secs:8.2f}s{per * 1e3:9.1f}ms")
+        print(f"{name:<10}{loss:12.4f}{vl}{acc}{secs:8.2f}s{first * 1e3:9.1f}ms"
+              f"{per * 1e3:9.1f}ms")
+    print("(1st epoch includes compiling the kernels on first use; per epoch: the median of "
+          "the later epochs)")
     if args.plot and rank == 0:
         _tasks.plot_curves(curves, args.plot, f"{data.name}: {args.model}")
         print(f"loss curves written to {args.plot}")
@@ -216,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return _train(args, compare=args.command == "compare")
-    except (ValueError, OSError) as e:
+    except (ValueError, TypeError, OSError) as e:
         print(f"fastgd {args.command}: {e}", file=sys.stderr)
         return 2
 

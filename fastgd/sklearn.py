@@ -28,6 +28,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 import fastgd
+from fastgd import _validate as V
 from fastgd.models import MLP
 from fastgd.optim import by_name
 
@@ -101,8 +102,21 @@ class _Base(BaseEstimator):
             raise ValueError(f"batch_size must be >= 1 or 'auto', got {self.batch_size!r}")
         return min(b, n)
 
+    def _check_params(self) -> None:
+        """Refuse bad hyperparameters before any data is touched (scikit-learn's rule)."""
+        V.nonneg("alpha", self.alpha)
+        V.lr(self.learning_rate_init, "learning_rate_init")
+        V.nonneg("tol", self.tol)
+        frac = self._param("validation_fraction", 0.1)
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {frac!r}")
+        n = self.n_iter_no_change
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n_iter_no_change must be an integer >= 1, got {n!r}")
+
     def fit(self, X: Any, y: Any) -> _Base:
         """Fit from scratch for up to ``max_iter`` epochs."""
+        self._check_params()
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=self._output ==
                              "regression", dtype=[np.float64, np.float32])
         if self.max_iter < 1:
@@ -114,6 +128,7 @@ class _Base(BaseEstimator):
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> _Base:
         """One epoch over ``(X, y)``, continuing from the current state."""
         first = not hasattr(self, "model_")
+        self._check_params()
         X, y = validate_data(self, X, y, multi_output=True, reset=first,
                              y_numeric=self._output == "regression",
                              dtype=[np.float64, np.float32])

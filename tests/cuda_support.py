@@ -14,13 +14,19 @@ def cupy_or_none():
 
 
 def has_gpu() -> bool:
+    return gpu_missing() is None
+
+
+def gpu_missing() -> str | None:
+    """Why the GPU tests cannot run here (naming what is missing), or None."""
     cp = cupy_or_none()
     if cp is None:
-        return False
+        return "needs CuPy, which is not installed (pip install cupy-cuda12x)"
     try:
-        return cp.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, no device
+        return f"needs a CUDA GPU: CuPy finds none ({type(e).__name__})"
+    return None if count > 0 else "needs a CUDA GPU: CuPy finds none"
 
 
 NVCC = shutil.which("nvcc")

@@ -10,10 +10,11 @@ import pytest
 import fastgd
 import fastgd.functional as F
 from tests.conftest import CASES, DTYPES, RULES, tol
-from tests.cuda_support import has_gpu
+from tests.cuda_support import gpu_missing, has_gpu
 from tests.reference import ReferenceOptimizer
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU")]
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not has_gpu(), reason=gpu_missing() or "")]
 
 if has_gpu():
     import cupy as cp

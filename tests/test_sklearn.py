@@ -100,3 +100,38 @@ def test_unknown_solver_is_refused():
         clf.fit(np.ones((4, 2)), np.array([0, 1, 0, 1]))
     assert not hasattr(clf, "model_")
     assert clf.set_params(solver="nadam").fit(np.ones((4, 2)), [0, 1, 0, 1]).n_iter_ > 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize(("est", "X", "y", "match"), [
+    (MLPRegressor(alpha=float("nan"), max_iter=3), None, None, "Invalid alpha value: nan"),
+    (MLPClassifier(early_stopping=True, validation_fraction=1.5, max_iter=3), None, None,
+     r"validation_fraction must be in \(0, 1\), got 1.5"),
+    (MLPRegressor(learning_rate_init=-1.0), None, None, "Invalid learning rate"),
+    (MLPRegressor(max_iter=3), "nan", None, "Input X contains NaN"),
+    (MLPRegressor(max_iter=3), None, "inf", "Input y contains infinity"),
+    (MLPRegressor(max_iter=3, dtype=np.float32), "1e39", None,
+     r"X contains NaN or infinity \(after conversion to float32\)"),
+])
+def test_bad_input_is_a_clear_error(est, X, y, match):
+    rng = np.random.default_rng(0)
+    Xd, yd = rng.normal(size=(40, 3)), rng.normal(size=40)
+    if X == "nan":
+        Xd[3, 1] = np.nan
+    if X == "1e39":
+        Xd[0, 0] = 1e39
+    if y == "inf":
+        yd[2] = np.inf
+    with pytest.raises(ValueError, match=match):
+        est.fit(Xd, yd)
+    assert not hasattr(est, "model_") or est.n_iter_ == 0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_diverging_fit_is_an_error():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) * 1e150
+    y = X @ np.ones(3)
+    with pytest.raises(ValueError, match="training diverged"):
+        MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=1.0,
+                     max_iter=5).fit(X, y)

@@ -59,6 +59,8 @@ def total_norm(spans: Iterable[np.ndarray], norm_type: float) -> float:
         if s.size:
             if norm_type == 2.0:
                 part = _backend.reduce("sumsq", s)
+            elif norm_type == 1.0:
+                part = _backend.reduce("sumabs", s)
             else:
                 part = _backend.reduce("sumpow", s, norm_type)
             acc += float(part.sum())
@@ -102,6 +104,8 @@ def device_clip_scale(spans: Sequence[Any], norm_type: float, max_norm: float, s
                 total = cp.maximum(total, _backend.reduce("absmax", s))
             elif norm_type == 2.0:
                 total = total + _backend.reduce("sumsq", s)
+            elif norm_type == 1.0:
+                total = total + _backend.reduce("sumabs", s)
             else:
                 total = total + _backend.reduce("sumpow", s, norm_type)
         power = 0.0 if norm_type == math.inf else norm_type

@@ -246,3 +246,31 @@ def test_accumulator_checks():
     with pytest.raises(ValueError, match="has shape"):
         acc.step([np.ones(3)])
     assert acc.count == 0
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 17, 40_000, 1_000_003])  # serial and parallel builds
+@pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf, "subnormal", "zeros"])
+def test_reductions_match_numpy_chunk_by_chunk(dtype, n, special):
+    from fastgd import _backend
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(dtype) * 3
+    if special == "zeros":
+        x[:] = 0.0
+    elif special == "subnormal":
+        x[:] = np.finfo(dtype).smallest_subnormal * 7
+    elif special is not None:
+        x[rng.integers(n)] = special
+    for name, scalars, ref in [
+        ("sumsq", (), lambda c: np.sum(c.astype(np.float64) ** 2)),
+        ("sumabs", (), lambda c: np.sum(np.abs(c.astype(np.float64)))),
+        ("sumpow", (3.0,), lambda c: np.sum(np.abs(c.astype(np.float64)) ** 3.0)),
+        ("absmax", (), lambda c: np.max(np.abs(c.astype(np.float64)))),
+        ("nonfinite", (), lambda c: np.sum(c.astype(np.float64) * 0.0)),
+    ]:
+        parts = _backend.reduce(name, x, *scalars)
+        k = parts.size
+        want = [ref(x[c * n // k : (c + 1) * n // k]) for c in range(k)]
+        np.testing.assert_allclose(parts, want, rtol=1e-12, atol=0, err_msg=name)

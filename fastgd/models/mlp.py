@@ -235,7 +235,7 @@ class MLP:
                     _backend.reduce("sumsq", w.reshape(-1)).sum())
             if self.l1:
                 total += self.l1 * _backend.as_float64(
-                    _backend.reduce("sumpow", w.reshape(-1), 1.0).sum())
+                    _backend.reduce("sumabs", w.reshape(-1)).sum())
         return total
 
     def loss_and_grad(self, X: Any, y: Any) -> float:

@@ -33,6 +33,7 @@ class _Reduction:
 
 sumsq = _Reduction("sumsq", "T x", "(double)x * (double)x", "a + b")
 sumpow = _Reduction("sumpow", "T x, float64 p", "pow(fabs((double)x), p)", "a + b")
+sumabs = _Reduction("sumabs", "T x", "fabs((double)x)", "a + b")
 absmax = _Reduction("absmax", "T x", "fabs((double)x)", _DOUBLE_NAN_MAX)
 nonfinite = _Reduction("nonfinite", "T x", "(double)x * 0.0", "a + b")
 

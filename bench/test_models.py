@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 
 from fastgd import _bench
+from fastgd._bench.workloads import MLP_SHAPES
 
 
 @pytest.mark.parametrize("impl", ["fastgd", "gemm", "torch", "sklearn"])
-@pytest.mark.parametrize("model", list(_bench.MLP_SHAPES))
+@pytest.mark.parametrize("model", list(MLP_SHAPES))
 def test_mlp_step(benchmark, model, impl):
-    fn = _bench.model_step(_bench.MLP_SHAPES[model], impl)
+    fn = _bench.model_step(MLP_SHAPES[model], impl)
     if fn is None:
         pytest.skip(f"{impl} not installed")
     fn()

@@ -11,42 +11,24 @@ from fastgd.accumulate import GradientAccumulator
 from fastgd.checkpoint import CheckpointError, load, save
 from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value_
 from fastgd.flat import FlatGroup, FlatParams
-from fastgd.optim import (
-    SGD,
-    Adadelta,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    Lion,
-    NAdam,
-    Optimizer,
-    RAdam,
-    RMSprop,
-)
+from fastgd.optim import Optimizer
+from fastgd.optim.registry import RULES as _RULES
 from fastgd.train import EarlyStopping, History, fit
+
+# The optimizer classes, one per registry entry: fastgd.Adam, fastgd.SGD, ...
+globals().update({_rule.name: _rule.cls for _rule in _RULES.values()})
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD",
-    "Adadelta",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
     "CheckpointError",
     "EarlyStopping",
     "FlatGroup",
     "FlatParams",
     "GradientAccumulator",
     "History",
-    "Lion",
-    "NAdam",
     "NonFiniteGradientError",
     "Optimizer",
-    "RAdam",
-    "RMSprop",
     "__version__",
     "clip",
     "clip_grad_norm_",
@@ -58,4 +40,5 @@ __all__ = [
     "save",
     "schedules",
     "serial_kernels",
+    *sorted(_RULES),
 ]

@@ -37,8 +37,22 @@ __all__ = [
 #: The parameter dtypes every rule supports; state is kept in the parameter's dtype.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# (module, kernel, flags) -> [parallel threshold, serial dispatcher, parallel dispatcher]
-_kernel_cache: dict[tuple[Any, ...], list[Any]] = {}
+class _Variant:
+    """One kernel variant: its parallel threshold and its two builds, compiled on first use.
+
+    ``builds[parallel]`` is the serial (False) or the ``prange`` (True) Numba dispatcher,
+    or None until it is first needed.
+    """
+
+    __slots__ = ("builds", "threshold")
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.builds: list[Any] = [None, None]
+
+
+# (module, kernel, flags) -> its _Variant
+_kernel_cache: dict[tuple[Any, ...], _Variant] = {}
 
 
 def is_cupy(a: Any) -> bool:
@@ -176,18 +190,18 @@ def kernel_rule(module: str, name: str, backend: str = "cpu") -> Any:
     return getattr(importlib.import_module(f"fastgd.kernels.{backend}.{module}"), name)
 
 
-def _variants(module: str, name: str, flags: tuple[tuple[str, bool], ...]) -> list[Any]:
-    """``[threshold, serial, parallel]`` for one kernel variant (builds filled on first use)."""
+def _variants(module: str, name: str, flags: tuple[tuple[str, bool], ...]) -> _Variant:
+    """The :class:`_Variant` of one kernel variant (its builds filled on first use)."""
     key = (module, name, flags)
     entry = _kernel_cache.get(key)
     if entry is None:
-        entry = _kernel_cache[key] = [kernel_rule(module, name).threshold, None, None]
+        entry = _kernel_cache[key] = _Variant(kernel_rule(module, name).threshold)
     return entry
 
 
 def _build(module: str, name: str, flags: tuple[tuple[str, bool], ...], parallel: bool) -> Any:
     entry = _variants(module, name, flags)
-    k = entry[1 + parallel] = kernel_rule(module, name).variant(parallel, flags)
+    k = entry.builds[parallel] = kernel_rule(module, name).variant(parallel, flags)
     return k
 
 
@@ -284,9 +298,9 @@ def reduce(name: str, x: Any, *scalars: float) -> Any:
         return kernel_rule("reduce", name, "cuda")(x, *scalars)
     entry = _variants("reduce", name, ())
     forced = _mode.size
-    parallel = (x.size if forced is None else forced) >= entry[0]
+    parallel = (x.size if forced is None else forced) >= entry.threshold
     out = np.empty(REDUCE_CHUNKS if parallel else 1)
-    (entry[1 + parallel] or _build("reduce", name, (), parallel))(x, *scalars, out)
+    (entry.builds[parallel] or _build("reduce", name, (), parallel))(x, *scalars, out)
     return out
 
 
@@ -311,8 +325,8 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
         return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
     forced = _mode.size
-    parallel = (last.size if forced is None else forced) >= entry[0]
-    (entry[1 + parallel] or _build(module, name, flags, parallel))(*args)
+    parallel = (last.size if forced is None else forced) >= entry.threshold
+    (entry.builds[parallel] or _build(module, name, flags, parallel))(*args)
 
 
 _cuda_rules: dict[tuple[str, str], Any] = {}

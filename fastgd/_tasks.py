@@ -13,24 +13,13 @@ import numpy as np
 import fastgd
 from fastgd import schedules as S
 from fastgd.models import MLP, LinearRegression, LogisticRegression
-from fastgd.optim import by_name
+from fastgd.optim.registry import by_name, command_names
 
-#: ``fastgd compare`` names -> (optimizer class, keyword arguments, mini-batches?).
-#: "gd" is plain batch gradient descent; the learning rates suit standardized inputs.
-OPTIMIZERS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "gd": ("SGD", {"lr": 0.5}, False),
-    "sgd": ("SGD", {"lr": 0.05}, True),
-    "momentum": ("SGD", {"lr": 0.02, "momentum": 0.9}, True),
-    "nesterov": ("SGD", {"lr": 0.02, "momentum": 0.9, "nesterov": True}, True),
-    "adagrad": ("Adagrad", {"lr": 0.05}, True),
-    "adadelta": ("Adadelta", {"lr": 1.0}, True),
-    "rmsprop": ("RMSprop", {"lr": 1e-3}, True),
-    "adam": ("Adam", {"lr": 1e-3}, True),
-    "adamw": ("AdamW", {"lr": 1e-3}, True),
-    "adamax": ("Adamax", {"lr": 2e-3}, True),
-    "nadam": ("NAdam", {"lr": 2e-3}, True),
-    "radam": ("RAdam", {"lr": 1e-3}, True),
-    "lion": ("Lion", {"lr": 1e-4}, True),
+#: ``fastgd train`` / ``compare`` names -> (rule, keyword arguments, mini-batches?), from the
+#: registry; "gd" is plain batch gradient descent. The learning rates suit standardized
+#: inputs.
+OPTIMIZERS: dict[str, tuple[Any, dict[str, Any], bool]] = {
+    name: (rule, dict(kw), minibatch) for name, (rule, kw, minibatch) in command_names().items()
 }
 
 
@@ -198,7 +187,7 @@ def optimizer_class(name: str) -> type:
     """
     key = name.lower()
     if key in OPTIMIZERS:
-        return getattr(fastgd, OPTIMIZERS[key][0])
+        return OPTIMIZERS[key][0].cls
     try:
         return by_name(key)
     except ValueError:

@@ -1,13 +1,16 @@
 """Hyperparameter checks shared by the optimizer classes and the functional layer.
 
 Messages start with torch.optim's wording ("Invalid learning rate: ...") and name the
-argument, so an error reads the same whichever library a user comes from.
+argument, so an error reads the same whichever library a user comes from. The checkers
+that the rules' hyperparameter tables use (``Optimizer.hyperparameters``) take
+``(name, value)`` and return the checked value. This module imports nothing of fastgd.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,7 +50,7 @@ def closed_unit(name: str, value: Any) -> float:
     return v
 
 
-def betas(value: Any, name: str = "betas") -> tuple[float, float]:
+def betas(name: str, value: Any) -> tuple[float, float]:
     """A pair of coefficients, each in [0, 1) (torch: "Invalid beta parameter at index i")."""
     try:
         pair = tuple(value)
@@ -66,14 +69,23 @@ def betas(value: Any, name: str = "betas") -> tuple[float, float]:
     return out[0], out[1]
 
 
-def beta(name: str, value: Any, index: int) -> float:
-    """One coefficient in [0, 1), for the functional layer's ``beta1`` / ``beta2``."""
-    v = real(name, value)
-    if not 0.0 <= v < 1.0:
-        raise ValueError(
-            f"Invalid beta parameter at index {index}: {value!r} ({name} must be in [0, 1))"
-        )
-    return v
+def epsilon(name: str, value: Any) -> float:
+    """An epsilon: finite and >= 0 (torch: "Invalid epsilon value")."""
+    return nonneg(name, value, "epsilon")
+
+
+def learning_rate(name: str, value: Any) -> float:
+    """:func:`lr` with the checker signature ``(name, value)`` of the rule tables."""
+    return lr(value, name)
+
+
+def one_of(*options: str) -> Callable[[str, Any], str]:
+    """A checker ``(name, value)`` for one of a fixed set of strings."""
+
+    def check(name: str, value: Any) -> str:
+        return choice(name, value, options)
+
+    return check
 
 
 def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
@@ -99,15 +111,8 @@ def step(value: Any, name: str = "step") -> float:
     return v
 
 
-def lr_or_schedule(value: Any, name: str = "lr") -> Any:
-    """A learning rate (float) or a :mod:`fastgd.schedules` schedule (also as a spec dict)."""
-    from fastgd.schedules import Schedule, from_spec
-
-    if isinstance(value, Schedule):
-        return value
-    if isinstance(value, dict) and "schedule" in value:
-        return from_spec(value)
-    if callable(value):
-        raise TypeError(f"{name} must be a float or a fastgd.schedules schedule, got "
-                        f"{value!r}; wrap other callables with a schedule")
-    return lr(value, name)
+def nonneg_int(name: str, value: Any) -> int:
+    """An integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return value

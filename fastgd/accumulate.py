@@ -56,7 +56,7 @@ class GradientAccumulator:
         self.optimizer = optimizer
         self.steps = steps
         self.reduction = reduction
-        params = optimizer._params
+        params = optimizer.params
         self._xp = _backend.xp_of(params[0])
         _, self._sums = flat_layout([(p.shape, p.dtype) for p in params], self._xp)
         self._sum_spans = [s.reshape(-1) for s in self._sums]
@@ -89,14 +89,11 @@ class GradientAccumulator:
             The optimizer's errors for bad gradients (raised before anything is added) and
             :class:`fastgd.clip.NonFiniteGradientError` under ``nonfinite="raise"``.
         """
-        opt = self.optimizer
-        if grads is None or grads is opt._attached_all:
-            if opt._attached_all is None:
-                raise ValueError("step() needs grads unless the parameters come from a "
-                                 "FlatParams")
-            gl: Sequence[Any] = opt._attached_all
-        else:
-            gl = opt._check_grads(grads)
+        gl = self.optimizer.resolve_grads(grads)
+        if len(gl) != len(self._seen):
+            raise ValueError(f"the optimizer has {len(gl)} parameters now, "
+                             f"{len(self._seen)} when this accumulator was built; build a "
+                             "new GradientAccumulator after changing its param_groups")
         self._add(gl)
         self.count += 1
         if self.count < self.steps:

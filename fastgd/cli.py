@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import fastgd
+from fastgd.optim.registry import command_names
 
 
 def _sizes(text: str) -> list[int]:
@@ -25,14 +26,14 @@ def _sizes(text: str) -> list[int]:
 
 
 def _rules(text: str) -> list[str]:
-    from fastgd import _bench
+    from fastgd.optim.registry import RULES
 
     rules = [r.strip() for r in text.split(",") if r.strip()]
-    known = {r.lower(): r for r in _bench.CONFIGS}
+    known = {r.lower(): r for r in RULES}
     bad = [r for r in rules if r.lower() not in known]
     if bad or not rules:
         raise argparse.ArgumentTypeError(
-            f"unknown rule(s) {bad or text!r}; choose from {', '.join(_bench.CONFIGS)}"
+            f"unknown rule(s) {bad or text!r}; choose from {', '.join(RULES)}"
         )
     return [known[r.lower()] for r in rules]
 
@@ -104,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                     "curves into one PNG."))
     cmp.add_argument("--optimizers", type=_names, default="gd,sgd,momentum,nesterov,adagrad,"
                      "adadelta,rmsprop,adam,adamw",
-                     help="comma-separated: gd (batch), sgd, momentum, nesterov, adagrad, "
-                          "adadelta, rmsprop, adam, adamw, adamax, nadam, radam, lion")
+                     help="comma-separated: " + ", ".join(command_names())
+                          + " (gd: full batch), or any optimizer class name")
     return parser
 
 
@@ -257,11 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         from fastgd import _bench
+        from fastgd.optim.registry import RULES
 
         if args.rounds < 1:
             print("fastgd bench: --rounds must be >= 1", file=sys.stderr)
             return 2
-        rules = args.rules or (["Adam", "SGD"] if args.quick else list(_bench.CONFIGS))
+        rules = args.rules or (["Adam", "SGD"] if args.quick else list(RULES))
         sizes = args.sizes or ([10_000, 1_000_000] if args.quick else list(_bench.SIZES))
         rounds = 7 if args.quick and args.rounds == 15 else args.rounds
         if args.distributed:

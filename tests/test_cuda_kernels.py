@@ -27,7 +27,6 @@ from fastgd.kernels import cpu as cpu_pkg
 from fastgd.kernels.cpu._jit import KernelRule
 
 import fastgd
-import fastgd.functional as F
 from fastgd import _backend
 from fastgd.models import ACTIVATIONS, MLP
 from tests.conftest import CASES, DTYPES, RULES, tol
@@ -161,7 +160,6 @@ class Shadow:
             return parts
 
         monkeypatch.setattr(_backend, "launch", launch)
-        monkeypatch.setattr(F, "_launch", launch)
         monkeypatch.setattr(_backend, "reduce", reduce)
 
     def record(self, kernel, args):

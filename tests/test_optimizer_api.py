@@ -26,7 +26,7 @@ def launches(monkeypatch):
         calls.append((module, name, args[-1].size))
         real(module, name, flags, *args)
 
-    monkeypatch.setattr(F, "_launch", spy)
+    monkeypatch.setattr(_backend, "launch", spy)
     return calls
 
 
@@ -130,7 +130,7 @@ def test_changing_hyperparameters_compiles_nothing_new():
 
 def _signatures():
     return {(key, i): len(d.signatures) for key, entry in _backend._kernel_cache.items()
-            for i, d in enumerate(entry[1:]) if d is not None}
+            for i, d in enumerate(entry.builds) if d is not None}
 
 
 def test_hyperparameters_are_read_per_group_each_step():
@@ -268,7 +268,7 @@ def test_optimizer_by_name():
 
 def _builds(key):
     entry = _backend._kernel_cache.get(key)
-    return None if entry is None else (entry[1] is not None, entry[2] is not None)
+    return None if entry is None else (entry.builds[0] is not None, entry.builds[1] is not None)
 
 
 @pytest.mark.parametrize(("cls", "options", "key"), [
@@ -295,10 +295,10 @@ def test_warmup_compiles_both_builds_and_changes_nothing(monkeypatch, cls, optio
     for k in (key, ("reduce", "sumsq", ()), ("reduce", "nonfinite", ())):
         assert _builds(k) == (True, True), k
     big = [np.zeros(100_000, np.float32)]
-    signatures = [len(d.signatures) for d in _backend._kernel_cache[key][1:]]
+    signatures = [len(d.signatures) for d in _backend._kernel_cache[key].builds]
     big_opt = cls(big, **options)
     big_opt.step([np.ones(100_000, np.float32)], clip_norm=1.0)  # the parallel build
-    assert [len(d.signatures) for d in _backend._kernel_cache[key][1:]] == signatures
+    assert [len(d.signatures) for d in _backend._kernel_cache[key].builds] == signatures
 
 
 def test_warmup_without_clipping_and_for_model_kernels(monkeypatch):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import numpy as np
 import pytest
 
 import fastgd
 from fastgd import _backend
-from tests.conftest import CASES, DTYPES, RULES, tol
+from tests.conftest import CASES, DTYPES, REGISTRY, RULES, tol
 from tests.reference import ReferenceOptimizer
 
 SCALARS = ("step", "mu_product")
@@ -84,15 +87,21 @@ def test_matches_reference(name, case, dtype, layout, rng):
         _compare_state(opt, refs, index_of, dtype)
 
 
+def _threshold(name):
+    """The largest parallel threshold of the kernels of rule ``name``'s module."""
+    from fastgd.kernels.cpu._jit import KernelRule
+
+    module = importlib.import_module(f"fastgd.kernels.cpu.{REGISTRY[name].kernel}")
+    return max(k.threshold for k in vars(module).values() if isinstance(k, KernelRule))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("name", "case"), CASES)
 def test_parallel_kernel_matches_reference(name, case, dtype, rng):
     """Arrays above the threshold take the prange kernels (numba-pitfalls.md, item 1)."""
     cls, rule, options = RULES[name]
     hp = options[case]
-    module = {"AdamW": "adam"}.get(name, name.lower())
-    kernel = {"SGD": "sgd_momentum" if hp.get("momentum") else "sgd"}.get(name, module)
-    n = _backend.kernel_rule(module, kernel).threshold + 1001
+    n = _threshold(name) + 1001
     p = rng.standard_normal(n).astype(dtype)
     r = p.copy()
     opt, ref = cls([p], **hp), ReferenceOptimizer(rule, [r], **hp)
@@ -106,21 +115,43 @@ def test_parallel_kernel_matches_reference(name, case, dtype, rng):
 
 
 def _parallel_signatures(name):
-    module = {"AdamW": "adam"}.get(name, name.lower())
+    module = REGISTRY[name].kernel
     return {
         str(sig[-1].dtype)
-        for key, (_, _, parallel) in _backend._kernel_cache.items()
-        if key[0] == module and parallel is not None
-        for sig in parallel.signatures
+        for key, entry in _backend._kernel_cache.items()
+        if key[0] == module and entry.builds[True] is not None
+        for sig in entry.builds[True].signatures
     }
+
+
+def _functional_call(name, hp, p, g, state, t, mu_product):
+    """One call of rule ``name``'s functional function with the class's hyperparameters.
+
+    The mapping is generic: ``betas`` become ``beta1`` / ``beta2``, state arrays go by
+    name (``sum`` as ``state_sum``), ``step`` and ``mu_product`` where the function takes
+    them, and options that only choose a variant (amsgrad, centered) are the state passed.
+    """
+    fn = REGISTRY[name].functional
+    params = inspect.signature(fn).parameters
+    kw = {}
+    for k, v in hp.items():
+        if k == "betas":
+            kw["beta1"], kw["beta2"] = v
+        elif k in params:
+            kw[k] = v
+    for n, a in state.items():
+        kw[n if n in params else next(q for q in params if q.endswith("_" + n))] = a
+    if "step" in params:
+        kw["step"] = t
+    if "mu_product" in params:
+        kw["mu_product"] = mu_product
+    return fn(p, g, **kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("name", "case"), CASES)
 def test_functional_matches_class(name, case, dtype, rng):
     """The functional rule with caller-held state equals the class over 8 steps."""
-    import fastgd.functional as F
-
     cls, _, options = RULES[name]
     hp = dict(options[case])
     p = rng.standard_normal((3, 4)).astype(dtype)
@@ -131,29 +162,10 @@ def test_functional_matches_class(name, case, dtype, rng):
     for t in range(1, 9):
         g = rng.standard_normal((3, 4)).astype(dtype)
         opt.step([g])
-        names = opt._state_names(opt._hyper(0))
-        for n in names:
-            state.setdefault(n, np.full_like(p, opt._state_init(opt._hyper(0), n)))
-        skip = ("betas", "amsgrad", "centered", "initial_accumulator_value")
-        kw = {k: v for k, v in hp.items() if k not in skip}
-        if "betas" in hp or name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Lion"):
-            b1, b2 = hp.get("betas", (0.9, 0.99) if name == "Lion" else (0.9, 0.999))
-            kw.update(beta1=b1, beta2=b2)
-        arrays = [state[n] for n in names]
-        if name == "SGD":
-            F.sgd_(p, g, *arrays, step=t if arrays else None, **kw)
-        elif name == "NAdam":
-            mu_product = F.nadam_(p, g, *arrays, step=t, mu_product=mu_product, **kw)
-        elif name == "Lion":
-            F.lion_(p, g, *arrays, **kw)
-        elif name in ("Adadelta",):
-            F.adadelta_(p, g, *arrays, **kw)
-        elif name == "RMSprop":
-            sq = arrays[0]
-            ga = state.get("grad_avg")
-            buf = state.get("momentum_buffer")
-            F.rmsprop_(p, g, sq, ga, buf, **kw)
-        else:
-            fn = getattr(F, name.lower() + "_")
-            fn(p, g, *arrays, step=t, **kw)
+        checked = opt._hyper(0)
+        for n in opt._state_names(checked):
+            state.setdefault(n, np.full_like(p, opt._state_init(checked, n)))
+        out = _functional_call(name, hp, p, g, state, t, mu_product)
+        if out is not None:
+            mu_product = out
         np.testing.assert_array_equal(p, q)

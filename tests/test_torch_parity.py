@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import CASES, DTYPES, NOT_IN_TORCH, RULES, tol
+from tests.conftest import CASES, DTYPES, REGISTRY, RULES, tol, torch_kwargs
 
 torch = pytest.importorskip("torch")
 
@@ -24,8 +24,7 @@ def torch_dtype(request):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("name", "case"), [
-    c for c in CASES if c.values[0] != "Lion"
-    and not NOT_IN_TORCH & set(RULES[c.values[0]][2][c.values[1]])
+    c for c in CASES if torch_kwargs(c.values[0], RULES[c.values[0]][2][c.values[1]]) is not None
 ])
 def test_matches_torch(name, case, dtype, rng, torch_dtype):
     cls, _, options = RULES[name]
@@ -36,7 +35,7 @@ def test_matches_torch(name, case, dtype, rng, torch_dtype):
     params = [a.copy() for a in init]
     tparams = [torch.tensor(a.copy()) for a in init]
     opt = cls(params, **hp)
-    topt = getattr(torch.optim, name)(tparams, **hp)
+    topt = getattr(torch.optim, REGISTRY[name].torch)(tparams, **torch_kwargs(name, hp))
     for t in range(STEPS):
         grads = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
         if t == 5:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastgd import _backend
-from fastgd.kernels.cpu.nn import ACT_CODES
+from fastgd.kernels.codes import ACT_CODES
 
 __all__ = ["ACTIVATIONS", "act_grad_", "activate", "bias_act_"]
 

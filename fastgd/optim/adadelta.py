@@ -3,11 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from fastgd import _backend
 from fastgd import _validate as V
-from fastgd import functional as F
+from fastgd.optim._functional import flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
+from fastgd.schedules import lr_or_schedule
+
+__all__ = ["Adadelta", "adadelta_"]
+
+
+def _launch_adadelta(g: Any, p: Any, u: Any, a: Any, *, gs: Any, lr: float, rho: float,
+                     eps: float, weight_decay: float) -> None:
+    # kernels/cpu/adadelta.py: adadelta(g, gs, wd, rho, one_minus_rho, eps, lr | p, u, a)
+    _backend.launch("adadelta", "adadelta", (), g, gs, weight_decay, rho, 1.0 - rho, eps, lr, p, u,
+                    a)
+
+
+def adadelta_(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, lr: float = 1.0,
+              rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+              maximize: bool = False, grad_scale: float = 1.0) -> None:
+    r"""One Adadelta step, in place (torch.optim.Adadelta's update).
+
+    .. math::
+        u \leftarrow \rho u + (1-\rho) g^2;\quad
+        \Delta = \frac{\sqrt{a + \epsilon}}{\sqrt{u + \epsilon}}\, g;\quad
+        a \leftarrow \rho a + (1-\rho)\Delta^2;\quad \theta \leftarrow \theta - \gamma\Delta
+
+    Args:
+        param: parameter, updated in place.
+        grad: gradient.
+        square_avg: :math:`u`.
+        acc_delta: :math:`a`.
+        lr: :math:`\gamma` (1.0 is the paper's rule).
+        rho: :math:`\rho` in [0, 1].
+        eps: :math:`\epsilon`, inside both roots.
+        weight_decay: L2 coefficient.
+        maximize: ascend instead of descend.
+        grad_scale: factor applied to the gradient first.
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, u, a = np.ones(1), np.ones(1), np.zeros(1), np.zeros(1)
+        >>> adadelta_(p, g, u, a, eps=1e-6); bool(p[0] < 1)
+        True
+    """
+    hp = Adadelta.check({"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay,
+                         "maximize": maximize}, schedules=False)
+    gs = scale_of(maximize, grad_scale)
+    g, p, u, a = flat_arrays(param, grad, square_avg=square_avg, acc_delta=acc_delta)
+    _launch_adadelta(g, p, u, a, gs=gs, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
+                     weight_decay=hp["weight_decay"])
 
 
 class Adadelta(Optimizer):
@@ -37,26 +84,26 @@ class Adadelta(Optimizer):
         True
     """
 
+    #: name -> checker (fastgd._validate); Optimizer.check applies them
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "lr": lr_or_schedule,
+        "rho": V.closed_unit,
+        "eps": V.epsilon,
+        "weight_decay": V.nonneg,
+        "maximize": V.flag,
+    }
+
     def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate") -> None:
+                 nonfinite: str = "propagate", **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "rho": rho, "eps": eps,
                                   "weight_decay": weight_decay, "maximize": maximize},
-                         nonfinite=nonfinite)
-
-    def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": V.lr_or_schedule(group["lr"]),
-            "rho": V.closed_unit("rho", group["rho"]),
-            "eps": V.nonneg("eps", group["eps"], "epsilon"),
-            "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
-            "maximize": V.flag("maximize", group["maximize"]),
-        }
+                         nonfinite=nonfinite, **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("square_avg", "acc_delta")
 
     def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
-        F._adadelta(g, p, state[0], state[1], gs=gs, lr=hp["lr"], rho=hp["rho"],
-                    eps=hp["eps"], weight_decay=hp["weight_decay"])
+        _launch_adadelta(g, p, state[0], state[1], gs=gs, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
+                         weight_decay=hp["weight_decay"])
         return {"step": ss["step"] + 1.0}

@@ -3,11 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from fastgd import _backend
 from fastgd import _validate as V
-from fastgd import functional as F
+from fastgd.optim._functional import flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
+from fastgd.schedules import lr_or_schedule
+
+__all__ = ["Adagrad", "adagrad_"]
+
+
+def _launch_adagrad(g: Any, p: Any, s: Any, *, gs: Any, step: float, lr: float,
+                    lr_decay: float, weight_decay: float, eps: float) -> None:
+    clr = lr / (1.0 + (step - 1.0) * lr_decay)
+    # kernels/cpu/adagrad.py: adagrad(g, gs, wd, clr, eps | p, s)
+    _backend.launch("adagrad", "adagrad", (), g, gs, weight_decay, clr, eps, p, s)
+
+
+def adagrad_(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float = 1e-2,
+             lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
+             maximize: bool = False, grad_scale: float = 1.0) -> None:
+    r"""One Adagrad step, in place (torch.optim.Adagrad's update).
+
+    .. math::
+        \tilde\gamma = \frac{\gamma}{1 + (t-1)\eta};\quad s \leftarrow s + g^2;\quad
+        \theta \leftarrow \theta - \tilde\gamma\,\frac{g}{\sqrt{s} + \epsilon}
+
+    Args:
+        param: parameter, updated in place.
+        grad: gradient.
+        state_sum: accumulated squares (start it at ``initial_accumulator_value``).
+        step: 1-based number of this step :math:`t`.
+        lr: :math:`\gamma`.
+        lr_decay: :math:`\eta`.
+        weight_decay: L2 coefficient, added to the gradient.
+        eps: :math:`\epsilon`, outside the root.
+        maximize: ascend instead of descend.
+        grad_scale: factor applied to the gradient first.
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, s = np.ones(1), np.full(1, 2.0), np.zeros(1)
+        >>> adagrad_(p, g, s, step=1, lr=0.1); p
+        array([0.9])
+    """
+    step = V.step(step)
+    hp = Adagrad.check({"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
+                        "initial_accumulator_value": 0.0, "eps": eps, "maximize": maximize},
+                       schedules=False)
+    gs = scale_of(maximize, grad_scale)
+    g, p, s = flat_arrays(param, grad, state_sum=state_sum)
+    _launch_adagrad(g, p, s, gs=gs, step=step, lr=hp["lr"], lr_decay=hp["lr_decay"],
+                    weight_decay=hp["weight_decay"], eps=hp["eps"])
 
 
 class Adagrad(Optimizer):
@@ -37,25 +85,25 @@ class Adagrad(Optimizer):
         array([0.9, 0.9])
     """
 
+    #: name -> checker (fastgd._validate); Optimizer.check applies them
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "lr": lr_or_schedule,
+        "lr_decay": V.nonneg,
+        "weight_decay": V.nonneg,
+        "initial_accumulator_value": V.nonneg,
+        "eps": V.epsilon,
+        "maximize": V.flag,
+    }
+
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, maximize: bool = False,
-                 nonfinite: str = "propagate") -> None:
+                 nonfinite: str = "propagate", **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay,
                                   "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value,
-                                  "eps": eps, "maximize": maximize}, nonfinite=nonfinite)
-
-    def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": V.lr_or_schedule(group["lr"]),
-            "lr_decay": V.nonneg("lr_decay", group["lr_decay"]),
-            "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
-            "initial_accumulator_value": V.nonneg("initial_accumulator_value",
-                                                  group["initial_accumulator_value"]),
-            "eps": V.nonneg("eps", group["eps"], "epsilon"),
-            "maximize": V.flag("maximize", group["maximize"]),
-        }
+                                  "eps": eps, "maximize": maximize}, nonfinite=nonfinite,
+                         **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("sum",)
@@ -65,6 +113,6 @@ class Adagrad(Optimizer):
 
     def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
         step = ss["step"] + 1.0
-        F._adagrad(g, p, state[0], gs=gs, step=step, lr=hp["lr"], lr_decay=hp["lr_decay"],
-                   weight_decay=hp["weight_decay"], eps=hp["eps"])
+        _launch_adagrad(g, p, state[0], gs=gs, step=step, lr=hp["lr"], lr_decay=hp["lr_decay"],
+                        weight_decay=hp["weight_decay"], eps=hp["eps"])
         return {"step": step}

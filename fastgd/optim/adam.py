@@ -5,9 +5,132 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from fastgd import _backend
 from fastgd import _validate as V
-from fastgd import functional as F
+from fastgd.optim._functional import decay_terms, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
+from fastgd.schedules import lr_or_schedule
+
+__all__ = ["EPS_MODES", "Adam", "AdamW", "adam_", "adamw_"]
+
+
+#: Where Adam's epsilon goes: "torch" (after bias-correcting sqrt(v): torch, optax) or "hat"
+#: (added to sqrt(v) before it: Kingma & Ba's epsilon-hat, TensorFlow, Keras).
+EPS_MODES = ("torch", "hat")
+
+
+def _launch_adam(g: Any, p: Any, m: Any, v: Any, vmax: Any, *, gs: Any, step: float,
+                 lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+                 decoupled: bool, eps_root: float = 0.0, eps_mode: str = "torch") -> None:
+    l2, decay = decay_terms(lr, weight_decay, decoupled)
+    bc1 = 1.0 - beta1**step
+    bc2 = 1.0 - beta2**step
+    if eps_mode == "hat":  # eps + sqrt(v) before bias correction: eps / sqrt(bc2) after it
+        eps = eps / bc2**0.5
+    # kernels/cpu/adam.py: adam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2,
+    # bc2_sqrt, eps, eps_root_bc2, step_size | p, m, v, vmax); vmax is only touched by the
+    # AMSGrad variant
+    _backend.launch("adam", "adam", (("amsgrad", vmax is not None),), g, gs, l2, decay, 1.0 - beta1,
+                    beta2, 1.0 - beta2, bc2**0.5, eps, eps_root * bc2, lr / bc1, p, m, v,
+                    p if vmax is None else vmax)
+
+
+def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
+          *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+          eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+          maximize: bool = False, grad_scale: float = 1.0, eps_root: float = 0.0,
+          eps_mode: str = "torch") -> None:
+    r"""One Adam step, in place (torch.optim.Adam's update).
+
+    .. math::
+        m \leftarrow m + (1-\beta_1)(g - m);\quad v \leftarrow \beta_2 v + (1-\beta_2)g^2;\\
+        \theta \leftarrow \theta - \frac{\gamma}{1-\beta_1^t}\,
+        \frac{m}{\sqrt{\hat v/(1-\beta_2^t) + \epsilon_r} + \epsilon}
+
+    with :math:`\hat v = v`, or the running maximum of :math:`v` (AMSGrad, when
+    ``max_exp_avg_sq`` is given), and :math:`\epsilon_r` = ``eps_root`` (0 by default:
+    torch's update, bit for bit). ``eps_mode="hat"`` adds :math:`\epsilon` to
+    :math:`\sqrt{\hat v}` before the bias correction instead (Kingma & Ba's
+    :math:`\hat\epsilon`, as TensorFlow / Keras do): the denominator becomes
+    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`.
+    Weight decay is L2 (:math:`g \leftarrow g + \lambda\theta`) or, with
+    ``decoupled_weight_decay``, AdamW's :math:`\theta \leftarrow \theta(1-\gamma\lambda)`
+    (Loshchilov & Hutter, 2019). Kingma & Ba, 2015.
+
+    Args:
+        param: parameter, updated in place.
+        grad: gradient.
+        exp_avg: first moment :math:`m`.
+        exp_avg_sq: second moment :math:`v`.
+        max_exp_avg_sq: running max of :math:`v`; passing it selects AMSGrad.
+        step: 1-based number of this step :math:`t`.
+        lr: :math:`\gamma`.
+        beta1: :math:`\beta_1` in [0, 1).
+        beta2: :math:`\beta_2` in [0, 1).
+        eps: :math:`\epsilon`, added after bias-correcting :math:`\sqrt v` (torch's form).
+        weight_decay: :math:`\lambda`.
+        decoupled_weight_decay: AdamW's decay instead of L2.
+        maximize: ascend instead of descend.
+        grad_scale: factor applied to the gradient first.
+        eps_root: :math:`\epsilon_r` >= 0, added inside the square root (optax's
+            ``eps_root``).
+        eps_mode: ``"torch"`` (torch, optax) or ``"hat"`` (TensorFlow, Keras).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g = np.ones(1), np.ones(1)
+        >>> m, v = np.zeros(1), np.zeros(1)
+        >>> adam_(p, g, m, v, step=1, lr=0.1); p.round(6)
+        array([0.9])
+    """
+    step = V.step(step)
+    hp = Adam.check({"lr": lr, "betas": (beta1, beta2), "eps": eps,
+                     "weight_decay": weight_decay, "amsgrad": max_exp_avg_sq is not None,
+                     "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay,
+                     "eps_root": eps_root, "eps_mode": eps_mode}, schedules=False)
+    gs = scale_of(maximize, grad_scale)
+    g, p, m, v, vmax = flat_arrays(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+                                   max_exp_avg_sq=max_exp_avg_sq)
+    (b1, b2) = hp["betas"]
+    _launch_adam(g, p, m, v, vmax, gs=gs, step=step, lr=hp["lr"], beta1=b1, beta2=b2, eps=hp["eps"],
+                 weight_decay=hp["weight_decay"], decoupled=hp["decoupled_weight_decay"],
+                 eps_root=hp["eps_root"], eps_mode=hp["eps_mode"])
+
+
+def adamw_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
+           *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+           eps: float = 1e-8, weight_decay: float = 1e-2, maximize: bool = False,
+           grad_scale: float = 1.0, eps_root: float = 0.0, eps_mode: str = "torch") -> None:
+    r"""One AdamW step, in place: :func:`adam_` with decoupled weight decay.
+
+    .. math:: \theta \leftarrow \theta(1 - \gamma\lambda), \text{ then the Adam step.}
+
+    Args:
+        param: parameter, updated in place.
+        grad: gradient.
+        exp_avg: first moment.
+        exp_avg_sq: second moment.
+        max_exp_avg_sq: running max of the second moment (AMSGrad).
+        step: 1-based number of this step.
+        lr: learning rate.
+        beta1: first-moment coefficient.
+        beta2: second-moment coefficient.
+        eps: denominator term.
+        weight_decay: decoupled decay :math:`\lambda` (default 1e-2, as torch).
+        maximize: ascend instead of descend.
+        grad_scale: factor applied to the gradient first.
+        eps_root: added inside the square root (see :func:`adam_`).
+        eps_mode: ``"torch"`` or ``"hat"`` (see :func:`adam_`).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, m, v = np.ones(1), np.zeros(1), np.zeros(1), np.zeros(1)
+        >>> adamw_(p, g, m, v, step=1, lr=0.1, weight_decay=0.5); p
+        array([0.95])
+    """
+    adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1,
+          beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True,
+          maximize=maximize, grad_scale=grad_scale, eps_root=eps_root, eps_mode=eps_mode)
 
 
 class Adam(Optimizer):
@@ -53,33 +176,35 @@ class Adam(Optimizer):
                [0.9, 0.9]], dtype=float32)
     """
 
+    #: name -> checker (fastgd._validate); Optimizer.check applies them
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "lr": lr_or_schedule,
+        "betas": V.betas,
+        "eps": V.epsilon,
+        "weight_decay": V.nonneg,
+        "amsgrad": V.flag,
+        "maximize": V.flag,
+        "decoupled_weight_decay": V.flag,
+        "eps_root": V.nonneg,
+        "eps_mode": V.one_of(*EPS_MODES),
+    }
+
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False, eps_root: float = 0.0,
-                 eps_mode: str = "torch", nonfinite: str = "propagate") -> None:
+                 eps_mode: str = "torch", nonfinite: str = "propagate",
+                 **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "amsgrad": amsgrad,
                                   "maximize": maximize,
                                   "decoupled_weight_decay": decoupled_weight_decay,
                                   "eps_root": eps_root, "eps_mode": eps_mode},
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite,
+                         **torch_options)
 
-    _added_hyperparameters: ClassVar[dict[str, Any]] = {"eps_root": 0.0, "eps_mode": "torch"}
-
-    def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": V.lr_or_schedule(group["lr"]),
-            "betas": V.betas(group["betas"]),
-            "eps": V.nonneg("eps", group["eps"], "epsilon"),
-            "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
-            "amsgrad": V.flag("amsgrad", group["amsgrad"]),
-            "maximize": V.flag("maximize", group["maximize"]),
-            "decoupled_weight_decay": V.flag("decoupled_weight_decay",
-                                             group["decoupled_weight_decay"]),
-            "eps_root": V.nonneg("eps_root", group["eps_root"]),
-            "eps_mode": V.choice("eps_mode", group["eps_mode"], F.EPS_MODES),
-        }
+    _added_hyperparameters: ClassVar[dict[str, Any]] = {
+        **Optimizer._added_hyperparameters, "eps_root": 0.0, "eps_mode": "torch"}
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         if hp["amsgrad"]:
@@ -89,10 +214,10 @@ class Adam(Optimizer):
     def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
         step = ss["step"] + 1.0
         beta1, beta2 = hp["betas"]
-        F._adam(g, p, state[0], state[1], state[2] if hp["amsgrad"] else None, gs=gs,
-                step=step, lr=hp["lr"], beta1=beta1, beta2=beta2, eps=hp["eps"],
-                weight_decay=hp["weight_decay"], decoupled=hp["decoupled_weight_decay"],
-                eps_root=hp["eps_root"], eps_mode=hp["eps_mode"])
+        _launch_adam(g, p, state[0], state[1], state[2] if hp["amsgrad"] else None, gs=gs,
+                     step=step, lr=hp["lr"], beta1=beta1, beta2=beta2, eps=hp["eps"],
+                     weight_decay=hp["weight_decay"], decoupled=hp["decoupled_weight_decay"],
+                     eps_root=hp["eps_root"], eps_mode=hp["eps_mode"])
         return {"step": step}
 
 
@@ -130,7 +255,7 @@ class AdamW(Adam):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, eps_root: float = 0.0, eps_mode: str = "torch",
-                 nonfinite: str = "propagate") -> None:
+                 nonfinite: str = "propagate", **torch_options: Any) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                          decoupled_weight_decay=True, eps_root=eps_root, eps_mode=eps_mode,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, **torch_options)

@@ -3,11 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from fastgd import _backend
 from fastgd import _validate as V
-from fastgd import functional as F
+from fastgd.optim._functional import flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
+from fastgd.schedules import lr_or_schedule
+
+__all__ = ["Adamax", "adamax_"]
+
+
+def _launch_adamax(g: Any, p: Any, m: Any, u: Any, *, gs: Any, step: float, lr: float,
+                   beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    clr = lr / (1.0 - beta1**step)
+    # kernels/cpu/adamax.py: adamax(g, gs, wd, one_minus_beta1, beta2, eps, clr | p, m, u)
+    _backend.launch("adamax", "adamax", (), g, gs, weight_decay, 1.0 - beta1, beta2, eps, clr, p, m,
+                    u)
+
+
+def adamax_(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
+            lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+            weight_decay: float = 0.0, maximize: bool = False,
+            grad_scale: float = 1.0) -> None:
+    r"""One Adamax step, in place (torch.optim.Adamax's update).
+
+    .. math::
+        m \leftarrow m + (1-\beta_1)(g-m);\quad u \leftarrow \max(\beta_2 u, |g| + \epsilon);
+        \quad \theta \leftarrow \theta - \frac{\gamma}{1-\beta_1^t}\frac{m}{u}
+
+    Args:
+        param: parameter, updated in place.
+        grad: gradient.
+        exp_avg: :math:`m`.
+        exp_inf: :math:`u`, the exponentially weighted infinity norm.
+        step: 1-based number of this step.
+        lr: :math:`\gamma`.
+        beta1: :math:`\beta_1`.
+        beta2: :math:`\beta_2`.
+        eps: :math:`\epsilon`.
+        weight_decay: L2 coefficient.
+        maximize: ascend instead of descend.
+        grad_scale: factor applied to the gradient first.
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, m, u = np.ones(1), np.ones(1), np.zeros(1), np.zeros(1)
+        >>> adamax_(p, g, m, u, step=1, lr=0.1); p.round(6)
+        array([0.9])
+    """
+    step = V.step(step)
+    hp = Adamax.check({"lr": lr, "betas": (beta1, beta2), "eps": eps,
+                       "weight_decay": weight_decay, "maximize": maximize}, schedules=False)
+    gs = scale_of(maximize, grad_scale)
+    g, p, m, u = flat_arrays(param, grad, exp_avg=exp_avg, exp_inf=exp_inf)
+    (b1, b2) = hp["betas"]
+    _launch_adamax(g, p, m, u, gs=gs, step=step, lr=hp["lr"], beta1=b1, beta2=b2, eps=hp["eps"],
+                   weight_decay=hp["weight_decay"])
 
 
 class Adamax(Optimizer):
@@ -36,22 +88,24 @@ class Adamax(Optimizer):
         array([0.9, 0.9])
     """
 
+    #: name -> checker (fastgd._validate); Optimizer.check applies them
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "lr": lr_or_schedule,
+        "betas": V.betas,
+        "eps": V.epsilon,
+        "weight_decay": V.nonneg,
+        "maximize": V.flag,
+    }
+
     def __init__(self, params: Any, lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate") -> None:
+                 nonfinite: str = "propagate",
+                 **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "maximize": maximize},
-                         nonfinite=nonfinite)
-
-    def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": V.lr_or_schedule(group["lr"]),
-            "betas": V.betas(group["betas"]),
-            "eps": V.nonneg("eps", group["eps"], "epsilon"),
-            "weight_decay": V.nonneg("weight_decay", group["weight_decay"]),
-            "maximize": V.flag("maximize", group["maximize"]),
-        }
+                         nonfinite=nonfinite,
+                         **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_inf")
@@ -59,6 +113,6 @@ class Adamax(Optimizer):
     def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
         step = ss["step"] + 1.0
         beta1, beta2 = hp["betas"]
-        F._adamax(g, p, state[0], state[1], gs=gs, step=step, lr=hp["lr"], beta1=beta1,
-                  beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"])
+        _launch_adamax(g, p, state[0], state[1], gs=gs, step=step, lr=hp["lr"], beta1=beta1,
+                       beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"])
         return {"step": step}

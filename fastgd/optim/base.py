@@ -234,6 +234,28 @@ def _frozen(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return values
 
 
+def _torch_options(who: str, *, foreach: Any, fused: Any, differentiable: Any,
+                   capturable: Any) -> None:
+    """Accept torch.optim's implementation switches, which mean nothing here.
+
+    Every fastgd update is already one fused kernel per segment, so ``foreach`` and
+    ``fused`` (None, True or False) change nothing. ``differentiable=True`` (autograd
+    through the step) and ``capturable=True`` (CUDA-graph capture) are refused.
+    """
+    for name, value in (("foreach", foreach), ("fused", fused)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be None, True or False, got {value!r}")
+    if foreach and fused:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if V.flag("differentiable", differentiable):
+        raise ValueError(f"{who}(differentiable=True) is not supported: fastgd's kernels "
+                         "update arrays in place outside any autograd graph")
+    if V.flag("capturable", capturable):
+        raise ValueError(f"{who}(capturable=True) is not supported: CUDA-graph capture is "
+                         "not available; fastgd's CUDA steps never synchronize with the host "
+                         "anyway")
+
+
 class Optimizer(ABC):
     """Base class of fastgd's optimizers (torch.optim-style param groups and state).
 
@@ -258,20 +280,30 @@ class Optimizer(ABC):
             (:class:`fastgd.clip.NonFiniteGradientError`, nothing changed). Detection is
             fused into the norm pass when clipping; otherwise it costs one read of the
             gradients.
+        foreach: accepted for torch.optim code (None, True or False); no effect, every
+            update is already fused.
+        fused: likewise.
+        differentiable: only False (torch's default) is accepted.
+        capturable: only False (torch's default) is accepted.
     """
 
     #: Scalar state of a parameter that has not stepped yet.
     _scalar_init: ClassVar[Scalars] = {"step": 0.0}
 
     #: Hyperparameters added after the first release, with the values that reproduce the
-    #: update from before them: a state dict saved without them loads with these.
-    _added_hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: update from before them: a state dict saved without them loads with these. ``maximize``
+    #: is one for every optimizer, as in torch (its ``test_can_load_older_state_dict``).
+    _added_hyperparameters: ClassVar[dict[str, Any]] = {"maximize": False}
 
     #: The policies for non-finite gradients (see ``nonfinite`` in :class:`Optimizer`).
     NONFINITE_POLICIES = ("propagate", "skip", "raise")
 
     def __init__(self, params: Any, defaults: dict[str, Any], *,
-                 nonfinite: str = "propagate") -> None:
+                 nonfinite: str = "propagate", foreach: bool | None = None,
+                 fused: bool | None = None, differentiable: bool = False,
+                 capturable: bool = False) -> None:
+        _torch_options(type(self).__name__, foreach=foreach, fused=fused,
+                       differentiable=differentiable, capturable=capturable)
         if nonfinite not in self.NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {self.NONFINITE_POLICIES}, got "
                              f"{nonfinite!r}")
@@ -599,9 +631,42 @@ class Optimizer(ABC):
 
     # -- hooks for subclasses ----------------------------------------------------------
 
-    @abstractmethod
+    #: Each hyperparameter's checker, ``check(name, value) -> value`` (see
+    #: :mod:`fastgd._validate`): the one place a rule declares its ranges. The classes'
+    #: groups and the functional functions both check through :meth:`check`.
+    hyperparameters: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], *, schedules: bool = True) -> dict[str, Any]:
+        """``values`` checked against :attr:`hyperparameters` and the rule's cross-field rules.
+
+        Args:
+            values: a value for every hyperparameter (more keys are ignored).
+            schedules: whether ``lr`` may be a schedule (classes) or must be a number (the
+                functional layer).
+
+        Returns:
+            The checked values (floats, bools, tuples, schedules), by name.
+
+        Raises:
+            TypeError, ValueError: the first value out of its range, named.
+        """
+        hp = {}
+        for name, check in cls.hyperparameters.items():
+            value = values[name]
+            hp[name] = V.lr(value, name) if name == "lr" and not schedules else check(name,
+                                                                                    value)
+        cls._check_together(hp)
+        return hp
+
+    @classmethod
+    def _check_together(cls, hp: Mapping[str, Any]) -> None:
+        """Rules between hyperparameters (e.g. SGD's Nesterov needs momentum); raise if broken."""
+        del hp  # none by default
+
     def _normalize(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """Check a group's hyperparameters; return them as plain floats and bools."""
+        return self.check(group)
 
     @abstractmethod
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -1021,8 +1086,8 @@ class Optimizer(ABC):
             if missing:
                 raise ValueError(f"state_dict param group {gi} lacks {missing}: it was not "
                                  f"saved by {type(self).__name__}")
-            new_group = {**self._added_hyperparameters,
-                         **{k: v for k, v in saved.items() if k != "params"}}
+            added = {k: v for k, v in self._added_hyperparameters.items() if k in self.defaults}
+            new_group = {**added, **{k: v for k, v in saved.items() if k != "params"}}
             new_group["params"] = group["params"]
             hp = self._normalize(new_group)
             # checked values (a spec dict becomes its schedule again, a list of betas a tuple)

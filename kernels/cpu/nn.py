@@ -13,11 +13,11 @@ through ``inv_n``) and write each row's or element's loss into ``loss``.
 import numpy as np
 from numba import prange
 
+from ..codes import ACT_CODES
 from ._jit import NEVER_PARALLEL, as_dtype_of, rule
 
-#: Activation name -> the ``act`` flag value of :func:`bias_act` and :func:`act_grad`.
-ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4,
-             "softplus": 5, "gelu": 6}
+_RELU, _LEAKY, _SIGMOID, _TANH, _SOFTPLUS, _GELU = (
+    ACT_CODES[k] for k in ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu"))
 #: Values of the non-boolean variant flags (for tests that build every variant).
 FLAG_VALUES = {"act": tuple(ACT_CODES.values())}
 
@@ -39,23 +39,23 @@ def bias_act(act):
                 x = z[r, c] + b[c]
                 z[r, c] = x
                 y = x
-                if act == 1:
+                if act == _RELU:
                     if x < 0:
                         y = zero
-                elif act == 2:
+                elif act == _LEAKY:
                     if x < 0:
                         y = alpha * x
-                elif act == 3:
+                elif act == _SIGMOID:
                     if x >= 0:
                         y = one / (one + np.exp(-x))
                     else:
                         e = np.exp(x)
                         y = e / (one + e)
-                elif act == 4:
+                elif act == _TANH:
                     y = np.tanh(x)
-                elif act == 5:
+                elif act == _SOFTPLUS:
                     y = max(x, x * 0) + np.log1p(np.exp(-abs(x)))
-                elif act == 6:
+                elif act == _GELU:
                     y = half * x * (one + np.tanh(k * (x + c3 * x * x * x)))
                 a[r, c] = y
 
@@ -78,23 +78,23 @@ def act_grad(act):
                 x = z[r, c]
                 y = a[r, c]
                 f = one
-                if act == 1:
+                if act == _RELU:
                     if not x > 0:
                         f = x * 0
-                elif act == 2:
+                elif act == _LEAKY:
                     if not x > 0:
                         f = alpha
-                elif act == 3:
+                elif act == _SIGMOID:
                     f = y * (one - y)
-                elif act == 4:
+                elif act == _TANH:
                     f = one - y * y
-                elif act == 5:
+                elif act == _SOFTPLUS:
                     if x >= 0:
                         f = one / (one + np.exp(-x))
                     else:
                         e = np.exp(x)
                         f = e / (one + e)
-                elif act == 6:
+                elif act == _GELU:
                     t = np.tanh(k * (x + c3 * x * x * x))
                     f = half * (one + t) + half * x * (one - t * t) * k * (
                         one + 3 * c3 * x * x)

@@ -7,27 +7,28 @@ column reduction.
 
 import cupy as cp
 
+from ..codes import ACT_CODES
 from ._elementwise import cupy_call, rule
 
-_ACT_FORWARD = {
-    0: "",
-    1: "if (x < 0) y = 0;",
-    2: "if (x < 0) y = alpha * x;",
-    3: "if (x >= 0) y = one / (one + exp(-x)); else { T e = exp(x); y = e / (one + e); }",
-    4: "y = tanh(x);",
-    5: "y = max(x, x * 0) + log1p(exp(-fabs(x)));",
-    6: "y = half * x * (one + tanh(k * (x + c3 * x * x * x)));",
-}
-_ACT_DERIVATIVE = {
-    0: "",
-    1: "if (!(x > 0)) f = x * 0;",
-    2: "if (!(x > 0)) f = alpha;",
-    3: "f = y * (one - y);",
-    4: "f = one - y * y;",
-    5: "if (x >= 0) f = one / (one + exp(-x)); else { T e = exp(x); f = e / (one + e); }",
-    6: """T t = tanh(k * (x + c3 * x * x * x));
+_ACT_FORWARD = {ACT_CODES[name]: body for name, body in {
+    "identity": "",
+    "relu": "if (x < 0) y = 0;",
+    "leaky_relu": "if (x < 0) y = alpha * x;",
+    "sigmoid": "if (x >= 0) y = one / (one + exp(-x)); else { T e = exp(x); y = e / (one + e); }",
+    "tanh": "y = tanh(x);",
+    "softplus": "y = max(x, x * 0) + log1p(exp(-fabs(x)));",
+    "gelu": "y = half * x * (one + tanh(k * (x + c3 * x * x * x)));",
+}.items()}
+_ACT_DERIVATIVE = {ACT_CODES[name]: body for name, body in {
+    "identity": "",
+    "relu": "if (!(x > 0)) f = x * 0;",
+    "leaky_relu": "if (!(x > 0)) f = alpha;",
+    "sigmoid": "f = y * (one - y);",
+    "tanh": "f = one - y * y;",
+    "softplus": "if (x >= 0) f = one / (one + exp(-x)); else { T e = exp(x); f = e / (one + e); }",
+    "gelu": """T t = tanh(k * (x + c3 * x * x * x));
     f = half * (one + t) + half * x * (one - t * t) * k * (one + 3 * c3 * x * x);""",
-}
+}.items()}
 _CONSTANTS = """
     const T one = 1, half = 0.5, k = 0.7978845608028654, c3 = 0.044715;"""
 

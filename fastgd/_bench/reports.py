@@ -1,0 +1,276 @@
+"""The tables ``fastgd bench`` prints, and bench/RESULTS.md from a GPU run.
+
+Optimizers on the CPU and the GPU, the models, and data-parallel training.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import fastgd
+from fastgd import _backend
+from fastgd._bench import workloads as W
+from fastgd._bench.timing import isolated, measure
+from fastgd.optim.registry import RULES
+
+__all__ = ["CUDA_SIZES", "cuda_results_markdown", "report", "report_cuda",
+           "report_distributed", "report_models"]
+
+CUDA_SIZES = (1_000_000, 10_000_000, 100_000_000)
+
+
+def _ratio(t: dict[str, float], peer: str) -> str:
+    """The peer's time over fastgd's as a column, or '-' when the peer is missing."""
+    return f"{t[peer] / t['fastgd']:>9.2f}x" if peer in t else f"{'-':>10}"
+
+
+def _fmt_time(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:8.1f} us"
+    return f"{s * 1e3:8.2f} ms"
+
+
+def report(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = W.SIZES,
+           rounds: int = 15, model_rules: Sequence[str] = ("Adam", "SGD", "Adagrad"),
+           out: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Measure and print the benchmark tables; return the rows.
+
+    Columns: fastgd time, its GB/s, that as a fraction of the in-place axpy bandwidth
+    measured in the same run, and fastgd's speed-up over the NumPy and torch peers.
+    """
+    rows: list[dict[str, Any]] = []
+    torch = W._torch()
+    out(f"fastgd {fastgd.__version__}; numpy {np.__version__}; "
+        f"torch {torch.__version__ if torch else 'not installed'}; float32; median of "
+        f"{rounds} interleaved rounds")
+    head = (f"{'rule':<9}{'n':>10}{'fastgd':>12}{'GB/s':>8}{'x axpy':>8}"
+            f"{'vs numpy':>10}{'vs torch':>10}")
+    out(head)
+    out("-" * len(head))
+    for n in sizes:
+        base = measure({"axpy": W.axpy(n)}, rounds)["axpy"]
+        axpy_gbs = 12 * n / base / 1e9
+        out(f"{'axpy':<9}{n:>10}{_fmt_time(base):>12}{axpy_gbs:>8.1f}{1.0:>8.2f}")
+        for rule in rules:
+            fns = {impl: fn for impl in ("fastgd", "numpy", "torch")
+                   if (fn := W.single(rule, n, impl)) is not None}
+            t = measure(fns, rounds)
+            gbs = W.bytes_per_step(rule, n) / t["fastgd"] / 1e9
+            row = {"rule": rule, "n": n, "fastgd_s": t["fastgd"], "gbps": gbs,
+                   "axpy_fraction": gbs / axpy_gbs, "numpy_s": t.get("numpy"),
+                   "torch_s": t.get("torch")}
+            rows.append(row)
+            vs_torch = f"{t['torch'] / t['fastgd']:>9.2f}x" if "torch" in t else f"{'-':>10}"
+            out(f"{rule:<9}{n:>10}{_fmt_time(t['fastgd']):>12}{gbs:>8.1f}"
+                f"{gbs / axpy_gbs:>8.2f}{_ratio(t, 'numpy')}{vs_torch}")
+    if model_rules:
+        out("")
+        out("300 tensors (64..262144 elements, ~2e6 in total), float32")
+        head = f"{'rule':<9}{'FlatParams':>12}{'list':>12}{'torch':>12}{'vs torch':>10}"
+        out(head)
+        out("-" * len(head))
+        for rule in model_rules:
+            fns = {impl: fn for impl in ("fastgd", "fastgd-list", "torch")
+                   if (fn := W.model(rule, impl)) is not None}
+            t = measure(fns, rounds)
+            tt = t.get("torch")
+            out(f"{rule:<9}{_fmt_time(t['fastgd']):>12}{_fmt_time(t['fastgd-list']):>12}"
+                + (f"{_fmt_time(tt):>12}{tt / t['fastgd']:>9.2f}x" if tt else ""))
+            rows.append({"rule": rule, "model": True, "fastgd_s": t["fastgd"],
+                         "list_s": t["fastgd-list"], "torch_s": tt})
+        out("")
+        out("Adam with clip_norm=1.0: fused into the step vs clip_grad_norm_ then step")
+        for n in (1_000_000, 10_000_000):
+            fns = {impl: fn for impl in ("fused", "separate", "torch")
+                   if (fn := W.clipped(n, impl)) is not None}
+            t = measure(fns, rounds)
+            tt = t.get("torch")
+            out(f"  n={n:<9} fused {_fmt_time(t['fused'])}   separate "
+                f"{_fmt_time(t['separate'])} ({t['separate'] / t['fused']:.2f}x)"
+                + (f"   torch {_fmt_time(tt)} ({tt / t['fused']:.2f}x)" if tt else ""))
+            rows.append({"rule": "Adam", "clip_n": n, "fused_s": t["fused"],
+                         "separate_s": t["separate"], "torch_s": tt})
+        out("")
+        out("opt.step overhead (Adam)")
+        for n in (1, 1000):
+            fns = {impl: fn for impl in ("fastgd", "torch")
+                   if (fn := W.single("Adam", n, impl)) is not None}
+            t = measure(fns, rounds)
+            out(f"  n={n:<6} fastgd {_fmt_time(t['fastgd'])}"
+                + (f"   torch fused {_fmt_time(t['torch'])}" if "torch" in t else ""))
+            rows.append({"rule": "Adam", "overhead_n": n, "fastgd_s": t["fastgd"],
+                         "torch_s": t.get("torch")})
+    return rows
+
+
+def report_cuda(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = CUDA_SIZES,
+                rounds: int = 15, out: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The GPU tables: each rule vs plain CuPy expressions and torch, and the copy bandwidth.
+
+    The fraction column is fastgd's GB/s over the device-to-device copy's GB/s in the same
+    run.
+    """
+    cp = _backend._cupy()
+    sync = cp.cuda.Device().synchronize
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    torch = W._torch()
+    out(f"GPU: {name}; cupy {cp.__version__}; torch "
+        f"{torch.__version__ if torch else 'not installed'}; float32; median of {rounds}")
+    head = (f"{'rule':<9}{'n':>11}{'fastgd':>12}{'GB/s':>8}{'x copy':>8}{'vs cupy':>10}"
+            f"{'vs torch':>10}")
+    out(head)
+    out("-" * len(head))
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        base = measure({"copy": W.device_copy(n)}, rounds, sync=sync)["copy"]
+        copy_gbs = 8 * n / base / 1e9
+        out(f"{'copy':<9}{n:>11}{_fmt_time(base):>12}{copy_gbs:>8.0f}{1.0:>8.2f}")
+        for rule in rules:
+            fns = {impl: fn for impl in ("fastgd", "numpy", "torch")
+                   if (fn := W.single(rule, n, impl, xp=cp)) is not None}
+            t = measure(fns, rounds, sync=sync)
+            gbs = W.bytes_per_step(rule, n) / t["fastgd"] / 1e9
+            vs_torch = f"{t['torch'] / t['fastgd']:>9.2f}x" if "torch" in t else f"{'-':>10}"
+            out(f"{rule:<9}{n:>11}{_fmt_time(t['fastgd']):>12}{gbs:>8.0f}"
+                f"{gbs / copy_gbs:>8.2f}{_ratio(t, 'numpy')}{vs_torch}")
+            rows.append({"rule": rule, "n": n, "fastgd_s": t["fastgd"], "gbps": gbs,
+                         "copy_fraction": gbs / copy_gbs, "cupy_s": t.get("numpy"),
+                         "torch_s": t.get("torch")})
+    out("")
+    out("300 tensors on the GPU: FlatParams (one launch) vs torch fused over the tensors")
+    for rule in ("Adam", "SGD", "Adagrad"):
+        fns = {impl: fn for impl in ("fastgd", "torch")
+               if (fn := W.model(rule, impl, xp=cp)) is not None}
+        t = measure(fns, rounds, sync=sync)
+        tt = t.get("torch")
+        out(f"  {rule:<8} FlatParams {_fmt_time(t['fastgd'])}"
+            + (f"   torch {_fmt_time(tt)} ({tt / t['fastgd']:.2f}x)" if tt else ""))
+        rows.append({"rule": rule, "model": True, "fastgd_s": t["fastgd"], "torch_s": tt})
+    return rows
+
+
+def cuda_results_markdown(lines: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """bench/RESULTS.md from :func:`report_cuda`'s printed ``lines`` and returned ``rows``.
+
+    The figures are followed by the GPU goals of the CUDA backend (Adam at the largest size
+    >= 0.85 of the copy bandwidth and >= 1.0x torch fused Adam; the 300-tensor FlatParams
+    step >= 2x torch fused) and whether this run met them.
+    """
+    import datetime
+
+    def verdict(value: float | None, goal: float) -> str:
+        if value is None:
+            return "not measured (no torch with CUDA)"
+        return f"{value:.2f} ({'met' if value >= goal else 'not met'}; goal {goal})"
+
+    adam = [r for r in rows if r["rule"] == "Adam" and not r.get("model")]
+    top = max(adam, key=lambda r: r["n"]) if adam else None
+    flat = next((r for r in rows if r["rule"] == "Adam" and r.get("model")), None)
+    goals = []
+    if top is not None:
+        goals.append(f"- Adam at n={top['n']:,}: fraction of the copy bandwidth "
+                     + verdict(top["copy_fraction"], 0.85))
+        goals.append("- Adam vs torch fused Adam: "
+                     + verdict(top["torch_s"] / top["fastgd_s"] if top["torch_s"] else None,
+                               1.0))
+    if flat is not None:
+        goals.append("- 300-tensor FlatParams Adam step vs torch fused: "
+                     + verdict(flat["torch_s"] / flat["fastgd_s"] if flat["torch_s"] else None,
+                               2.0))
+    day = datetime.date.today().isoformat()
+    return ("# GPU benchmark results\n\n"
+            f"`fastgd bench --device cuda`, run on {day}. Times are medians of interleaved "
+            "rounds; GB/s counts the bytes each update reads and writes; `x copy` is that "
+            "over a device-to-device copy measured in the same run.\n\n"
+            "```text\n" + "\n".join(lines) + "\n```\n\n## Goals\n\n"
+            + "\n".join(goals) + "\n")
+
+
+def report_models(rounds: int = 7, out: Callable[[str], None] = print) -> None:
+    """Per-step MLP times against torch, scikit-learn and the GEMM floor; a logistic epoch.
+
+    Every figure comes from a process of its own (see :func:`_isolated`).
+    """
+    out("MLP training step (batch 256, float32, Adam; relu; softmax cross-entropy); "
+        "each implementation timed in its own process")
+    head = (f"{'model':<9}{'fastgd':>10}{'GEMM floor':>12}{'x floor':>9}{'torch':>16}"
+            f"{'sklearn':>16}")
+    out(head)
+    out("-" * len(head))
+    for name in W.MLP_SHAPES:
+        t = {impl: isolated(name, impl, rounds) for impl in ("fastgd", "gemm", "torch",
+                                                               "sklearn")}
+        fast = t["fastgd"]
+        cells = [(_fmt_time(t[i]).strip() + f" ({t[i] / fast:.2f}x)") if t[i] else "-"
+                 for i in ("torch", "sklearn")]
+        peers = "".join(f"{c:>16}" for c in cells)
+        out(f"{name:<9}{_fmt_time(t['fastgd']):>10}{_fmt_time(t['gemm']):>12}"
+            f"{t['fastgd'] / t['gemm']:>8.2f}x{peers}")
+    out("")
+    out("multinomial logistic regression, one epoch of 200k x 100 (batches of 256)")
+    t = {impl: isolated("logistic", impl, max(3, rounds // 2))
+         for impl in ("fastgd", "torch", "sklearn")}
+    out("  " + "   ".join(f"{impl} {_fmt_time(v)}" + (
+        f" ({v / t['fastgd']:.2f}x)" if impl != "fastgd" else "")
+        for impl, v in t.items() if v is not None))
+
+
+def report_distributed(steps: int = 50, batch: int = 256,
+                       out: Callable[[str], None] = print) -> None:
+    """Per-step time split into compute / allreduce / update, under ``mpiexec`` (rank 0 prints).
+
+    Run it with 1 and with N ranks (``mpiexec -n 2 python -m mpi4py -m fastgd bench
+    --distributed``): each rank computes its shard of a global batch of ``batch`` rows of
+    the 784-256-128-10 MLP; scaling efficiency = time(1 rank) / (N * time(N ranks)) per
+    sample. Also the allreduce throughput for the model's gradient buffer.
+    """
+    from fastgd.distributed import DataParallel
+    from fastgd.models import MLP
+
+    shape = W.MLP_SHAPES["mlp-784"]
+    model = MLP(shape, output="multiclass", seed=0)
+    opt = fastgd.Adam(model.flat, lr=1e-3)
+    dp = DataParallel(model.flat)
+    X, y = W._classes_data(batch, shape[0], shape[-1])
+    part = dp.shard(batch)
+    xs, ys = X[part], y[part]
+    times = {"compute": [], "allreduce": [], "update": []}
+    dp.broadcast_parameters()
+    with fastgd.serial_kernels():
+        for i in range(steps + 5):
+            dp.comm.Barrier()
+            t0 = time.perf_counter()
+            model.loss_and_grad(xs, ys)
+            t1 = time.perf_counter()
+            dp.allreduce_gradients(len(xs), batch)
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            if i >= 5:
+                times["compute"].append(t1 - t0)
+                times["allreduce"].append(t2 - t1)
+                times["update"].append(t3 - t2)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    grad_bytes = sum(b.nbytes for b in model.flat.grad_buffers.values())
+    # raw allreduce throughput on a buffer of the gradient's size
+    buf = np.ones(grad_bytes // 4, np.float32)
+    ts = []
+    for _ in range(20):
+        dp.comm.Barrier()
+        t0 = time.perf_counter()
+        dp.comm.Allreduce(dp._MPI.IN_PLACE, buf, op=dp._MPI.SUM)
+        ts.append(time.perf_counter() - t0)
+    ar = statistics.median(ts)
+    if dp.rank == 0:
+        total = sum(med.values())
+        out(f"{dp.size} rank(s), MLP 784-256-128-10, global batch {batch} "
+            f"({len(xs)} rows on rank 0), median of {steps} steps")
+        out("  " + "   ".join(f"{k} {_fmt_time(v)}" for k, v in med.items())
+            + f"   step {_fmt_time(total)}   {batch / total:,.0f} samples/s")
+        out(f"  allreduce of {grad_bytes / 1e6:.2f} MB: {_fmt_time(ar)} "
+            f"({grad_bytes / ar / 1e9:.2f} GB/s)")

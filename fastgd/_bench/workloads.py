@@ -1,0 +1,305 @@
+"""Benchmark workloads: what the benchmarks time.
+
+One step of a rule on one array, the 300-tensor model, clipping, the MLP and
+logistic-regression training steps, and the bandwidth baselines.
+
+Each returns a no-argument callable (or None when its peer is not installed) for
+:func:`fastgd._bench.timing.measure` or pytest-benchmark to time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import fastgd
+from fastgd import _backend
+from fastgd._bench.peers import numpy_step
+from fastgd.optim.registry import RULES
+
+__all__ = ["SIZES", "axpy", "bytes_per_step", "clipped", "device_copy", "logistic_epoch",
+           "model", "model_sizes", "model_step", "single"]
+
+SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+MLP_SHAPES = {"mlp-100": [100, 256, 128, 10], "mlp-784": [784, 256, 128, 10]}
+
+
+def _n_state(rule: str) -> int:
+    """State buffers per parameter in the rule's benchmark configuration."""
+    entry = RULES[rule]
+    opt = entry.cls([np.zeros(1, np.float32)], **entry.bench)
+    return len(opt._state_names(opt._hyper(0)))
+
+
+def bytes_per_step(rule: str, n: int, itemsize: int = 4) -> int:
+    """Memory traffic of one step: read g, read and write param and each state buffer."""
+    return itemsize * n * (1 + 2 * (1 + _n_state(rule)))
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_optimizer(rule: str, params: list[Any]) -> Any:
+    """The torch.optim twin of ``rule`` at its benchmark configuration, or None.
+
+    Fused where torch has a fused CPU kernel; None when torch or the twin is missing.
+    """
+    torch = _torch()
+    entry = RULES[rule]
+    if torch is None or entry.torch is None:
+        return None
+    kw = {"fused": True} if entry.torch_fused else {}
+    return getattr(torch.optim, entry.torch)(params, **entry.bench, **kw)
+
+
+def single(rule: str, n: int, impl: str, seed: int = 0, xp: Any = np
+           ) -> Callable[[], None] | None:
+    """One step of ``rule`` on one float32 array of ``n`` elements, or None if unavailable.
+
+    Args:
+        rule: optimizer class name, e.g. ``"Adam"``.
+        n: number of parameters.
+        impl: ``"fastgd"``, ``"numpy"`` (plain array expressions: NumPy, or CuPy when
+            ``xp`` is cupy) or ``"torch"`` (on the GPU when ``xp`` is cupy).
+        seed: seed of the random parameter and gradient.
+        xp: numpy, or cupy for the GPU workloads.
+    """
+    rng = np.random.default_rng(seed)
+    p = xp.asarray(rng.standard_normal(n, dtype=np.float32))
+    g = xp.asarray(rng.standard_normal(n, dtype=np.float32))
+    if impl == "fastgd":
+        opt = RULES[rule].cls([p], **RULES[rule].bench)
+        grads = [g]
+        return lambda: opt.step(grads)
+    if impl == "numpy":
+        return numpy_step(rule, p, g)
+    if impl == "torch":
+        torch = _torch()
+        if torch is None or (xp is not np and not torch.cuda.is_available()):
+            return None
+        tp = torch.as_tensor(p, device="cuda") if xp is not np else torch.from_numpy(p)
+        tp.grad = torch.as_tensor(g, device="cuda") if xp is not np else torch.from_numpy(g)
+        topt = _torch_optimizer(rule, [tp])
+        return None if topt is None else topt.step
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def axpy(n: int) -> Callable[[], None]:
+    """The bandwidth baseline: in-place ``y += a*x`` over ``n`` float32 elements."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n, dtype=np.float32)
+    y = rng.standard_normal(n, dtype=np.float32)
+    return lambda: _backend.launch("axpy", "axpy", (), x, 1e-7, y)
+
+
+def model_sizes(seed: int = 0) -> list[int]:
+    """300 model-like tensor sizes from 64 to 262144 (log-uniform), about 2e6 in total."""
+    rng = np.random.default_rng(seed)
+    sizes = np.exp(rng.uniform(np.log(64), np.log(262144), 300)).astype(int)
+    return [int(s) for s in sizes * (2_000_000 / sizes.sum())]
+
+
+def model(rule: str, impl: str, xp: Any = np) -> Callable[[], None] | None:
+    """One step over the 300-tensor list: FlatParams (fastgd) or separate tensors (torch)."""
+    sizes = model_sizes()
+    rng = np.random.default_rng(1)
+    if impl == "fastgd":
+        flat = fastgd.FlatParams([(s,) for s in sizes], xp=xp)
+        for p, g in zip(flat.params, flat.grads):
+            p[...] = xp.asarray(rng.standard_normal(p.shape))
+            g[...] = xp.asarray(rng.standard_normal(g.shape))
+        opt = RULES[rule].cls(flat, **RULES[rule].bench)
+        return opt.step
+    if impl == "fastgd-list":
+        ps = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+        gs = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+        opt = RULES[rule].cls(ps, **RULES[rule].bench)
+        return lambda: opt.step(gs)
+    if impl == "torch":
+        torch = _torch()
+        device = "cpu" if xp is np else "cuda"
+        if torch is None or (device == "cuda" and not torch.cuda.is_available()):
+            return None
+        tps = []
+        for s in sizes:
+            tp = torch.from_numpy(rng.standard_normal(s, dtype=np.float32)).to(device)
+            tp.grad = torch.from_numpy(rng.standard_normal(s, dtype=np.float32)).to(device)
+            tps.append(tp)
+        topt = _torch_optimizer(rule, tps)
+        return None if topt is None else topt.step
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def clipped(n: int, impl: str) -> Callable[[], None] | None:
+    """An Adam step with global-norm clipping to 1.0 over ``n`` float32 parameters.
+
+    ``impl``: ``"fused"`` (``opt.step(clip_norm=1.0)``: one norm pass + the update),
+    ``"separate"`` (``clip_grad_norm_`` then ``opt.step()``: norm, scale, update passes) or
+    ``"torch"`` (torch.nn.utils.clip_grad_norm_ then fused Adam).
+    """
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32) * 10
+    if impl in ("fused", "separate"):
+        flat = fastgd.FlatParams([p])
+        flat.grads[0][...] = g
+        opt = fastgd.Adam(flat, lr=1e-3)
+        if impl == "fused":
+            return lambda: opt.step(clip_norm=1.0)
+
+        def separate() -> None:
+            fastgd.clip_grad_norm_(flat.grads, 1.0)
+            opt.step()
+
+        return separate
+    torch = _torch()
+    if torch is None:
+        return None
+    tp = torch.from_numpy(p)
+    tp.grad = torch.from_numpy(g)
+    topt = torch.optim.Adam([tp], lr=1e-3, fused=True)
+
+    def step() -> None:
+        torch.nn.utils.clip_grad_norm_([tp], 1.0)
+        topt.step()
+
+    return step
+
+
+def device_copy(n: int) -> Callable[[], None]:
+    """The GPU bandwidth baseline: a device-to-device copy of ``n`` float32 (8 bytes each)."""
+    cp = _backend._cupy()
+    src = cp.ones(n, cp.float32)
+    dst = cp.empty_like(src)
+    return lambda: cp.copyto(dst, src)
+
+
+def _classes_data(n: int, d: int, k: int = 10, seed: int = 0) -> tuple[Any, Any]:
+    """A synthetic k-class problem: labels from a random linear map plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    W = rng.standard_normal((d, k), dtype=np.float32)
+    y = np.argmax(X @ W + rng.standard_normal((n, k), dtype=np.float32), axis=1)
+    return X, y.astype(np.int64)
+
+
+def model_step(shape: Sequence[int], impl: str, batch: int = 256) -> Callable[[], None] | None:
+    """One training step (forward, backward, Adam update) on one batch.
+
+    ``impl``: ``"fastgd"``, ``"torch"`` (the same architecture, fused Adam),
+    ``"sklearn"`` (MLPClassifier.partial_fit on the batch, float32) or ``"gemm"`` (the
+    forward and backward matmuls alone: the floor).
+    """
+    from fastgd.models import MLP
+
+    X, y = _classes_data(batch, shape[0], shape[-1])
+    if impl == "fastgd":
+        model = MLP(list(shape), output="multiclass", seed=0)
+        opt = fastgd.Adam(model.flat, lr=1e-3)
+
+        def step() -> None:
+            with fastgd.serial_kernels():  # as fastgd.fit does
+                model.loss_and_grad(X, y)
+                opt.step()
+
+        return step
+    if impl == "gemm":
+        rng = np.random.default_rng(0)
+        Ws = [rng.standard_normal((a, b), dtype=np.float32) for a, b in itertools.pairwise(shape)]
+        As = [X] + [np.empty((batch, b), np.float32) for b in shape[1:]]
+        Gs = [np.empty_like(w) for w in Ws]
+        Ds = [np.empty((batch, b), np.float32) for b in shape[1:]]
+
+        def gemm() -> None:
+            for i, w in enumerate(Ws):
+                np.matmul(As[i], w, out=As[i + 1])
+            for i in range(len(Ws) - 1, -1, -1):
+                np.matmul(As[i].T, Ds[i], out=Gs[i])
+                if i:
+                    np.matmul(Ds[i], Ws[i].T, out=Ds[i - 1])
+
+        return gemm
+    if impl == "torch":
+        torch = _torch()
+        if torch is None:
+            return None
+        layers: list[Any] = []
+        for a, b in itertools.pairwise(shape):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        net = torch.nn.Sequential(*layers[:-1])
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
+        tx, ty = torch.from_numpy(X), torch.from_numpy(y)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def tstep() -> None:
+            topt.zero_grad(set_to_none=False)
+            loss_fn(net(tx), ty).backward()
+            topt.step()
+
+        return tstep
+    if impl == "sklearn":
+        try:
+            from sklearn.neural_network import MLPClassifier
+        except ImportError:
+            return None
+        clf = MLPClassifier(hidden_layer_sizes=tuple(shape[1:-1]), batch_size=batch,
+                            random_state=0)
+        clf.partial_fit(X, y, classes=np.arange(shape[-1]))
+
+        def sstep() -> None:
+            clf.partial_fit(X, y)
+
+        return sstep
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def logistic_epoch(impl: str, n: int = 200_000, d: int = 100, batch: int = 256
+                   ) -> Callable[[], None] | None:
+    """One epoch of multinomial logistic regression (10 classes), mini-batches of 256."""
+    from fastgd.models import LogisticRegression
+
+    X, y = _classes_data(n, d)
+    if impl == "fastgd":
+        model = LogisticRegression(d, 10, seed=0)
+        opt = fastgd.Adam(model.flat, lr=1e-3)
+        rng = np.random.default_rng(0)
+        return lambda: fastgd.fit(model, opt, X, y, epochs=1, batch_size=batch, seed=rng,
+                                  progress=False)
+    if impl == "torch":
+        torch = _torch()
+        if torch is None:
+            return None
+        lin = torch.nn.Linear(d, 10)
+        topt = torch.optim.Adam(lin.parameters(), lr=1e-3, fused=True)
+        tx, ty = torch.from_numpy(X), torch.from_numpy(y)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def tepoch() -> None:
+            perm = torch.randperm(n)
+            xs, ys = tx[perm], ty[perm]
+            for i in range(0, n, batch):
+                topt.zero_grad(set_to_none=False)
+                loss_fn(lin(xs[i : i + batch]), ys[i : i + batch]).backward()
+                topt.step()
+
+        return tepoch
+    if impl == "sklearn":
+        try:
+            from sklearn.linear_model import SGDClassifier
+        except ImportError:
+            return None
+        clf = SGDClassifier(loss="log_loss", learning_rate="adaptive", eta0=0.01,
+                            random_state=0)
+        clf.partial_fit(X[:batch], y[:batch], classes=np.arange(10))
+        return lambda: clf.partial_fit(X, y)
+    raise ValueError(f"unknown impl {impl!r}")
+
+

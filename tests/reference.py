@@ -153,6 +153,35 @@ def ref_lion(p, g, state, hp):
     state["exp_avg"] = b2 * m + (1 - b2) * g
 
 
+def ref_asgd(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    g = _prep(p, g, hp)  # L2 from the parameter before the decay
+    lr, lambd = hp.get("lr", 1e-2), hp.get("lambd", 1e-4)
+    eta, mu = state.get("eta", lr), state.get("mu", 1.0)
+    p *= 1 - lambd * eta
+    p -= eta * g
+    ax = state.get("ax", np.zeros_like(p))
+    state["ax"] = p.copy() if mu == 1 else ax + (p - ax) * mu
+    state["eta"] = lr / (1 + lambd * lr * t) ** hp.get("alpha", 0.75)
+    state["mu"] = 1 / max(1, t - hp.get("t0", 1e6))
+
+
+def ref_rprop(p, g, state, hp):
+    state["step"] = state.get("step", 0) + 1
+    g = -g if hp.get("maximize", False) else g
+    dt = p.dtype.type
+    eta_minus, eta_plus = (dt(e) for e in hp.get("etas", (0.5, 1.2)))
+    lo, hi = hp.get("step_sizes", (1e-6, 50.0))
+    prev = state.get("prev", np.zeros_like(p))
+    size = state.get("step_size", np.full_like(p, hp.get("lr", 1e-2)))
+    s = g * prev
+    f = np.where(s > 0, eta_plus, np.where(s < 0, eta_minus, np.where(s == 0, dt(1), s)))
+    size = np.clip(size * f.astype(p.dtype), dt(lo), dt(hi))
+    g = np.where(f == eta_minus, dt(0), g).astype(p.dtype)
+    p -= np.sign(g) * size
+    state["prev"], state["step_size"] = g, size
+
+
 class ReferenceOptimizer:
     """Per-parameter naive stepping with torch's conventions (None grad: untouched)."""
 

@@ -124,12 +124,14 @@ def _parallel_signatures(name):
     }
 
 
-def _functional_call(name, hp, p, g, state, t, mu_product):
+def _functional_call(name, hp, p, g, state, t, scalars):
     """One call of rule ``name``'s functional function with the class's hyperparameters.
 
     The mapping is generic: ``betas`` become ``beta1`` / ``beta2``, state arrays go by
-    name (``sum`` as ``state_sum``), ``step`` and ``mu_product`` where the function takes
-    them, and options that only choose a variant (amsgrad, centered) are the state passed.
+    name (``sum`` as ``state_sum``), ``step`` where the function takes it, the scalar
+    state (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) as the previous call
+    returned it (defaults on the first call), and options that only choose a variant
+    (amsgrad, centered) are the state passed. Returns the new scalar state.
     """
     fn = REGISTRY[name].functional
     params = inspect.signature(fn).parameters
@@ -143,9 +145,10 @@ def _functional_call(name, hp, p, g, state, t, mu_product):
         kw[n if n in params else next(q for q in params if q.endswith("_" + n))] = a
     if "step" in params:
         kw["step"] = t
-    if "mu_product" in params:
-        kw["mu_product"] = mu_product
-    return fn(p, g, **kw)
+    kw.update(scalars)
+    out = fn(p, g, **kw)
+    names = [k for k in REGISTRY[name].cls._scalar_init if k != "step"]
+    return dict(zip(names, [out] if len(names) == 1 else (out or ())))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -157,15 +160,12 @@ def test_functional_matches_class(name, case, dtype, rng):
     p = rng.standard_normal((3, 4)).astype(dtype)
     q = p.copy()
     opt = cls([q], **hp)
-    state = {}
-    mu_product = 1.0
+    state, scalars = {}, {}
     for t in range(1, 9):
         g = rng.standard_normal((3, 4)).astype(dtype)
         opt.step([g])
         checked = opt._hyper(0)
         for n in opt._state_names(checked):
             state.setdefault(n, np.full_like(p, opt._state_init(checked, n)))
-        out = _functional_call(name, hp, p, g, state, t, mu_product)
-        if out is not None:
-            mu_product = out
+        scalars = _functional_call(name, hp, p, g, state, t, scalars)
         np.testing.assert_array_equal(p, q)

@@ -32,7 +32,7 @@ def _launch_nadam(g: Any, p: Any, m: Any, v: Any, *, gs: Any, step: float,
 
 
 def nadam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
-           mu_product: float, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999,
+           mu_product: float = 1.0, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999,
            eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
            decoupled_weight_decay: bool = False, maximize: bool = False,
            grad_scale: float = 1.0) -> float:

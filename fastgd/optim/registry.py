@@ -20,7 +20,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastgd.optim import adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd
+from fastgd.optim import (
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    asgd,
+    lion,
+    nadam,
+    radam,
+    rmsprop,
+    rprop,
+    sgd,
+)
 from fastgd.optim.base import Optimizer
 
 __all__ = ["RULES", "Rule", "by_name", "command_names"]
@@ -143,6 +155,16 @@ RULES: dict[str, Rule] = _rules(
                    "maximize": True},
                   {"lr": 0.01, "betas": (0.9, 0.9)}),
          commands={"radam": ({"lr": 1e-3}, True)}),
+    Rule(asgd.ASGD, asgd.asgd_, "asgd", torch="ASGD", bench={"lr": 1e-2},
+         options=({"lr": 0.01},
+                  {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 3, "weight_decay": 0.1,
+                   "maximize": True}),
+         commands={"asgd": ({"lr": 1e-2}, True)}),
+    Rule(rprop.Rprop, rprop.rprop_, "rprop", torch="Rprop", bench={"lr": 1e-2},
+         options=({"lr": 0.01},
+                  {"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (1e-3, 0.1),
+                   "maximize": True}),
+         commands={"rprop": ({"lr": 1e-3}, False)}),  # full batch: Rprop is a batch method
     Rule(lion.Lion, lion.lion_, "lion", numpy_peer="lion", bench={"lr": 1e-4},
          options=({"lr": 0.01},
                   {"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.1,

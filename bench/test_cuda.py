@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fastgd import _bench
-from fastgd.optim.registry import RULES
+from fastgd.optim.registry import generic
 from tests.cuda_support import has_gpu
 
 pytestmark = pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU")
@@ -37,7 +37,7 @@ def test_cuda_copy(benchmark, n):
 
 @pytest.mark.parametrize("impl", ["fastgd", "numpy", "torch"])
 @pytest.mark.parametrize("n", _bench.CUDA_SIZES)
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("rule", generic())
 def test_cuda_step(benchmark, rule, n, impl):
     import cupy as cp
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fastgd import _bench
-from fastgd.optim.registry import RULES
+from fastgd.optim.registry import generic
 
 IMPLS = ("fastgd", "numpy", "torch")
 
@@ -25,7 +25,7 @@ def test_axpy(benchmark, n):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", _bench.SIZES)
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("rule", generic())
 def test_step(benchmark, rule, n, impl):
     fn = _bench.single(rule, n, impl)
     if fn is None:

@@ -13,6 +13,7 @@ from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value
 from fastgd.flat import FlatGroup, FlatParams
 from fastgd.optim import Optimizer
 from fastgd.optim.registry import RULES as _RULES
+from fastgd.sparse import SparseGrad
 from fastgd.train import EarlyStopping, History, fit
 
 # The optimizer classes, one per registry entry: fastgd.Adam, fastgd.SGD, ...
@@ -29,6 +30,7 @@ __all__ = [
     "History",
     "NonFiniteGradientError",
     "Optimizer",
+    "SparseGrad",
     "__version__",
     "clip",
     "clip_grad_norm_",

@@ -28,6 +28,7 @@ __all__ = [
     "is_cupy",
     "kind",
     "launch",
+    "launch_sized",
     "reduce",
     "span",
     "to_module_of",
@@ -326,6 +327,23 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
     forced = _mode.size
     parallel = (last.size if forced is None else forced) >= entry.threshold
+    (entry.builds[parallel] or _build(module, name, flags, parallel))(*args)
+
+
+def launch_sized(size: int, module: str, name: str, flags: tuple[tuple[str, bool], ...],
+                 *args: Any) -> None:
+    """:func:`launch` for kernels whose work is not the size of their last array.
+
+    A sparse update touches ``size`` elements of a large table: the serial or parallel
+    build is chosen by that, not by the table's size.
+    """
+    last = args[-1]
+    if type(last) is not np.ndarray:
+        _launch_cuda(module, name, flags, args)
+        return
+    entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
+    forced = _mode.size
+    parallel = (size if forced is None else forced) >= entry.threshold
     (entry.builds[parallel] or _build(module, name, flags, parallel))(*args)
 
 

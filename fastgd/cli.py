@@ -26,14 +26,14 @@ def _sizes(text: str) -> list[int]:
 
 
 def _rules(text: str) -> list[str]:
-    from fastgd.optim.registry import RULES
+    from fastgd.optim.registry import generic
 
     rules = [r.strip() for r in text.split(",") if r.strip()]
-    known = {r.lower(): r for r in RULES}
+    known = {r.lower(): r for r in generic()}
     bad = [r for r in rules if r.lower() not in known]
     if bad or not rules:
         raise argparse.ArgumentTypeError(
-            f"unknown rule(s) {bad or text!r}; choose from {', '.join(RULES)}"
+            f"unknown rule(s) {bad or text!r}; choose from {', '.join(generic())}"
         )
     return [known[r.lower()] for r in rules]
 
@@ -258,12 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         from fastgd import _bench
-        from fastgd.optim.registry import RULES
+        from fastgd.optim.registry import generic
 
         if args.rounds < 1:
             print("fastgd bench: --rounds must be >= 1", file=sys.stderr)
             return 2
-        rules = args.rules or (["Adam", "SGD"] if args.quick else list(RULES))
+        rules = args.rules or (["Adam", "SGD"] if args.quick else generic())
         sizes = args.sizes or ([10_000, 1_000_000] if args.quick else list(_bench.SIZES))
         rounds = 7 if args.quick and args.rounds == 15 else args.rounds
         if args.distributed:

@@ -31,7 +31,8 @@ Example:
 from fastgd.optim.adam import EPS_MODES
 from fastgd.optim.registry import RULES
 
-globals().update({_rule.functional.__name__: _rule.functional for _rule in RULES.values()})
+_FUNCTIONS = {r.functional.__name__: r.functional for r in RULES.values() if r.functional}
+globals().update(_FUNCTIONS)
 
-__all__ = sorted({_rule.functional.__name__ for _rule in RULES.values()})
+__all__ = sorted(_FUNCTIONS)
 __all__ += ["EPS_MODES"]

@@ -11,7 +11,7 @@ from tests import reference as R
 # name -> (class, reference rule, option sets), from the registry: every option set is
 # exercised with float32 and float64 and against torch when torch is installed.
 RULES = {name: (rule.cls, getattr(R, rule.reference), list(rule.options))
-         for name, rule in REGISTRY.items()}
+         for name, rule in REGISTRY.items() if rule.generic}
 
 
 def torch_kwargs(name, hp):

@@ -182,6 +182,24 @@ def ref_rprop(p, g, state, hp):
     state["prev"], state["step_size"] = g, size
 
 
+def ref_sparse_adam(p, g, state, hp):
+    """``g`` is a fastgd.SparseGrad; only its rows (repeats summed) are touched."""
+    t = state["step"] = state.get("step", 0) + 1
+    rows = np.unique(g.indices)
+    dense = np.zeros_like(p)
+    np.add.at(dense, g.indices, g.values)
+    vals = -dense[rows] if hp.get("maximize", False) else dense[rows]
+    b1, b2 = hp.get("betas", (0.9, 0.999))
+    m = state.setdefault("exp_avg", np.zeros_like(p))
+    v = state.setdefault("exp_avg_sq", np.zeros_like(p))
+    if not rows.size:
+        return
+    m[rows] = m[rows] + (vals - m[rows]) * (1 - b1)
+    v[rows] = v[rows] + (vals * vals - v[rows]) * (1 - b2)
+    step_size = hp.get("lr", 1e-3) * np.sqrt(1 - b2**t) / (1 - b1**t)
+    p[rows] -= step_size * (m[rows] / (np.sqrt(v[rows]) + hp.get("eps", 1e-8)))
+
+
 class ReferenceOptimizer:
     """Per-parameter naive stepping with torch's conventions (None grad: untouched)."""
 

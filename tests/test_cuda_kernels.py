@@ -160,6 +160,7 @@ class Shadow:
             return parts
 
         monkeypatch.setattr(_backend, "launch", launch)
+        monkeypatch.setattr(_backend, "launch_sized", lambda size, *args: launch(*args))
         monkeypatch.setattr(_backend, "reduce", reduce)
 
     def record(self, kernel, args):
@@ -222,6 +223,26 @@ def test_cuda_update_bodies_match_numba_on_the_host(monkeypatch, name, case, dty
     optimizer_workload(name, case, dtype)
     assert sum(n for k, n in shadow.launched.items() if k[0] != "reduce") >= 6
     assert any(k[0] == "reduce" for k in shadow.launched)  # the clipped step
+
+
+def sparse_workload(dtype):
+    """SparseAdam on tables of 1, 2 and 3 dimensions, repeated rows, maximize, a clip."""
+    rng = np.random.default_rng(4)
+    for shape, hp in [((30,), {}), ((20, 3), {"maximize": True}), ((10, 2, 2), {})]:
+        table = np.asarray(rng.standard_normal(shape), dtype)
+        opt = fastgd.SparseAdam([table], lr=0.05, **hp)
+        for t in range(3):
+            g = fastgd.SparseGrad(rng.integers(0, shape[0], 9),
+                                  np.asarray(rng.standard_normal((9, *shape[1:])), dtype))
+            opt.step([g], clip_norm=1.0 if t == 2 else None)
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_sparse_bodies_match_numba_on_the_host(monkeypatch, dtype):
+    shadow = Shadow(monkeypatch)
+    sparse_workload(dtype)
+    assert shadow.launched[("sparse", "sparse_adam", (), np.dtype(dtype).name)] == 9
 
 
 @needs_host_runner
@@ -305,6 +326,7 @@ def _every_launch(monkeypatch):
         for activation in ACTIVATIONS:
             model_workload(activation, dtype)
         training_utilities_workload(dtype)
+        sparse_workload(dtype)
     from fastgd.kernels.cuda.reduce import clip_coef
 
     for dtype in DTYPES:

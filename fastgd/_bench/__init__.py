@@ -33,6 +33,7 @@ from fastgd._bench.workloads import (
     model_sizes,
     model_step,
     single,
+    sparse_table,
 )
 
 __all__ = [
@@ -55,4 +56,5 @@ __all__ = [
     "report_distributed",
     "report_models",
     "single",
+    "sparse_table",
 ]

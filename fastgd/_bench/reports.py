@@ -16,7 +16,7 @@ import fastgd
 from fastgd import _backend
 from fastgd._bench import workloads as W
 from fastgd._bench.timing import isolated, measure
-from fastgd.optim.registry import RULES
+from fastgd.optim.registry import generic
 
 __all__ = ["CUDA_SIZES", "cuda_results_markdown", "report", "report_cuda",
            "report_distributed", "report_models"]
@@ -35,7 +35,7 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e3:8.2f} ms"
 
 
-def report(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = W.SIZES,
+def report(rules: Sequence[str] | None = None, sizes: Sequence[int] = W.SIZES,
            rounds: int = 15, model_rules: Sequence[str] = ("Adam", "SGD", "Adagrad"),
            out: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Measure and print the benchmark tables; return the rows.
@@ -43,6 +43,7 @@ def report(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = W.SIZES,
     Columns: fastgd time, its GB/s, that as a fraction of the in-place axpy bandwidth
     measured in the same run, and fastgd's speed-up over the NumPy and torch peers.
     """
+    rules = generic() if rules is None else rules
     rows: list[dict[str, Any]] = []
     torch = W._torch()
     out(f"fastgd {fastgd.__version__}; numpy {np.__version__}; "
@@ -96,6 +97,16 @@ def report(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = W.SIZES,
             rows.append({"rule": "Adam", "clip_n": n, "fused_s": t["fused"],
                          "separate_s": t["separate"], "torch_s": tt})
         out("")
+        out("SparseAdam: 1e6 x 64 float32 table, 4096 touched rows (repeats coalesced)")
+        fns = {impl: fn for impl in ("fastgd", "torch")
+               if (fn := W.sparse_table(impl)) is not None}
+        t = measure(fns, rounds)
+        tt = t.get("torch")
+        out(f"  fastgd {_fmt_time(t['fastgd'])}"
+            + (f"   torch {_fmt_time(tt)} ({tt / t['fastgd']:.2f}x)" if tt else ""))
+        rows.append({"rule": "SparseAdam", "sparse": True, "fastgd_s": t["fastgd"],
+                     "torch_s": tt})
+        out("")
         out("opt.step overhead (Adam)")
         for n in (1, 1000):
             fns = {impl: fn for impl in ("fastgd", "torch")
@@ -108,13 +119,14 @@ def report(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = W.SIZES,
     return rows
 
 
-def report_cuda(rules: Sequence[str] = tuple(RULES), sizes: Sequence[int] = CUDA_SIZES,
+def report_cuda(rules: Sequence[str] | None = None, sizes: Sequence[int] = CUDA_SIZES,
                 rounds: int = 15, out: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """The GPU tables: each rule vs plain CuPy expressions and torch, and the copy bandwidth.
 
     The fraction column is fastgd's GB/s over the device-to-device copy's GB/s in the same
     run.
     """
+    rules = generic() if rules is None else rules
     cp = _backend._cupy()
     sync = cp.cuda.Device().synchronize
     name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()

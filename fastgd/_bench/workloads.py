@@ -21,7 +21,7 @@ from fastgd._bench.peers import numpy_step
 from fastgd.optim.registry import RULES
 
 __all__ = ["SIZES", "axpy", "bytes_per_step", "clipped", "device_copy", "logistic_epoch",
-           "model", "model_sizes", "model_step", "single"]
+           "model", "model_sizes", "model_step", "single", "sparse_table"]
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 MLP_SHAPES = {"mlp-100": [100, 256, 128, 10], "mlp-784": [784, 256, 128, 10]}
@@ -90,6 +90,39 @@ def single(rule: str, n: int, impl: str, seed: int = 0, xp: Any = np
         topt = _torch_optimizer(rule, [tp])
         return None if topt is None else topt.step
     raise ValueError(f"unknown impl {impl!r}")
+
+
+def sparse_table(impl: str, rows: int = 1_000_000, dim: int = 64, touched: int = 4096,
+                 seed: int = 0) -> Callable[[], None] | None:
+    """One SparseAdam step on a ``rows x dim`` float32 table, ``touched`` random rows.
+
+    ``impl``: ``"fastgd"`` (SparseGrad, coalesced inside the step) or ``"torch"``
+    (torch.optim.SparseAdam on a sparse COO gradient; None without torch). The indices
+    repeat as an embedding lookup's do; both coalesce them in the step.
+    """
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((rows, dim), dtype=np.float32)
+    idx = rng.integers(0, rows, touched)
+    vals = rng.standard_normal((touched, dim), dtype=np.float32)
+    if impl == "fastgd":
+        opt = fastgd.SparseAdam([table], lr=1e-3)
+
+        def step() -> None:
+            opt.step([fastgd.SparseGrad(idx, vals)])  # a new gradient each step, as in use
+
+        return step
+    torch = _torch()
+    if impl != "torch" or torch is None:
+        return None
+    tp = torch.from_numpy(table)
+    ti, tv = torch.from_numpy(idx)[None], torch.from_numpy(vals)
+    topt = torch.optim.SparseAdam([tp], lr=1e-3)
+
+    def tstep() -> None:
+        tp.grad = torch.sparse_coo_tensor(ti, tv, (rows, dim), check_invariants=False)
+        topt.step()
+
+    return tstep
 
 
 def axpy(n: int) -> Callable[[], None]:

@@ -31,6 +31,7 @@ from fastgd import _validate as V
 from fastgd import clip as _clip
 from fastgd.flat import _AttachedViews
 from fastgd.schedules import Schedule
+from fastgd.sparse import SparseGrad
 
 __all__ = ["Optimizer"]
 
@@ -42,9 +43,16 @@ WHOLE_SEGMENT = (-1, -1)
 
 
 class _Segment:
-    """Parameters of one group and dtype that lie back to back in memory."""
+    """Parameters of one group and dtype that lie back to back in memory.
 
-    __slots__ = ("grad_span", "index", "offsets", "shapes", "shared", "span", "state")
+    A state buffer holds one slice per parameter: of the parameter's size (every
+    elementwise rule), or of another shape per parameter (Adafactor's row and column
+    statistics), described by ``layouts[name] = (offsets, shapes)``; a shape of None means
+    the parameter has no such buffer.
+    """
+
+    __slots__ = ("grad_span", "index", "layouts", "offsets", "shapes", "shared", "span",
+                 "state")
 
     def __init__(self, index: list[int], params: list[np.ndarray], span: np.ndarray,
                  grad_span: np.ndarray | None, init: Scalars) -> None:
@@ -56,13 +64,21 @@ class _Segment:
         self.span = span
         self.grad_span = grad_span
         self.state: dict[str, np.ndarray] = {}
+        self.layouts: dict[str, tuple[list[int], list[tuple[int, ...] | None]]] = {}
         # The scalar state all of the segment's parameters share, or None when they differ
         # (then Optimizer._scalars holds each parameter's own).
         self.shared: Scalars | None = init
 
-    def view(self, name: str, k: int) -> np.ndarray:
-        """The ``k``-th parameter's view of state buffer ``name``."""
-        return self.state[name][self.offsets[k] : self.offsets[k + 1]].reshape(self.shapes[k])
+    def view(self, name: str, k: int) -> np.ndarray | None:
+        """The ``k``-th parameter's view of state buffer ``name`` (None: it has none)."""
+        layout = self.layouts.get(name)
+        if layout is None:
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            return self.state[name][lo:hi].reshape(self.shapes[k])
+        offsets, shapes = layout
+        if shapes[k] is None:
+            return None
+        return self.state[name][offsets[k] : offsets[k + 1]].reshape(shapes[k])
 
 
 def _segments(index: list[int], params: list[np.ndarray], attached: list[Any],
@@ -110,6 +126,11 @@ class _Edits:
 
     def __init__(self) -> None:
         self.layout = 0
+
+
+def _flat_grad(g: Any) -> Any:
+    """A gradient's values as one 1-D array (a SparseGrad's rows), for norms and checks."""
+    return g.values.reshape(-1) if isinstance(g, SparseGrad) else g.reshape(-1)
 
 
 class _ParamList(list):  # type: ignore[type-arg]
@@ -461,6 +482,7 @@ class Optimizer(ABC):
             for p in ps:
                 name = f"params[{len(params)}]"
                 _backend.check_array(p, name, writeable=True)
+                self._check_param(p, name)
                 if first is None:
                     first = p
                 if type(p) is not type(first) or (
@@ -493,8 +515,9 @@ class Optimizer(ABC):
             for seg in segs:
                 for k, i in enumerate(seg.index):
                     p = self._params[i]
+                    views = {name: seg.view(name, k) for name in seg.state}
                     old[id(p)] = (p, self._scalar_state(seg, i),
-                                  {name: seg.view(name, k) for name in seg.state})
+                                  {n: v for n, v in views.items() if v is not None})
         self._params, self._attached, self._scalars = [], [], []
         self._segments, self._checked, self._flats, self._group_refs = [], [], [], []
         for group, ps, att, origin, missing, hp in plan:
@@ -557,7 +580,9 @@ class Optimizer(ABC):
         self._ensure_state(seg, hp, tuple(dict.fromkeys(names)))
         for k, (_, scalars, views) in kept:
             for name, v in views.items():
-                seg.view(name, k)[...] = v
+                target = seg.view(name, k)
+                if target is not None and target.shape == v.shape:
+                    target[...] = v
             self._scalars[seg.index[k]] = scalars
         first = self._scalars[seg.index[0]]
         seg.shared = first if all(self._scalars[i] == first for i in seg.index) else None
@@ -622,6 +647,10 @@ class Optimizer(ABC):
             return self._check_grads(grads)
 
     def _attached_grads(self) -> Sequence[Any]:
+        if self.sparse_gradients:
+            raise TypeError(f"{type(self).__name__} needs sparse gradients: pass step() one "
+                            "SparseGrad (or None) per parameter; it does not use a "
+                            "FlatParams' dense gradient views")
         if self._attached_all is None:
             raise ValueError(
                 "step() needs grads: one array (or None) per parameter; it can only be "
@@ -672,6 +701,26 @@ class Optimizer(ABC):
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         """The state buffers these hyperparameters need, in kernel argument order."""
 
+    #: True for rules whose update needs each parameter whole (its own norms, rows,
+    #: factored statistics): :meth:`_update` is then called once per parameter, with the
+    #: gradient as given (an array of the parameter's shape, or a
+    #: :class:`~fastgd.SparseGrad`), the parameter and its state views in their own shapes.
+    per_parameter: ClassVar[bool] = False
+
+    #: Whether gradients may be :class:`~fastgd.SparseGrad` (SparseAdam: they must be).
+    sparse_gradients: ClassVar[bool] = False
+
+    def _state_shape(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The shape of state buffer ``name`` for a parameter of ``shape``.
+
+        None if that parameter has no such buffer. Default: the parameter's own shape.
+        """
+        return shape
+
+    def _check_param(self, p: Any, name: str) -> None:
+        """Raise if the rule cannot update this parameter (e.g. Muon: 2-D only)."""
+        del p, name  # every array fits by default
+
     def _state_init(self, hp: Mapping[str, Any], name: str) -> float:
         """The value state buffer ``name`` starts at."""
         return 0.0
@@ -719,6 +768,9 @@ class Optimizer(ABC):
         for i, (g, p) in enumerate(zip(out, self._params)):
             if g is None:
                 continue
+            if isinstance(g, SparseGrad) or self.sparse_gradients:
+                out[i] = self._check_sparse(g, p, i)
+                continue
             if type(g) is not type(p):
                 _backend.check_array(g, f"grads[{i}]")
                 raise TypeError(f"grads[{i}] is a {_backend.kind(g)}, params[{i}] is a "
@@ -736,6 +788,18 @@ class Optimizer(ABC):
                 out[i] = _backend.xp_of(g).ascontiguousarray(g)
         return out
 
+    def _check_sparse(self, g: Any, p: Any, i: int) -> Any:
+        """A gradient for an optimizer of sparse gradients, or a sparse one for another."""
+        who = type(self).__name__
+        if not self.sparse_gradients:
+            raise TypeError(f"grads[{i}] is a SparseGrad: {who} does not support sparse "
+                            "gradients, please consider SparseAdam instead")
+        if not isinstance(g, SparseGrad):
+            raise TypeError(f"grads[{i}] is a {_backend.kind(g)}: {who} does not support dense "
+                            "gradients, please consider Adam instead (or pass a SparseGrad)")
+        g.check_fits(p, f"grads[{i}]")
+        return g.coalesce()
+
     def _ensure_state(self, seg: _Segment, hp: Mapping[str, Any],
                       names: tuple[str, ...]) -> list[np.ndarray]:
         state = seg.state
@@ -743,7 +807,15 @@ class Optimizer(ABC):
             if name not in state:
                 init = self._state_init(hp, name)
                 xp = _backend.xp_of(seg.span)
-                state[name] = xp.full(seg.span.size, init, seg.span.dtype)
+                shapes = [self._state_shape(name, s) for s in seg.shapes]
+                size = seg.span.size
+                if shapes != seg.shapes:
+                    offsets = [0]
+                    for sh in shapes:
+                        offsets.append(offsets[-1] + (0 if sh is None else math.prod(sh)))
+                    seg.layouts[name] = (offsets, shapes)
+                    size = offsets[-1]
+                state[name] = xp.full(size, init, seg.span.dtype)
         return [state[name] for name in names]
 
     def step(self, grads: Sequence[Any] | None = None, *, grad_scale: float = 1.0,
@@ -792,7 +864,7 @@ class Optimizer(ABC):
         hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
         plan = self._plan(gl, attached)
         if clip_norm is not None or self.nonfinite != "propagate":
-            spans = [g for _, _, pieces in plan for _, _, g in pieces]
+            spans = [_flat_grad(g) for _, _, pieces in plan for _, _, g in pieces]
         if clip_norm is not None and self._cuda and self.nonfinite == "propagate":
             # on the GPU: norm and scale stay on the device, no host synchronization
             scale, self.last_grad_norm = _clip.device_clip_scale(
@@ -813,8 +885,13 @@ class Optimizer(ABC):
                 scale *= _clip.clip_coef(clip_norm, norm)
         for gi, seg, pieces in plan:
             hp = hps[gi]
-            state = self._ensure_state(seg, hp, self._state_names(hp))
-            gs = -scale if hp["maximize"] else scale  # a float, or a device array on CUDA
+            names = self._state_names(hp)
+            state = self._ensure_state(seg, hp, names)
+            # a float, or a device array on CUDA
+            gs = -scale if hp.get("maximize", False) else scale
+            if self.per_parameter:
+                self._update_each(hp, seg, pieces, gs, names)
+                continue
             if len(pieces) == 1 and pieces[0][:2] == WHOLE_SEGMENT:
                 seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span, state)
                 continue
@@ -833,6 +910,21 @@ class Optimizer(ABC):
                 seg.shared = first
         self.steps_applied += 1
         return True
+
+    def _update_each(self, hp: Mapping[str, Any], seg: _Segment, pieces: list[Any], gs: Any,
+                     names: tuple[str, ...]) -> None:
+        """The per-parameter updates of a segment (:attr:`per_parameter` rules)."""
+        if seg.shared is not None:
+            for i in seg.index:
+                self._scalars[i] = seg.shared
+            seg.shared = None
+        for k, _, g in pieces:
+            i = seg.index[k]
+            self._scalars[i] = self._update(hp, self._scalars[i], gs, g, self._params[i],
+                                            [seg.view(n, k) for n in names])
+        first = self._scalars[seg.index[0]]
+        if all(self._scalars[i] == first for i in seg.index):
+            seg.shared = first
 
     def _scheduled(self, gi: int) -> dict[str, Any]:
         """Group ``gi``'s checked hyperparameters with the learning rate of this step."""
@@ -855,6 +947,14 @@ class Optimizer(ABC):
         scalar bookkeeping).
         """
         plan = []
+        if self.per_parameter:  # each parameter whole, its gradient as given
+            for gi, segs in enumerate(self._segments):
+                for seg in segs:
+                    pieces = [(k, k + 1, gl[i]) for k, i in enumerate(seg.index)
+                              if gl[i] is not None]
+                    if pieces:
+                        plan.append((gi, seg, pieces))
+            return plan
         for gi, segs in enumerate(self._segments):
             for seg in segs:
                 if seg.shared is not None:
@@ -908,7 +1008,7 @@ class Optimizer(ABC):
 
     def _nonfinite_message(self, gl: Sequence[Any]) -> str:
         bad = [i for i, g in enumerate(gl)
-               if g is not None and not _clip.all_finite([g.reshape(-1)])]
+               if g is not None and not _clip.all_finite([_flat_grad(g)])]
         shown = ", ".join(f"grads[{i}]" for i in bad[:8]) + (" ..." if len(bad) > 8 else "")
         return (f"non-finite gradient in {shown} (nonfinite='raise'); nothing was updated. "
                 "Use nonfinite='skip' to skip such steps or 'propagate' to apply them as torch "
@@ -984,7 +1084,8 @@ class Optimizer(ABC):
                     entry: dict[str, Any] = dict(ss)
                     for name in seg.state:
                         v = seg.view(name, k)
-                        entry[name] = v.copy() if copy else v
+                        if v is not None:
+                            entry[name] = v.copy() if copy else v
                     out[i] = entry
         return out
 
@@ -1107,7 +1208,8 @@ class Optimizer(ABC):
             i = id_map[sid]
             p = self._params[i]
             hp = new_hps[group_of[i]]
-            names = self._state_names(hp)
+            shapes = {n: self._state_shape(n, p.shape) for n in self._state_names(hp)}
+            names = [n for n, sh in shapes.items() if sh is not None]
             if not isinstance(entry, Mapping):
                 raise ValueError(f"state of parameter {sid!r} must be a dict")
             expected = set(names) | set(self._scalar_init)
@@ -1132,9 +1234,11 @@ class Optimizer(ABC):
                     a = a.get()
                 if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
                     raise TypeError(f"state[{sid!r}][{name!r}] must be a float array")
-                if a.shape != p.shape:
+                if a.shape != shapes[name]:
                     raise ValueError(f"state[{sid!r}][{name!r}] has shape {a.shape}, "
-                                     f"params[{i}] has shape {p.shape}")
+                                     f"params[{i}] has shape {p.shape}"
+                                     + ("" if shapes[name] == p.shape else
+                                        f", for which {name!r} has shape {shapes[name]}"))
                 arrays[name] = a
             loaded[i] = (scalars, arrays)
         layout = self._layout_version

@@ -32,10 +32,11 @@ from fastgd.optim import (
     rmsprop,
     rprop,
     sgd,
+    sparse_adam,
 )
 from fastgd.optim.base import Optimizer
 
-__all__ = ["RULES", "Rule", "by_name", "command_names"]
+__all__ = ["RULES", "Rule", "by_name", "command_names", "generic"]
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,14 @@ class Rule:
 
     Attributes:
         cls: the optimizer class (its ``__name__`` is the rule's name).
-        functional: the stateless in-place function of :mod:`fastgd.functional`.
+        functional: the stateless in-place function of :mod:`fastgd.functional`, or None
+            (LBFGS, which needs a closure).
         kernel: the kernel module stem in ``kernels/cpu`` and ``kernels/cuda``.
         options: hyperparameter sets the parity, torch, resume and CUDA tests run (each
             with float32 and float64, on every layout).
+        generic: whether the generic suites apply: dense gradients, parameters of any shape
+            (0-d and size 0 included), every layout. SparseAdam (sparse gradients), Muon
+            (2-D parameters) and LBFGS (a closure) have suites of their own.
         bench: the configuration ``fastgd bench`` times.
         torch: the torch.optim class of the same rule, or None.
         torch_fused: whether torch has a fused CPU kernel for it (the benchmarks' peer).
@@ -59,10 +64,11 @@ class Rule:
     """
 
     cls: type[Optimizer]
-    functional: Callable[..., Any]
+    functional: Callable[..., Any] | None
     kernel: str
     options: tuple[Mapping[str, Any], ...]
     bench: Mapping[str, Any]
+    generic: bool = True
     torch: str | None = None
     torch_fused: bool = False
     numpy_peer: str | None = None
@@ -165,12 +171,21 @@ RULES: dict[str, Rule] = _rules(
                   {"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (1e-3, 0.1),
                    "maximize": True}),
          commands={"rprop": ({"lr": 1e-3}, False)}),  # full batch: Rprop is a batch method
+    Rule(sparse_adam.SparseAdam, sparse_adam.sparse_adam_, "sparse", generic=False,
+         torch="SparseAdam", bench={"lr": 1e-3}, reference="ref_sparse_adam",
+         options=({"lr": 0.01},
+                  {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-4, "maximize": True})),
     Rule(lion.Lion, lion.lion_, "lion", numpy_peer="lion", bench={"lr": 1e-4},
          options=({"lr": 0.01},
                   {"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.1,
                    "maximize": True}),
          commands={"lion": ({"lr": 1e-4}, True)}),
 )
+
+
+def generic() -> list[str]:
+    """The names of the rules the generic suites and benchmarks cover (see ``Rule.generic``)."""
+    return [name for name, rule in RULES.items() if rule.generic]
 
 
 def by_name(name: str) -> type[Optimizer]:

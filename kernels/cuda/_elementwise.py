@@ -5,10 +5,10 @@ flags (as in ``kernels/cpu``), and declares its arguments in the CPU kernel's or
 ``"g raw:gs l2 ... | p m v vmax"`` (inputs, then ``|``, then the arrays it updates).
 An argument is of the placeholder type ``T`` (the parameters' float32 or float64) unless a
 prefix says otherwise: ``int64:y`` fixes its dtype (CuPy refuses a call where one ``T``
-would bind to two dtypes, so integer labels need it), and ``raw:`` marks an argument the
-body indexes itself: the gradient scale ``gs``, a 1-element
-device array read as ``gs[0]`` (so a clipping factor computed on the GPU reaches the kernel
-without a host synchronization), or a row-wise kernel's 2-D array. A
+would bind to two dtypes, so integer labels need it), ``raw.int64:rows`` is a raw array of
+that dtype, and ``raw:`` marks an argument the body indexes itself: the gradient scale
+``gs``, a 1-element device array read as ``gs[0]`` (so a clipping factor computed on the
+GPU reaches the kernel without a host synchronization), or a row-wise kernel's 2-D array. A
 state array that only some variants use is dropped from the others' parameter lists
 (``optional``); the launcher takes the CPU argument list and drops it likewise.
 """
@@ -57,8 +57,9 @@ class CudaRule:
             out = []
             for tok in tokens:
                 prefix, _, name = tok.rpartition(":")
-                if name in used:
-                    out.append({"": "T", "raw": "raw T"}.get(prefix, prefix) + " " + name)
+                if name in used:  # "raw.int64:rows" declares "raw int64 rows"
+                    kind = {"": "T", "raw": "raw T"}.get(prefix, prefix.replace(".", " "))
+                    out.append(kind + " " + name)
             return ", ".join(out)
 
         return decl(self._ins), decl(self._outs), self._factory(**dict(flags))

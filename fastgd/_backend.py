@@ -371,8 +371,10 @@ def _launch_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
         rule = _cuda_rules[(module, name)] = kernel_rule(module, name, "cuda")
     if not args[-1].size:
         return
-    if "gs" in rule.arg_names:
-        i = rule.arg_names.index("gs")
+    # a raw scalar (the gradient scale gs, Adafactor's step) is a 1-element device array
+    # there, so that one computed on the GPU reaches the kernel without a synchronization;
+    # a host number is put on the device (cached)
+    for i in rule.device_scalars:
         if not is_cupy(args[i]):
             args = (*args[:i], device_scalar(float(args[i]), args[-1]), *args[i + 1 :])
     rule(flags, *args)

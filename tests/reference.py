@@ -182,6 +182,66 @@ def ref_rprop(p, g, state, hp):
     state["prev"], state["step_size"] = g, size
 
 
+def _lerp(a, b, w):
+    """torch.lerp: a + w (b - a) for |w| < 0.5, else b - (b - a)(1 - w)."""
+    return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+
+def ref_adafactor(p, g, state, hp):
+    t = state["step"] = state.get("step", 0) + 1
+    if not p.size:  # state as torch creates it; the update itself is a no-op
+        if p.ndim >= 2:
+            state.setdefault("row_var", np.zeros((*p.shape[:-1], 1), p.dtype))
+            state.setdefault("col_var", np.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype))
+        else:
+            state.setdefault("variance", np.zeros_like(p))
+        return
+    g = -g if hp.get("maximize", False) else g
+    lr, (eps1, eps2) = hp.get("lr", 1e-2), hp.get("eps", (None, 1e-3))
+    eps1 = np.finfo(p.dtype).eps if eps1 is None else eps1
+    w = t ** hp.get("beta2_decay", -0.8)
+    rho = min(lr, 1 / t**0.5)
+    alpha = max(eps2, np.sqrt(np.sum(p.astype(np.float64) ** 2)) / p.size**0.5) * rho
+    p *= 1 - lr * hp.get("weight_decay", 0.0)
+    if p.ndim >= 2:
+        r = state.get("row_var", np.zeros((*p.shape[:-1], 1), p.dtype))
+        c = state.get("col_var", np.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype))
+        r = _lerp(r, np.mean(g * g, axis=-1, keepdims=True), w)
+        c = _lerp(c, np.mean(g * g, axis=-2, keepdims=True), w)
+        state["row_var"], state["col_var"] = r, c
+        v = (r @ c) / np.maximum(np.mean(r, axis=-2, keepdims=True), eps1)
+    else:
+        v = state["variance"] = _lerp(state.get("variance", np.zeros_like(p)), g * g, w)
+    u = g / np.sqrt(np.maximum(v, eps1 * eps1))
+    denom = max(1.0, np.sqrt(np.sum(u.astype(np.float64) ** 2)) / (u.size**0.5
+                                                                   * hp.get("d", 1.0)))
+    p -= (alpha / denom) * u
+
+
+def ref_muon(p, g, state, hp):
+    """torch.optim.Muon's algorithm, in the parameter's dtype (torch: bfloat16)."""
+    state["step"] = state.get("step", 0) + 1
+    g = -g if hp.get("maximize", False) else g
+    mu = hp.get("momentum", 0.95)
+    buf = state["momentum_buffer"] = _lerp(state.get("momentum_buffer", np.zeros_like(p)),
+                                           g, 1 - mu)
+    upd = _lerp(g, buf, mu) if hp.get("nesterov", True) else buf
+    a, b, c = hp.get("ns_coefficients", (3.4445, -4.7750, 2.0315))
+    x = upd.T if upd.shape[0] > upd.shape[1] else upd
+    x = x / max(np.sqrt(np.sum(x.astype(np.float64) ** 2)), hp.get("eps", 1e-7))
+    for _ in range(hp.get("ns_steps", 5)):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    x = x.T if upd.shape[0] > upd.shape[1] else x
+    rows, cols = p.shape
+    lr = hp.get("lr", 1e-3)
+    fn = hp.get("adjust_lr_fn")
+    adj = lr * (max(1, rows / cols) ** 0.5 if fn in (None, "original") else
+                0.2 * max(rows, cols) ** 0.5)
+    p *= 1 - lr * hp.get("weight_decay", 0.1)
+    p -= adj * x
+
+
 def ref_sparse_adam(p, g, state, hp):
     """``g`` is a fastgd.SparseGrad; only its rows (repeats summed) are touched."""
     t = state["step"] = state.get("step", 0) + 1

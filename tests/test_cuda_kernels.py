@@ -237,6 +237,25 @@ def sparse_workload(dtype):
             opt.step([g], clip_norm=1.0 if t == 2 else None)
 
 
+def muon_workload(dtype):
+    """Muon on tall, wide and square matrices, with and without Nesterov."""
+    rng = np.random.default_rng(5)
+    for hp in ({}, {"nesterov": False, "maximize": True}):
+        params = [np.asarray(rng.standard_normal(s), dtype) for s in ((6, 3), (3, 5), (4, 4))]
+        opt = fastgd.Muon(params, lr=0.05, **hp)
+        for _ in range(2):
+            opt.step([np.asarray(rng.standard_normal(p.shape), dtype) for p in params])
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_muon_bodies_match_numba_on_the_host(monkeypatch, dtype):
+    shadow = Shadow(monkeypatch)
+    muon_workload(dtype)
+    names = {k[1] for k in shadow.launched}
+    assert {"muon_momentum", "axpby", "muon_apply"} <= names
+
+
 @needs_host_runner
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_sparse_bodies_match_numba_on_the_host(monkeypatch, dtype):
@@ -327,6 +346,7 @@ def _every_launch(monkeypatch):
             model_workload(activation, dtype)
         training_utilities_workload(dtype)
         sparse_workload(dtype)
+        muon_workload(dtype)
     from fastgd.kernels.cuda.reduce import clip_coef
 
     for dtype in DTYPES:

@@ -89,10 +89,11 @@ def test_matches_reference(name, case, dtype, layout, rng):
 
 def _threshold(name):
     """The largest parallel threshold of the kernels of rule ``name``'s module."""
-    from fastgd.kernels.cpu._jit import KernelRule
+    from fastgd.kernels.cpu._jit import NEVER_PARALLEL, KernelRule
 
     module = importlib.import_module(f"fastgd.kernels.cpu.{REGISTRY[name].kernel}")
-    return max(k.threshold for k in vars(module).values() if isinstance(k, KernelRule))
+    return max(k.threshold for k in vars(module).values()
+               if isinstance(k, KernelRule) and k.threshold < NEVER_PARALLEL)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -166,6 +167,8 @@ def test_functional_matches_class(name, case, dtype, rng):
         opt.step([g])
         checked = opt._hyper(0)
         for n in opt._state_names(checked):
-            state.setdefault(n, np.full_like(p, opt._state_init(checked, n)))
+            shape = opt._state_shape(n, p.shape)  # None: this parameter has no such state
+            if shape is not None:
+                state.setdefault(n, np.full(shape, opt._state_init(checked, n), p.dtype))
         scalars = _functional_call(name, hp, p, g, state, t, scalars)
         np.testing.assert_array_equal(p, q)

@@ -11,6 +11,9 @@ torch = pytest.importorskip("torch")
 
 STEPS = 12
 SHAPES = [(6, 5), (0,), (), (23,)]
+#: torch's Adafactor divides by a size-0 parameter's element count (fastgd skips it):
+#: compared without that parameter
+TORCH_FAILS_ON_SIZE_0 = {"Adafactor"}
 # torch's state names are fastgd's; "step" and "mu_product" are scalar tensors there.
 SCALARS = ("step", "mu_product")
 
@@ -31,15 +34,16 @@ def test_matches_torch(name, case, dtype, rng, torch_dtype):
     hp = options[case]
     # torch keeps scalar state (step, NAdam's mu_product) in the default dtype.
     torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
-    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    shapes = [s for s in SHAPES if name not in TORCH_FAILS_ON_SIZE_0 or np.prod(s) != 0]
+    init = [rng.standard_normal(s).astype(dtype) for s in shapes]
     params = [a.copy() for a in init]
     tparams = [torch.tensor(a.copy()) for a in init]
     opt = cls(params, **hp)
     topt = getattr(torch.optim, REGISTRY[name].torch)(tparams, **torch_kwargs(name, hp))
     for t in range(STEPS):
-        grads = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
         if t == 5:
-            grads[3] = None
+            grads[-1] = None
         for tp, g in zip(tparams, grads):
             tp.grad = None if g is None else torch.tensor(g)
         opt.step(grads)

@@ -20,6 +20,9 @@ from typing import Any
 
 import cupy as cp
 
+#: the raw inputs that are scalars (the rest of ``raw:`` arguments are arrays)
+_DEVICE_SCALARS = {"gs", "step"}
+
 
 class CudaRule:
     """A rule's CUDA body as a family of memoized ``ElementwiseKernel`` variants.
@@ -37,6 +40,10 @@ class CudaRule:
         self._outs = outs.split()
         self.arg_names = [a.rpartition(":")[2] for a in self._ins + self._outs]
         self.out_names = self.arg_names[len(self._ins):]
+        #: positions of the raw scalar inputs (``raw:gs``, ``raw:step``): the launcher
+        #: passes a host number there as a 1-element device array
+        self.device_scalars = [i for i, a in enumerate(self._ins)
+                               if a.startswith("raw:") and a[4:] in _DEVICE_SCALARS]
         self._optional = optional or {}
         self._factory = factory
         self._kernels: dict[tuple[tuple[str, bool], ...], Any] = {}
@@ -98,6 +105,7 @@ class CupyCall:
 
         self._fn = fn
         self.arg_names = list(inspect.signature(fn).parameters)
+        self.device_scalars = [i for i, n in enumerate(self.arg_names) if n == "gs"]
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
 

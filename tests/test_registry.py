@@ -56,12 +56,12 @@ def coverage_problems(rules: dict[str, Rule]) -> list[str]:
         fn = rule.functional.__name__ if rule.functional else None
         if fn and (getattr(F, fn, None) is not rule.functional or fn not in F.__all__):
             problems.append(f"{name}'s functional {fn} is not in fastgd.functional")
-        if not hasattr(R, rule.reference):
+        if rule.reference is not None and not hasattr(R, rule.reference):
             problems.append(f"{name}'s reference {rule.reference} is not in tests/reference.py")
         if rule.numpy_peer is not None and rule.numpy_peer not in PEERS:
             problems.append(f"{name}'s NumPy peer {rule.numpy_peer} does not exist")
         for backend in ("cpu", "cuda"):
-            if rule.kernel not in _kernel_modules(backend):
+            if rule.kernel is not None and rule.kernel not in _kernel_modules(backend):
                 problems.append(f"{name}'s kernel module {rule.kernel} is not in kernels/{backend}")
         if not rule.options:
             problems.append(f"{name} has no option sets to test")

@@ -27,6 +27,7 @@ from fastgd.optim import (
     adam,
     adamax,
     asgd,
+    lbfgs,
     lion,
     muon,
     nadam,
@@ -49,7 +50,8 @@ class Rule:
         cls: the optimizer class (its ``__name__`` is the rule's name).
         functional: the stateless in-place function of :mod:`fastgd.functional`, or None
             (LBFGS, which needs a closure).
-        kernel: the kernel module stem in ``kernels/cpu`` and ``kernels/cuda``.
+        kernel: the kernel module stem in ``kernels/cpu`` and ``kernels/cuda``, or None
+            (LBFGS: its inner products and vector updates are the shared reductions).
         options: hyperparameter sets the parity, torch, resume and CUDA tests run (each
             with float32 and float64, on every layout).
         generic: whether the generic suites apply: dense gradients, parameters of any shape
@@ -60,21 +62,22 @@ class Rule:
         torch_fused: whether torch has a fused CPU kernel for it (the benchmarks' peer).
         numpy_peer: the name of its careful in-place NumPy implementation in
             ``fastgd._bench.peers``, or None.
-        reference: the naive NumPy rule in ``tests/reference.py``.
+        reference: the naive NumPy rule in ``tests/reference.py`` (None for LBFGS, whose
+            reference is torch.optim.LBFGS itself).
         commands: ``fastgd train --optimizer`` / ``compare --optimizers`` names ->
             (keyword arguments, mini-batches?): the settings that name trains with.
     """
 
     cls: type[Optimizer]
     functional: Callable[..., Any] | None
-    kernel: str
+    kernel: str | None
     options: tuple[Mapping[str, Any], ...]
     bench: Mapping[str, Any]
     generic: bool = True
     torch: str | None = None
     torch_fused: bool = False
     numpy_peer: str | None = None
-    reference: str = ""
+    reference: str | None = ""
     commands: Mapping[str, tuple[Mapping[str, Any], bool]] = field(default_factory=dict)
 
     @property
@@ -88,8 +91,8 @@ def _rules(*rules: Rule) -> dict[str, Rule]:
     for r in rules:
         if r.name in out:
             raise ValueError(f"two registry entries for {r.name}")
-        out[r.name] = r if r.reference else Rule(**{**r.__dict__,
-                                                     "reference": f"ref_{r.name.lower()}"})
+        out[r.name] = r if r.reference != "" else Rule(**{**r.__dict__,
+                                                            "reference": f"ref_{r.name.lower()}"})
     return out
 
 
@@ -189,6 +192,11 @@ RULES: dict[str, Rule] = _rules(
                   {"lr": 0.05, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False},
                   {"lr": 0.01, "adjust_lr_fn": "match_rms_adamw", "ns_steps": 3,
                    "ns_coefficients": (2.0, -1.5, 0.5), "eps": 1e-5, "maximize": True})),
+    Rule(lbfgs.LBFGS, None, None, generic=False, torch="LBFGS", reference=None,
+         bench={},
+         options=({},
+                  {"lr": 0.5, "max_iter": 7, "history_size": 3, "tolerance_grad": 1e-9},
+                  {"line_search_fn": "strong_wolfe", "history_size": 5, "max_eval": 30})),
     Rule(lion.Lion, lion.lion_, "lion", numpy_peer="lion", bench={"lr": 1e-4},
          options=({"lr": 0.01},
                   {"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.1,

@@ -164,3 +164,21 @@ def clamp():
             x[i] = v
 
     return clamp
+
+
+@rule(LIGHT_THRESHOLD, _REASSOC)
+def dot():
+    """out[c] = sum of x y over chunk c, in float64 (L-BFGS's inner products)."""
+
+    def dot(x, y, out):
+        n = x.size
+        k = out.size
+        for c in prange(k):
+            xs = x[c * n // k : (c + 1) * n // k]
+            ys = y[c * n // k : (c + 1) * n // k]
+            acc = 0.0
+            for i in range(xs.size):
+                acc += np.float64(xs[i]) * np.float64(ys[i])
+            out[c] = acc
+
+    return dot

@@ -34,6 +34,20 @@ class _Reduction:
 sumsq = _Reduction("sumsq", "T x", "(double)x * (double)x", "a + b")
 sumpow = _Reduction("sumpow", "T x, float64 p", "pow(fabs((double)x), p)", "a + b")
 sumabs = _Reduction("sumabs", "T x", "fabs((double)x)", "a + b")
+
+
+class _Dot:
+    """x . y in float64, as a 1-element device array (cuBLAS through CuPy)."""
+
+    __name__ = "dot"
+    arg_names = ("x", "y", "out")
+
+    def __call__(self, x, y):
+        return cp.dot(x.astype(cp.float64, copy=False), y.astype(cp.float64, copy=False)
+                      ).reshape(1)
+
+
+dot = _Dot()
 absmax = _Reduction("absmax", "T x", "fabs((double)x)", _DOUBLE_NAN_MAX)
 nonfinite = _Reduction("nonfinite", "T x", "(double)x * 0.0", "a + b")
 

@@ -1,0 +1,161 @@
+"""LBFGS: the same iterates as torch.optim.LBFGS (float64), its state, and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.optim.registry import RULES
+from tests.helpers import assert_unchanged, snapshot
+
+OPTIONS = list(RULES["LBFGS"].options)
+RNG = np.random.default_rng(0)
+A = RNG.standard_normal((30, 12))
+B = RNG.standard_normal(30)
+
+
+def _loss_np(x):
+    """A convex but not quadratic loss: least squares plus a quartic term."""
+    r = A @ x - B
+    return 0.5 * r @ r + 0.05 * np.sum(x**4), A.T @ r + 0.2 * x**3
+
+
+def _rosenbrock(x):
+    a, b = x[0], x[1]
+    f = (1 - a) ** 2 + 100 * (b - a * a) ** 2
+    return f, np.array([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)])
+
+
+@pytest.fixture
+def torch64():
+    torch = pytest.importorskip("torch")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch
+    torch.set_default_dtype(old)
+
+
+def _torch_closure(torch, topt, params, fn):
+    def closure():
+        topt.zero_grad()
+        x = torch.cat([p.reshape(-1) for p in params])
+        f, g = fn(x.detach().numpy())
+        offset = 0
+        for p in params:
+            p.grad = torch.tensor(g[offset:offset + p.numel()]).reshape(p.shape)
+            offset += p.numel()
+        return torch.tensor(f)
+    return closure
+
+
+@pytest.mark.parametrize("hp", OPTIONS)
+@pytest.mark.parametrize(("fn", "sizes", "steps"), [(_loss_np, (5, 7), 4),
+                                                    (_rosenbrock, (1, 1), 12)])
+def test_same_iterates_as_torch(torch64, hp, fn, sizes, steps):
+    torch = torch64
+    x0 = np.full(sum(sizes), -1.2) if fn is _rosenbrock else RNG.standard_normal(sum(sizes))
+    parts = np.split(x0, np.cumsum(sizes)[:-1])
+    ours = [p.copy() for p in parts]
+    theirs = [torch.tensor(p.copy()) for p in parts]
+    opt = fastgd.LBFGS(ours, **hp)
+    topt = torch.optim.LBFGS(theirs, **hp)
+
+    def closure():
+        f, g = fn(np.concatenate(ours))
+        return f, np.split(g, np.cumsum(sizes)[:-1])
+
+    tclosure = _torch_closure(torch, topt, theirs, fn)
+    for k in range(steps):
+        assert opt.step(closure) == pytest.approx(float(topt.step(tclosure)), rel=1e-8,
+                                                  abs=1e-10)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b.numpy(), rtol=1e-8, atol=1e-10, err_msg=f"{k}")
+    st, tst = opt.state[0], topt.state[theirs[0]]
+    assert st["n_iter"] == tst["n_iter"] and st["func_evals"] == tst["func_evals"]
+
+
+def test_flat_params_closure_fills_the_gradient_buffer(torch64):
+    torch = torch64
+    flat = fastgd.FlatParams([(5,), (7,)], dtype=np.float64)
+    x0 = RNG.standard_normal(12)
+    flat.buffers[np.dtype(np.float64)][...] = x0
+    theirs = [torch.tensor(x0[:5].copy()), torch.tensor(x0[5:].copy())]
+    opt = fastgd.LBFGS(flat, line_search_fn="strong_wolfe")
+    topt = torch.optim.LBFGS(theirs, line_search_fn="strong_wolfe")
+    buf, gbuf = flat.buffers[np.dtype(np.float64)], flat.grad_buffers[np.dtype(np.float64)]
+
+    def closure():
+        f, g = _loss_np(buf)
+        gbuf[...] = g
+        return f
+
+    tclosure = _torch_closure(torch, topt, theirs, _loss_np)
+    for _ in range(3):
+        opt.step(closure)
+        topt.step(tclosure)
+    np.testing.assert_allclose(buf, torch.cat(theirs).numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_converges_on_rosenbrock():
+    x = np.array([-1.2, 1.0])
+    opt = fastgd.LBFGS([x], line_search_fn="strong_wolfe", max_iter=200, tolerance_change=1e-14,
+                       tolerance_grad=1e-10)
+    opt.step(lambda: (lambda f, g: (f, [g]))(*_rosenbrock(x)))
+    np.testing.assert_allclose(x, [1.0, 1.0], atol=1e-6)
+
+
+def test_state_dict_resume_and_checkpoint(tmp_path):
+    def run(x, opt, steps):
+        for _ in range(steps):
+            opt.step(lambda: (lambda f, g: (f, [g]))(*_loss_np(x)))
+
+    x0 = RNG.standard_normal(12)
+    a = x0.copy()
+    run(a, fastgd.LBFGS([a], max_iter=3, history_size=4), 5)
+    b = x0.copy()
+    opt_b = fastgd.LBFGS([b], max_iter=3, history_size=4)
+    run(b, opt_b, 2)
+    fastgd.save(tmp_path / "l.npz", params=[b], optimizer=opt_b)
+    sd = opt_b.state_dict()
+    assert sd["state"][0]["old_dirs"].shape[1] == 12
+    c = np.zeros(12)
+    opt_c = fastgd.LBFGS([c], max_iter=3, history_size=4)
+    fastgd.load(tmp_path / "l.npz", params=[c], optimizer=opt_c)
+    run(c, opt_c, 3)
+    np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize(("make", "exc", "match"), [
+    (lambda: fastgd.LBFGS([{"params": [np.zeros(2)]}, {"params": [np.zeros(2)]}]),
+     ValueError, "doesn't support per-parameter options"),
+    (lambda: fastgd.LBFGS([np.zeros(2), np.zeros(2, np.float32)]), TypeError,
+     "parameters of one dtype"),
+    (lambda: fastgd.LBFGS([np.zeros(2)], line_search_fn="armijo"), ValueError,
+     "only 'strong_wolfe' is supported"),
+    (lambda: fastgd.LBFGS([np.zeros(2)], history_size=0), ValueError,
+     "history_size must be an integer >= 1"),
+    (lambda: fastgd.LBFGS([np.zeros(2)], lr=-1), ValueError, "Invalid learning rate"),
+])
+def test_construction_errors(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_step_errors_change_nothing():
+    x = np.ones(3)
+    opt = fastgd.LBFGS([x], nonfinite="raise")
+    before = snapshot([x])
+    with pytest.raises(TypeError, match="needs a closure"):
+        opt.step()
+    with pytest.raises(TypeError, match=r"must return \(loss, grads\)"):
+        opt.step(lambda: 1.0)
+    with pytest.raises(ValueError, match=r"grads\[0\] has shape"):
+        opt.step(lambda: (1.0, [np.ones(4)]))
+    with pytest.raises(fastgd.NonFiniteGradientError):
+        opt.step(lambda: (1.0, [np.array([np.nan, 0, 0])]))
+    assert_unchanged(before, [x])
+    skip = fastgd.LBFGS([x], nonfinite="skip")
+    assert skip.step(lambda: (2.0, [np.array([np.inf, 0, 0])])) == 2.0
+    assert skip.steps_skipped == 1
+    assert_unchanged(before, [x])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,13 +40,16 @@ __all__ = [
     "constant",
     "cosine",
     "cosine_warm_restarts",
+    "cyclic",
     "exponential_decay",
     "from_spec",
     "inverse_time_decay",
     "join",
+    "lambda_lr",
     "linear",
     "lr_or_schedule",
     "multi_step",
+    "multiplicative",
     "one_cycle",
     "polynomial",
     "step_decay",
@@ -479,6 +482,128 @@ def one_cycle(max_lr: float, total_steps: int, pct_start: float = 0.3,
                      three_phase=V.flag("three_phase", three_phase))
 
 
+class _Cyclic(Schedule):
+    name = "cyclic"
+
+    def _value(self, t: int) -> float:
+        p = self._params
+        up = p["step_size_up"]
+        total = up + (up if p["step_size_down"] is None else p["step_size_down"])
+        ratio = up / total
+        cycle = math.floor(1 + t / total)
+        x = 1.0 + t / total - cycle
+        factor = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+        height = (p["max_lr"] - p["base_lr"]) * factor
+        if p["mode"] == "triangular":
+            scale = 1.0
+        elif p["mode"] == "triangular2":
+            scale = 1 / (2.0 ** (cycle - 1))
+        else:  # exp_range scales by the step count, not the cycle
+            scale = p["gamma"] ** t
+        return p["base_lr"] + height * scale
+
+
+def cyclic(base_lr: float, max_lr: float, step_size_up: int = 2000,
+           step_size_down: int | None = None, mode: str = "triangular",
+           gamma: float = 1.0) -> Schedule:
+    """A cyclical learning rate (Smith, 2017), the learning rate of torch's CyclicLR.
+
+    Rises from ``base_lr`` to ``max_lr`` over ``step_size_up`` steps and falls back over
+    ``step_size_down`` (default: the same), repeatedly; ``"triangular2"`` halves the height
+    every cycle, ``"exp_range"`` scales it by ``gamma ** step``. torch's CyclicLR also
+    cycles the momentum by default (``cycle_momentum=True``); this schedule is the learning
+    rate alone (compare with ``cycle_momentum=False``).
+
+    Args:
+        base_lr: the lower bound.
+        max_lr: the upper bound.
+        step_size_up: steps rising (positive integer).
+        step_size_down: steps falling, or None for ``step_size_up``.
+        mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
+        gamma: the ``exp_range`` decay per step, in (0, 1].
+
+    Example:
+        >>> f = cyclic(0.1, 1.0, step_size_up=4)
+        >>> [round(f(t), 3) for t in range(9)]
+        [0.1, 0.325, 0.55, 0.775, 1.0, 0.775, 0.55, 0.325, 0.1]
+    """
+    if mode not in ("triangular", "triangular2", "exp_range"):
+        raise ValueError(f"mode must be 'triangular', 'triangular2' or 'exp_range', got "
+                         f"{mode!r}")
+    g = V.real("gamma", gamma)
+    if not 0.0 < g <= 1.0:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    down = None if step_size_down is None else _pos_int("step_size_down", step_size_down)
+    return _Cyclic(base_lr=V.lr(base_lr, "base_lr"), max_lr=V.lr(max_lr, "max_lr"),
+                   step_size_up=_pos_int("step_size_up", step_size_up),
+                   step_size_down=down, mode=mode, gamma=g)
+
+
+def _callable(name: str, fn: Any) -> Callable[[int], float]:
+    if not callable(fn) or isinstance(fn, Schedule):
+        raise TypeError(f"{name} must be a function of the step count, got {fn!r}")
+    return fn
+
+
+class _Lambda(Schedule):
+    name = "lambda_lr"
+
+    def _value(self, t: int) -> float:
+        return self._params["init_value"] * float(self._params["fn"](t))
+
+
+def lambda_lr(init_value: float, fn: Callable[[int], float]) -> Schedule:
+    """``init_value * fn(count)``, torch's LambdaLR (``lr_lambda``).
+
+    The function is part of the schedule's spec, so a state dict holds it as the function
+    itself, and a checkpoint cannot store it (``fastgd.save`` refuses it: rebuild the
+    schedule when resuming). Each value is checked when the optimizer uses it.
+
+    Args:
+        init_value: the learning rate ``fn`` multiplies.
+        fn: a function of the applied-step count (0 for the first update).
+
+    Example:
+        >>> f = lambda_lr(0.5, lambda t: 0.9**t)
+        >>> f(0), round(f(2), 4)
+        (0.5, 0.405)
+    """
+    return _Lambda(init_value=V.lr(init_value, "init_value"), fn=_callable("fn", fn))
+
+
+class _Multiplicative(Schedule):
+    name = "multiplicative"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._cache: list[float] = [params["init_value"]]  # the values so far, by count
+
+    def _value(self, t: int) -> float:
+        cache, fn = self._cache, self._params["fn"]
+        while len(cache) <= t:
+            cache.append(cache[-1] * float(fn(len(cache))))
+        return cache[t]
+
+
+def multiplicative(init_value: float, fn: Callable[[int], float]) -> Schedule:
+    """``lr(t) = lr(t - 1) * fn(t)`` from ``lr(0) = init_value``: torch's MultiplicativeLR.
+
+    A pure function of the count: its values are computed once, in order, and kept (a
+    count met again is a look-up), so resuming at step N gives the same sequence. The
+    function is part of the spec, as for :func:`lambda_lr`.
+
+    Args:
+        init_value: the first learning rate.
+        fn: the factor at each count ``t >= 1``.
+
+    Example:
+        >>> f = multiplicative(1.0, lambda t: 0.5)
+        >>> [f(t) for t in range(4)]
+        [1.0, 0.5, 0.25, 0.125]
+    """
+    return _Multiplicative(init_value=V.lr(init_value, "init_value"), fn=_callable("fn", fn))
+
+
 class _Join(Schedule):
     name = "join"
 
@@ -520,7 +645,8 @@ _BUILDERS = {
     "constant": constant, "step_decay": step_decay, "multi_step": multi_step,
     "exponential_decay": exponential_decay, "inverse_time_decay": inverse_time_decay,
     "polynomial": polynomial, "cosine": cosine, "cosine_warm_restarts": cosine_warm_restarts,
-    "one_cycle": one_cycle, "join": join,
+    "one_cycle": one_cycle, "join": join, "cyclic": cyclic, "lambda_lr": lambda_lr,
+    "multiplicative": multiplicative,
 }
 
 

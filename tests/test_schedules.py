@@ -44,6 +44,22 @@ TORCH_CASES = [
 ]
 
 
+TORCH_CASES += [
+    (S.cyclic(0.1, 1.0, step_size_up=5),
+     lambda m, o: m.CyclicLR(o, 0.1, 1.0, step_size_up=5, cycle_momentum=False)),
+    (S.cyclic(0.2, 1.0, step_size_up=4, step_size_down=7, mode="triangular2"),
+     lambda m, o: m.CyclicLR(o, 0.2, 1.0, step_size_up=4, step_size_down=7,
+                             mode="triangular2", cycle_momentum=False)),
+    (S.cyclic(0.05, 0.8, step_size_up=6, mode="exp_range", gamma=0.97),
+     lambda m, o: m.CyclicLR(o, 0.05, 0.8, step_size_up=6, mode="exp_range", gamma=0.97,
+                             cycle_momentum=False)),
+    (S.lambda_lr(1.0, lambda t: 1 / (1 + 0.3 * t)),
+     lambda m, o: m.LambdaLR(o, lambda t: 1 / (1 + 0.3 * t))),
+    (S.multiplicative(1.0, lambda t: 0.9 if t % 3 else 1.05),
+     lambda m, o: m.MultiplicativeLR(o, lambda t: 0.9 if t % 3 else 1.05)),
+]
+
+
 @pytest.mark.parametrize(("ours", "theirs"), TORCH_CASES, ids=lambda x: getattr(x, "name", ""))
 def test_matches_torch_scheduler(ours, theirs):
     # one_cycle ends at total_steps; torch's CosineAnnealingLR swings back up after T_max
@@ -208,3 +224,32 @@ def test_bold_driver_grows_shrinks_and_undoes():
     assert driver.last_loss == 4.0
     with pytest.raises(ValueError, match="decrease must be in"):
         S.BoldDriver(opt, decrease=0.0)
+
+
+def test_multiplicative_resumes_and_function_schedules_are_refused_by_checkpoints(tmp_path):
+    f = S.multiplicative(1.0, lambda t: 0.5)
+    assert f(3) == 0.125 and f(1) == 0.5  # any order: a look-up once computed
+    g = S.from_spec(f.spec())
+    assert g(3) == 0.125 and g == S.from_spec(g.spec())
+    p = [np.ones(2)]
+    opt = fastgd.SGD(p, lr=S.lambda_lr(0.1, lambda t: 2.0))
+    opt.step([np.ones(2)])
+    np.testing.assert_allclose(p[0], 0.8)
+    with pytest.raises(TypeError, match="cannot be stored in a checkpoint"):
+        fastgd.save(tmp_path / "x.npz", params=p, optimizer=opt)
+    assert not list(tmp_path.iterdir())
+    bad = fastgd.SGD([np.ones(2)], lr=S.lambda_lr(0.1, lambda t: -1.0))
+    with pytest.raises(ValueError, match="schedule at step 0"):
+        bad.step([np.ones(2)])
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda: S.cyclic(0.1, 1.0, mode="sine"), "mode must be"),
+    (lambda: S.cyclic(0.1, 1.0, step_size_up=0), "step_size_up must be a positive integer"),
+    (lambda: S.cyclic(0.1, 1.0, mode="exp_range", gamma=1.5), r"gamma must be in \(0, 1\]"),
+    (lambda: S.lambda_lr(0.1, 3.0), "fn must be a function"),
+    (lambda: S.multiplicative(-1.0, lambda t: 1.0), "Invalid learning rate"),
+])
+def test_new_schedules_are_checked_when_built(build, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        build()

@@ -58,6 +58,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             parts = [f"{impl} {v[impl][0] * 1e6:9.1f} us" for impl in sorted(v)]
             tt = f"  ({v['torch'][0] / t:.2f}x torch)" if "torch" in v else ""
             w(f"{key[1]:<9}" + "  ".join(parts) + tt)
+    for key in sorted(k for k in rows if k[0] == "average"):
+        v = rows[key]
+        if "fused" in v:
+            t = v["fused"][0]
+            w("")
+            w(f"Adam + EMA of the weights, n={key[2]}: fused {t * 1e6:.1f} us"
+              + "".join(f", {impl} {v[impl][0] * 1e6:.1f} us ({v[impl][0] / t:.2f}x)"
+                        for impl in ("separate", "torch") if impl in v))
     thresholds = sorted(k for k in rows if k[0] == "threshold")
     if thresholds:
         w("")

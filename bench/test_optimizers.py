@@ -49,6 +49,18 @@ def test_model_300_tensors(benchmark, rule, impl):
     benchmark(fn)
 
 
+@pytest.mark.parametrize("impl", ("fused", "separate", "torch"))
+def test_step_with_weight_average(benchmark, impl):
+    n = 1_000_000
+    fn = _bench.averaged(n, impl)
+    if fn is None:
+        pytest.skip("torch not installed")
+    fn()
+    benchmark.group = "Adam + EMA of the weights, n=1e6"
+    benchmark.extra_info.update(suite="average", rule="Adam", n=n, impl=impl)
+    benchmark(fn)
+
+
 @pytest.mark.parametrize("impl", ("fastgd", "torch"))
 @pytest.mark.parametrize("n", [1, 1000])
 def test_step_overhead(benchmark, n, impl):

@@ -8,6 +8,7 @@ nothing; each kernel compiles on first use and is cached on disk.
 from fastgd import clip, functional, models, schedules
 from fastgd._backend import serial_kernels
 from fastgd.accumulate import GradientAccumulator
+from fastgd.averaging import EMA, SWA, WeightAverage
 from fastgd.checkpoint import CheckpointError, load, save
 from fastgd.clip import NonFiniteGradientError, clip_grad_norm_, clip_grad_value_
 from fastgd.flat import FlatGroup, FlatParams
@@ -22,6 +23,8 @@ globals().update({_rule.name: _rule.cls for _rule in _RULES.values()})
 __version__ = "0.1.0"
 
 __all__ = [
+    "EMA",
+    "SWA",
     "CheckpointError",
     "EarlyStopping",
     "FlatGroup",
@@ -31,6 +34,7 @@ __all__ = [
     "NonFiniteGradientError",
     "Optimizer",
     "SparseGrad",
+    "WeightAverage",
     "__version__",
     "clip",
     "clip_grad_norm_",

@@ -166,6 +166,8 @@ def save(path: str | os.PathLike[str], *, params: Any = None, optimizer: Any = N
             "state": state_meta,
             "steps": _jsonable(sd["steps"], "steps"),
         }
+        if "average" in sd:  # the weight averaging's spec and count (arrays: in "state")
+            meta["optimizer"]["average"] = _jsonable(sd["average"], "average")
     meta["schedule"] = None
     if schedule is not None:
         meta["schedule"] = {"class": type(schedule).__name__,
@@ -290,6 +292,7 @@ def _expected(path: Any, meta: dict[str, Any]) -> dict[str, tuple[np.dtype | Non
              "optimizer param_groups must be a list of dicts")
         need(isinstance(om["steps"], dict), "optimizer steps must be a dict")
         need(isinstance(om["state"], dict), "optimizer state must be a dict")
+        need(isinstance(om.get("average", {}), dict), "optimizer average must be a dict")
         for pid, entry in om["state"].items():
             need(isinstance(pid, str) and pid.isdigit(),
                  f"optimizer state key {pid!r} must be a parameter index")
@@ -504,6 +507,8 @@ def load(path: str | os.PathLike[str], *, params: Any = None, optimizer: Any = N
             raise CheckpointError(f"{path} holds {om['class']} state, not "
                                   f"{type(optimizer).__name__} state")
         sd = {"param_groups": om["param_groups"], "steps": om["steps"], "state": {}}
+        if "average" in om:
+            sd["average"] = om["average"]
         for pid, entry in om["state"].items():
             st: dict[str, Any] = dict(entry["scalars"])
             for name in entry["arrays"]:

@@ -21,6 +21,7 @@ def assert_unchanged(before, params, opt=None):
 
 def assert_state_equal(a, b):
     assert a["param_groups"] == b["param_groups"]
+    assert a.get("average") == b.get("average")
     assert a["state"].keys() == b["state"].keys()
     for i in a["state"]:
         assert a["state"][i].keys() == b["state"][i].keys()

@@ -187,6 +187,18 @@ def _lerp(a, b, w):
     return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
 
 
+def weight_average(avg, p, n_averaged, average):
+    """torch.optim.swa_utils' update of the average ``avg`` by ``p`` (a new array).
+
+    ``average`` is a fastgd.EMA or fastgd.SWA; the first averaged step copies ``p``.
+    """
+    if n_averaged == 0:
+        return p.copy()
+    if average.kind == "ema":
+        return _lerp(avg, p, 1 - average.decay)
+    return avg + (p - avg) / p.dtype.type(n_averaged + 1)
+
+
 def ref_adafactor(p, g, state, hp):
     t = state["step"] = state.get("step", 0) + 1
     if not p.size:  # state as torch creates it; the update itself is a no-op

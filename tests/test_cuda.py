@@ -259,7 +259,7 @@ def test_warmup_on_cupy_builds_the_kernels_and_changes_nothing():
     assert opt.warmup() is opt
     np.testing.assert_array_equal(p.get(), np.arange(6.0))
     assert opt.steps_applied == 0 and not opt.state
-    assert (("amsgrad", True),) in adam.adam._kernels
+    assert (("amsgrad", True), ("average", False)) in adam.adam._kernels
 
 
 @pytest.mark.parametrize(("output", "k"), [("multiclass", 3), ("binary", 1),
@@ -308,3 +308,29 @@ def test_flat_groups_on_cupy():
     assert opt.step()
     np.testing.assert_allclose(flat.params[0].get(), 0.95, rtol=1e-6)
     np.testing.assert_array_equal(flat.params[1].get(), 1.0)
+
+
+@pytest.mark.parametrize("average", [fastgd.EMA(0.9), fastgd.SWA(start=1)], ids=["ema", "swa"])
+def test_weight_averaging_on_cupy_matches_numpy(average):
+    init = _numpy_inputs(np.float32)
+    host = [a.copy() for a in init]
+    dev = [cp.asarray(a) for a in init]
+    o_host = fastgd.Adam(host, lr=0.05, average=average)
+    o_dev = fastgd.Adam(dev, lr=0.05, average=average)
+    rng = np.random.default_rng(3)
+    for t in range(6):
+        grads = [np.asarray(rng.standard_normal(s), np.float32) for s in SHAPES]
+        if t == 2:
+            grads[1] = None  # the averaging kernel on its own for this one
+        o_host.step(grads)
+        with cupyx.allow_synchronize(False):  # the average adds no synchronization
+            o_dev.step([None if g is None else cp.asarray(g) for g in grads])
+    for d, h in zip(o_dev.averaged(), o_host.averaged()):
+        assert isinstance(d, cp.ndarray)
+        np.testing.assert_allclose(d.get(), h, **tol(np.float32))
+    with o_dev.swap_averaged():
+        for p, h in zip(dev, o_host.averaged()):
+            np.testing.assert_allclose(p.get(), h, **tol(np.float32))
+    wa = fastgd.WeightAverage(dev, average)
+    wa.update()
+    assert isinstance(wa.averaged[1], cp.ndarray)

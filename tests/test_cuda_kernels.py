@@ -173,17 +173,25 @@ def _shapes():
     return [(0,), (33, 7), (), (101,)]
 
 
-def optimizer_workload(name, case, dtype):
-    """A few steps of one optimizer case: a None gradient, grad_scale, clipping."""
+def optimizer_workload(name, case, dtype, average=None):
+    """A few steps of one optimizer case: a None gradient, grad_scale, clipping.
+
+    With ``average`` (an EMA), the steps also average the weights (in the update kernels,
+    and by the averaging kernel for the parameter without a gradient), then swap them in
+    and out.
+    """
     cls, _, options = RULES[name]
     rng = np.random.default_rng(0)
     params = [np.asarray(rng.standard_normal(s), dtype) for s in _shapes()]
-    opt = cls(params, **options[case])
+    opt = cls(params, **options[case], average=average)
     for t in range(4):
         grads = [np.asarray(rng.standard_normal(s), dtype) for s in _shapes()]
         if t == 1:
             grads[1] = None
         opt.step(grads, grad_scale=0.5 if t == 2 else 1.0, clip_norm=1.0 if t == 3 else None)
+    if average is not None:
+        with opt.swap_averaged():
+            pass
 
 
 def model_workload(activation, dtype):
@@ -216,11 +224,12 @@ def training_utilities_workload(dtype):
 
 
 @needs_host_runner
+@pytest.mark.parametrize("average", [None, fastgd.EMA(0.8)], ids=["plain", "ema"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("name", "case"), CASES)
-def test_cuda_update_bodies_match_numba_on_the_host(monkeypatch, name, case, dtype):
+def test_cuda_update_bodies_match_numba_on_the_host(monkeypatch, name, case, dtype, average):
     shadow = Shadow(monkeypatch)
-    optimizer_workload(name, case, dtype)
+    optimizer_workload(name, case, dtype, average)
     assert sum(n for k, n in shadow.launched.items() if k[0] != "reduce") >= 6
     assert any(k[0] == "reduce" for k in shadow.launched)  # the clipped step
 
@@ -308,7 +317,7 @@ def test_host_parity_catches_a_wrong_cuda_body(monkeypatch):
     from fastgd.kernels.cuda import sgd
 
     shadow = Shadow(monkeypatch)
-    wrong = CudaRule(lambda: "p = p + lr * gs[0] * g;", "g raw:gs wd lr | p")
+    wrong = CudaRule(lambda: "p = p + lr * gs[0] * g;", "g raw:gs wd lr | p", average=True)
     wrong.__name__ = "sgd_wrong_sign"
     monkeypatch.setattr(sgd, "sgd", wrong)
     monkeypatch.setattr(_backend, "_cuda_rules", {})
@@ -342,6 +351,7 @@ def _every_launch(monkeypatch):
     for dtype in DTYPES:
         for param in CASES:
             optimizer_workload(*param.values, dtype)
+            optimizer_workload(*param.values, dtype, average=fastgd.EMA(0.8))
         for activation in ACTIVATIONS:
             model_workload(activation, dtype)
         training_utilities_workload(dtype)

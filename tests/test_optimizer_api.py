@@ -272,11 +272,14 @@ def _builds(key):
 
 
 @pytest.mark.parametrize(("cls", "options", "key"), [
-    (fastgd.Adam, {"lr": 0.1, "amsgrad": True}, ("adam", "adam", (("amsgrad", True),))),
+    (fastgd.Adam, {"lr": 0.1, "amsgrad": True},
+     ("adam", "adam", (("amsgrad", True), ("average", False)))),
     (fastgd.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True},
-     ("sgd", "sgd_momentum", (("nesterov", True),))),
+     ("sgd", "sgd_momentum", (("average", False), ("nesterov", True)))),
     (fastgd.RMSprop, {"lr": 0.01, "centered": True},
-     ("rmsprop", "rmsprop", (("centered", True), ("use_momentum", False)))),
+     ("rmsprop", "rmsprop", (("average", False), ("centered", True), ("use_momentum", False)))),
+    (fastgd.Adam, {"lr": 0.1, "average": fastgd.EMA(0.9)},
+     ("adam", "adam", (("amsgrad", False), ("average", True)))),
 ])
 def test_warmup_compiles_both_builds_and_changes_nothing(monkeypatch, cls, options, key):
     monkeypatch.setattr(_backend, "_kernel_cache", {})
@@ -306,7 +309,7 @@ def test_warmup_without_clipping_and_for_model_kernels(monkeypatch):
 
     monkeypatch.setattr(_backend, "_kernel_cache", {})
     fastgd.SGD([np.zeros(3)], lr=0.1).warmup(norm_type=None)
-    assert _builds(("sgd", "sgd", ())) == (True, True)
+    assert _builds(("sgd", "sgd", (("average", False),))) == (True, True)
     assert _builds(("reduce", "sumsq", ())) is None
     with _backend.all_parallel_kernels():  # kernels without a parallel build stay serial
         bias_act_(np.zeros(3), np.zeros((2, 3)), np.zeros((2, 3)), "relu")
@@ -329,13 +332,13 @@ def test_serial_kernels_applies_to_the_calling_thread_only(monkeypatch):
     try:
         inside.wait(10)
         fastgd.SGD([np.zeros(100_000)], lr=0.1).step([np.ones(100_000)])
-        assert _builds(("sgd", "sgd", ())) == (False, True)  # parallel here
+        assert _builds(("sgd", "sgd", (("average", False),))) == (False, True)  # parallel here
     finally:
         release.set()
         t.join()
     with fastgd.serial_kernels():
         fastgd.SGD([np.zeros(100_000)], lr=0.1).step([np.ones(100_000)])
-    assert _builds(("sgd", "sgd", ())) == (True, True)
+    assert _builds(("sgd", "sgd", (("average", False),))) == (True, True)
 
 
 def _mlp_like_flat():

@@ -24,6 +24,7 @@ from fastgd._bench.reports import (
 from fastgd._bench.timing import isolated, measure
 from fastgd._bench.workloads import (
     SIZES,
+    averaged,
     axpy,
     bytes_per_step,
     clipped,
@@ -39,6 +40,7 @@ from fastgd._bench.workloads import (
 __all__ = [
     "CUDA_SIZES",
     "SIZES",
+    "averaged",
     "axpy",
     "bytes_per_step",
     "clipped",

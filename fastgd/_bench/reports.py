@@ -97,6 +97,18 @@ def report(rules: Sequence[str] | None = None, sizes: Sequence[int] = W.SIZES,
             rows.append({"rule": "Adam", "clip_n": n, "fused_s": t["fused"],
                          "separate_s": t["separate"], "torch_s": tt})
         out("")
+        out("Adam with an EMA of the weights: in the step kernel vs a second pass")
+        for n in (1_000_000,):
+            fns = {impl: fn for impl in ("fused", "separate", "torch")
+                   if (fn := W.averaged(n, impl)) is not None}
+            t = measure(fns, rounds)
+            tt = t.get("torch")
+            out(f"  n={n:<9} fused {_fmt_time(t['fused'])}   separate "
+                f"{_fmt_time(t['separate'])} ({t['separate'] / t['fused']:.2f}x)"
+                + (f"   torch {_fmt_time(tt)} ({tt / t['fused']:.2f}x)" if tt else ""))
+            rows.append({"rule": "Adam", "average_n": n, "fused_s": t["fused"],
+                         "separate_s": t["separate"], "torch_s": tt})
+        out("")
         out("SparseAdam: 1e6 x 64 float32 table, 4096 touched rows (repeats coalesced)")
         fns = {impl: fn for impl in ("fastgd", "torch")
                if (fn := W.sparse_table(impl)) is not None}

@@ -207,6 +207,48 @@ def clipped(n: int, impl: str) -> Callable[[], None] | None:
     return step
 
 
+def averaged(n: int, impl: str) -> Callable[[], None] | None:
+    """An Adam step that also updates an EMA of the ``n`` float32 parameters (decay 0.999).
+
+    ``impl``: ``"fused"`` (``Adam(average=EMA)``: the average is one more stream of the
+    step kernel), ``"separate"`` (the step, then :class:`fastgd.WeightAverage`'s pass) or
+    ``"torch"`` (fused Adam, then ``AveragedModel.update_parameters`` with torch's EMA).
+    """
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32)
+    ema = fastgd.EMA(0.999)
+    if impl in ("fused", "separate"):
+        flat = fastgd.FlatParams([p])
+        flat.grads[0][...] = g
+        if impl == "fused":
+            opt = fastgd.Adam(flat, lr=1e-3, average=ema)
+            return lambda: opt.step()
+        opt = fastgd.Adam(flat, lr=1e-3)
+        wa = fastgd.WeightAverage(flat, ema)
+
+        def separate() -> None:
+            opt.step()
+            wa.update()
+
+        return separate
+    torch = _torch()
+    if torch is None or impl != "torch":
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    module = torch.nn.ParameterList([torch.nn.Parameter(torch.from_numpy(p))])
+    module[0].grad = torch.from_numpy(g)
+    topt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
+    tavg = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(0.999))
+
+    def step() -> None:
+        topt.step()
+        tavg.update_parameters(module)
+
+    return step
+
+
 def device_copy(n: int) -> Callable[[], None]:
     """The GPU bandwidth baseline: a device-to-device copy of ``n`` float32 (8 bytes each)."""
     cp = _backend._cupy()

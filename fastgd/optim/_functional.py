@@ -14,7 +14,7 @@ from typing import Any
 from fastgd import _backend
 from fastgd import _validate as V
 
-__all__ = ["check_momentum_buffer", "decay_terms", "flat_arrays", "scale_of"]
+__all__ = ["averaging", "check_momentum_buffer", "decay_terms", "flat_arrays", "scale_of"]
 
 
 def flat_arrays(param: Any, grad: Any, **state: Any) -> tuple[Any, ...]:
@@ -83,3 +83,26 @@ def check_momentum_buffer(momentum: float, buffer: Any) -> None:
         raise ValueError(f"momentum={momentum} needs a momentum_buffer array")
     if momentum == 0 and buffer is not None:
         raise ValueError("momentum_buffer was given but momentum is 0")
+
+
+def averaging(flags: tuple[tuple[str, bool], ...], average: Any, p: Any
+              ) -> tuple[tuple[tuple[str, bool], ...], tuple[float, float, float], Any]:
+    """The weight-averaging stream of an update kernel's launch.
+
+    Every elementwise update kernel ends its scalars with ``avg_w, avg_w1, avg_div``
+    (``*avg_s`` in the launchers' comments) and its arrays with ``avg``
+    (``kernels/cpu/_jit.averaged``), used by the variant flag ``average``.
+
+    Args:
+        flags: the launch's other variant flags.
+        average: None, or ``(buffer, w, div)`` from :meth:`fastgd.EMA.weights` /
+            :meth:`fastgd.SWA.weights` with the span of the average to update.
+        p: the parameter span (stands in for the buffer when there is none).
+
+    Returns:
+        ``(flags, (avg_w, avg_w1, avg_div), avg)``, the flags sorted by name.
+    """
+    if average is None:
+        return tuple(sorted((*flags, ("average", False)))), (0.0, 1.0, 0.0), p
+    buf, w, div = average
+    return tuple(sorted((*flags, ("average", True)))), (w, 1.0 - w, div), buf

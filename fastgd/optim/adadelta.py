@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -15,10 +16,12 @@ __all__ = ["Adadelta", "adadelta_"]
 
 
 def _launch_adadelta(g: Any, p: Any, u: Any, a: Any, *, gs: Any, lr: float, rho: float,
-                     eps: float, weight_decay: float) -> None:
-    # kernels/cpu/adadelta.py: adadelta(g, gs, wd, rho, one_minus_rho, eps, lr | p, u, a)
-    _backend.launch("adadelta", "adadelta", (), g, gs, weight_decay, rho, 1.0 - rho, eps, lr, p, u,
-                    a)
+                     eps: float, weight_decay: float, average: Any = None) -> None:
+    # kernels/cpu/adadelta.py: adadelta(g, gs, wd, rho, one_minus_rho, eps, lr, *avg_s |
+    # p, u, a, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("adadelta", "adadelta", flags, g, gs, weight_decay, rho, 1.0 - rho, eps, lr,
+                    *avg_s, p, u, a, avg)
 
 
 def adadelta_(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, lr: float = 1.0,
@@ -74,6 +77,8 @@ class Adadelta(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -95,15 +100,19 @@ class Adadelta(Optimizer):
 
     def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate", **torch_options: Any) -> None:
+                 nonfinite: str = "propagate",
+                 average: Averaging | None = None, **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "rho": rho, "eps": eps,
                                   "weight_decay": weight_decay, "maximize": maximize},
-                         nonfinite=nonfinite, **torch_options)
+                         nonfinite=nonfinite, average=average, **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("square_avg", "acc_delta")
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         _launch_adadelta(g, p, state[0], state[1], gs=gs, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
-                         weight_decay=hp["weight_decay"])
+                         weight_decay=hp["weight_decay"], average=average)
         return {"step": ss["step"] + 1.0}

@@ -10,6 +10,7 @@ import numpy as np
 
 from fastgd import _backend
 from fastgd import _validate as V
+from fastgd.averaging import Averaging
 from fastgd.optim._functional import scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
@@ -213,6 +214,8 @@ class Adafactor(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -239,10 +242,11 @@ class Adafactor(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate", **torch_options: Any) -> None:
+                 nonfinite: str = "propagate",
+                 average: Averaging | None = None, **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d,
                                   "weight_decay": weight_decay, "maximize": maximize},
-                         nonfinite=nonfinite, **torch_options)
+                         nonfinite=nonfinite, average=average, **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("row_var", "col_var", "variance")

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -15,10 +16,11 @@ __all__ = ["Adagrad", "adagrad_"]
 
 
 def _launch_adagrad(g: Any, p: Any, s: Any, *, gs: Any, step: float, lr: float,
-                    lr_decay: float, weight_decay: float, eps: float) -> None:
+                    lr_decay: float, weight_decay: float, eps: float, average: Any = None) -> None:
     clr = lr / (1.0 + (step - 1.0) * lr_decay)
-    # kernels/cpu/adagrad.py: adagrad(g, gs, wd, clr, eps | p, s)
-    _backend.launch("adagrad", "adagrad", (), g, gs, weight_decay, clr, eps, p, s)
+    # kernels/cpu/adagrad.py: adagrad(g, gs, wd, clr, eps, *avg_s | p, s, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("adagrad", "adagrad", flags, g, gs, weight_decay, clr, eps, *avg_s, p, s, avg)
 
 
 def adagrad_(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float = 1e-2,
@@ -75,6 +77,8 @@ class Adagrad(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -98,11 +102,13 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, maximize: bool = False,
-                 nonfinite: str = "propagate", **torch_options: Any) -> None:
+                 nonfinite: str = "propagate",
+                 average: Averaging | None = None, **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay,
                                   "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value,
                                   "eps": eps, "maximize": maximize}, nonfinite=nonfinite,
+                         average=average,
                          **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -111,8 +117,11 @@ class Adagrad(Optimizer):
     def _state_init(self, hp: Mapping[str, Any], name: str) -> float:
         return hp["initial_accumulator_value"]
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0
         _launch_adagrad(g, p, state[0], gs=gs, step=step, lr=hp["lr"], lr_decay=hp["lr_decay"],
-                        weight_decay=hp["weight_decay"], eps=hp["eps"])
+                        weight_decay=hp["weight_decay"], eps=hp["eps"], average=average)
         return {"step": step}

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import decay_terms, flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, decay_terms, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -21,18 +22,20 @@ EPS_MODES = ("torch", "hat")
 
 def _launch_adam(g: Any, p: Any, m: Any, v: Any, vmax: Any, *, gs: Any, step: float,
                  lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-                 decoupled: bool, eps_root: float = 0.0, eps_mode: str = "torch") -> None:
+                 decoupled: bool, eps_root: float = 0.0, eps_mode: str = "torch",
+                 average: Any = None) -> None:
     l2, decay = decay_terms(lr, weight_decay, decoupled)
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
     if eps_mode == "hat":  # eps + sqrt(v) before bias correction: eps / sqrt(bc2) after it
         eps = eps / bc2**0.5
     # kernels/cpu/adam.py: adam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2,
-    # bc2_sqrt, eps, eps_root_bc2, step_size | p, m, v, vmax); vmax is only touched by the
-    # AMSGrad variant
-    _backend.launch("adam", "adam", (("amsgrad", vmax is not None),), g, gs, l2, decay, 1.0 - beta1,
-                    beta2, 1.0 - beta2, bc2**0.5, eps, eps_root * bc2, lr / bc1, p, m, v,
-                    p if vmax is None else vmax)
+    # bc2_sqrt, eps, eps_root_bc2, step_size, *avg_s | p, m, v, vmax, avg); vmax is only
+    # touched by the AMSGrad variant
+    flags, avg_s, avg = averaging((("amsgrad", vmax is not None),), average, p)
+    _backend.launch("adam", "adam", flags, g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2,
+                    bc2**0.5, eps, eps_root * bc2, lr / bc1, *avg_s, p, m, v,
+                    p if vmax is None else vmax, avg)
 
 
 def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
@@ -161,6 +164,8 @@ class Adam(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
         decoupled_weight_decay: AdamW's decay instead of L2.
         eps_root: :math:`\epsilon_r` >= 0, inside the square root.
         eps_mode: ``"torch"`` (default) or ``"hat"``, where :math:`\epsilon` goes.
@@ -194,13 +199,14 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False, eps_root: float = 0.0,
                  eps_mode: str = "torch", nonfinite: str = "propagate",
+                 average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "amsgrad": amsgrad,
                                   "maximize": maximize,
                                   "decoupled_weight_decay": decoupled_weight_decay,
                                   "eps_root": eps_root, "eps_mode": eps_mode},
-                         nonfinite=nonfinite,
+                         nonfinite=nonfinite, average=average,
                          **torch_options)
 
     _added_hyperparameters: ClassVar[dict[str, Any]] = {
@@ -211,13 +217,16 @@ class Adam(Optimizer):
             return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
         return ("exp_avg", "exp_avg_sq")
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0
         beta1, beta2 = hp["betas"]
         _launch_adam(g, p, state[0], state[1], state[2] if hp["amsgrad"] else None, gs=gs,
                      step=step, lr=hp["lr"], beta1=beta1, beta2=beta2, eps=hp["eps"],
                      weight_decay=hp["weight_decay"], decoupled=hp["decoupled_weight_decay"],
-                     eps_root=hp["eps_root"], eps_mode=hp["eps_mode"])
+                     eps_root=hp["eps_root"], eps_mode=hp["eps_mode"], average=average)
         return {"step": step}
 
 
@@ -241,6 +250,8 @@ class AdamW(Adam):
         eps_root: added inside the square root (see :class:`Adam`).
         eps_mode: ``"torch"`` or ``"hat"`` (see :class:`Adam`).
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients.
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -255,7 +266,8 @@ class AdamW(Adam):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, eps_root: float = 0.0, eps_mode: str = "torch",
-                 nonfinite: str = "propagate", **torch_options: Any) -> None:
+                 nonfinite: str = "propagate",
+                 average: Averaging | None = None, **torch_options: Any) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                          decoupled_weight_decay=True, eps_root=eps_root, eps_mode=eps_mode,
-                         nonfinite=nonfinite, **torch_options)
+                         nonfinite=nonfinite, average=average, **torch_options)

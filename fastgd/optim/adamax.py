@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -15,11 +16,14 @@ __all__ = ["Adamax", "adamax_"]
 
 
 def _launch_adamax(g: Any, p: Any, m: Any, u: Any, *, gs: Any, step: float, lr: float,
-                   beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+                   beta1: float, beta2: float, eps: float, weight_decay: float,
+                   average: Any = None) -> None:
     clr = lr / (1.0 - beta1**step)
-    # kernels/cpu/adamax.py: adamax(g, gs, wd, one_minus_beta1, beta2, eps, clr | p, m, u)
-    _backend.launch("adamax", "adamax", (), g, gs, weight_decay, 1.0 - beta1, beta2, eps, clr, p, m,
-                    u)
+    # kernels/cpu/adamax.py: adamax(g, gs, wd, one_minus_beta1, beta2, eps, clr, *avg_s |
+    # p, m, u, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("adamax", "adamax", flags, g, gs, weight_decay, 1.0 - beta1, beta2, eps, clr,
+                    *avg_s, p, m, u, avg)
 
 
 def adamax_(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
@@ -78,6 +82,8 @@ class Adamax(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -100,19 +106,22 @@ class Adamax(Optimizer):
     def __init__(self, params: Any, lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate",
+                 nonfinite: str = "propagate", average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "maximize": maximize},
-                         nonfinite=nonfinite,
+                         nonfinite=nonfinite, average=average,
                          **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_inf")
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0
         beta1, beta2 = hp["betas"]
         _launch_adamax(g, p, state[0], state[1], gs=gs, step=step, lr=hp["lr"], beta1=beta1,
-                       beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"])
+                       beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"], average=average)
         return {"step": step}

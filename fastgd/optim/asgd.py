@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -16,10 +17,11 @@ __all__ = ["ASGD", "asgd_"]
 
 def _launch_asgd(g: Any, p: Any, ax: Any, *, gs: Any, step: float, eta: float, mu: float,
                  lr: float, lambd: float, alpha: float, t0: float,
-                 weight_decay: float) -> tuple[float, float]:
-    # kernels/cpu/asgd.py: asgd(g, gs, wd, decay, eta, mu | p, ax)
-    _backend.launch("asgd", "asgd", (), g, gs, weight_decay, 1.0 - lambd * eta, eta, mu, p,
-                    ax)
+                 weight_decay: float, average: Any = None) -> tuple[float, float]:
+    # kernels/cpu/asgd.py: asgd(g, gs, wd, decay, eta, mu, *avg_s | p, ax, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("asgd", "asgd", flags, g, gs, weight_decay, 1.0 - lambd * eta, eta, mu,
+                    *avg_s, p, ax, avg)
     # the next step's eta and mu, from this step's count (torch updates them after the step)
     return lr / ((1.0 + lambd * lr * step) ** alpha), 1.0 / max(1.0, step - t0)
 
@@ -99,6 +101,8 @@ class ASGD(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -125,19 +129,23 @@ class ASGD(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
                  maximize: bool = False, nonfinite: str = "propagate",
+                 average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "lambd": lambd, "alpha": alpha, "t0": t0,
                                   "weight_decay": weight_decay, "maximize": maximize},
-                         nonfinite=nonfinite, **torch_options)
+                         nonfinite=nonfinite, average=average, **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("ax",)
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0
         eta = hp["lr"] if ss["step"] == 0 else ss["eta"]  # torch: eta starts at lr
         eta_next, mu_next = _launch_asgd(g, p, state[0], gs=gs, step=step, eta=eta,
                                          mu=ss["mu"], lr=hp["lr"], lambd=hp["lambd"],
                                          alpha=hp["alpha"], t0=hp["t0"],
-                                         weight_decay=hp["weight_decay"])
+                                         weight_decay=hp["weight_decay"], average=average)
         return {"step": step, "eta": eta_next, "mu": mu_next}

@@ -16,6 +16,7 @@ changes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import operator
@@ -29,6 +30,15 @@ import numpy as np
 from fastgd import _backend
 from fastgd import _validate as V
 from fastgd import clip as _clip
+from fastgd.averaging import (
+    AVERAGE,
+    Averaging,
+    _swapped,
+    average_into,
+    averaging_from_spec,
+    check_averaging,
+    check_n_averaged,
+)
 from fastgd.flat import _AttachedViews
 from fastgd.schedules import Schedule
 from fastgd.sparse import SparseGrad
@@ -306,7 +316,18 @@ class Optimizer(ABC):
         fused: likewise.
         differentiable: only False (torch's default) is accepted.
         capturable: only False (torch's default) is accepted.
+        average: weight averaging of the parameters, :class:`~fastgd.EMA` or
+            :class:`~fastgd.SWA` (torch.optim.swa_utils' averages), updated by the step
+            kernels as one more stream; read with :meth:`averaged`, evaluate with
+            :meth:`swap_averaged`. Part of :meth:`state_dict` and checkpoints.
     """
+
+    #: Whether ``average=`` is supported (not by LBFGS, whose steps are whole solves).
+    can_average: ClassVar[bool] = True
+
+    #: Whether :meth:`_update` takes ``average=(buffer, w, div)`` and updates the average
+    #: in its kernel; other rules get one elementwise averaging pass after their update.
+    fused_average: ClassVar[bool] = False
 
     #: Scalar state of a parameter that has not stepped yet.
     _scalar_init: ClassVar[Scalars] = {"step": 0.0}
@@ -322,9 +343,18 @@ class Optimizer(ABC):
     def __init__(self, params: Any, defaults: dict[str, Any], *,
                  nonfinite: str = "propagate", foreach: bool | None = None,
                  fused: bool | None = None, differentiable: bool = False,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False, average: Averaging | None = None) -> None:
         _torch_options(type(self).__name__, foreach=foreach, fused=fused,
                        differentiable=differentiable, capturable=capturable)
+        average = check_averaging(average)
+        if average is not None and not self.can_average:
+            raise TypeError(f"{type(self).__name__} does not take average=: its steps are "
+                            "whole solves; use fastgd.WeightAverage to average its parameters")
+        #: The weight averaging (:class:`~fastgd.EMA`, :class:`~fastgd.SWA`) or None.
+        self.average = average
+        #: How many steps the weight average holds.
+        self.n_averaged = 0
+        self._swapped = False
         if nonfinite not in self.NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {self.NONFINITE_POLICIES}, got "
                              f"{nonfinite!r}")
@@ -805,8 +835,14 @@ class Optimizer(ABC):
         state = seg.state
         for name in names:
             if name not in state:
-                init = self._state_init(hp, name)
                 xp = _backend.xp_of(seg.span)
+                if name == AVERAGE:  # zeros for the first averaged step to copy into; a
+                    # parameter joining a running average enters it at its current value
+                    # (as if it had held that value at every averaged step so far)
+                    state[name] = (seg.span.copy() if self.n_averaged else
+                                   xp.zeros(seg.span.size, seg.span.dtype))
+                    continue
+                init = self._state_init(hp, name)
                 shapes = [self._state_shape(name, s) for s in seg.shapes]
                 size = seg.span.size
                 if shapes != seg.shapes:
@@ -850,6 +886,9 @@ class Optimizer(ABC):
                 ``nonfinite="raise"``; nothing changed.
         """
         with self._lock:  # threads stepping one optimizer take turns
+            if self._swapped:
+                raise RuntimeError("step() inside swap_averaged(): the parameters hold the "
+                                   "averaged weights; step after the with block")
             self._sync()
             return self._step(grads, grad_scale, clip_norm, norm_type)
 
@@ -883,6 +922,10 @@ class Optimizer(ABC):
                 return False
             if clip_norm is not None:
                 scale *= _clip.clip_coef(clip_norm, norm)
+        weights = (None if self.average is None else
+                   self.average.weights(self.n_averaged, self.steps_applied + 1))
+        fused = weights is not None and self.fused_average and not self.per_parameter
+        covered: dict[int, list[tuple[int, int]]] = {}  # averaged by the update kernels
         for gi, seg, pieces in plan:
             hp = hps[gi]
             names = self._state_names(hp)
@@ -892,8 +935,15 @@ class Optimizer(ABC):
             if self.per_parameter:
                 self._update_each(hp, seg, pieces, gs, names)
                 continue
+            avg = self._ensure_state(seg, hp, (AVERAGE,))[0] if fused else None
             if len(pieces) == 1 and pieces[0][:2] == WHOLE_SEGMENT:
-                seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span, state)
+                if fused:
+                    seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span,
+                                              state, average=(avg, *weights))
+                    covered[id(seg)] = [(0, len(seg.index))]
+                else:
+                    seg.shared = self._update(hp, seg.shared, gs, pieces[0][2], seg.span,
+                                              state)
                 continue
             if seg.shared is not None:
                 for i in seg.index:
@@ -901,15 +951,37 @@ class Optimizer(ABC):
                 seg.shared = None
             for k0, k1, g in pieces:
                 lo, hi = seg.offsets[k0], seg.offsets[k1]
+                extra = {"average": (avg[lo:hi], *weights)} if fused else {}
                 new = self._update(hp, self._scalars[seg.index[k0]], gs, g, seg.span[lo:hi],
-                                   [s[lo:hi] for s in state])
+                                   [s[lo:hi] for s in state], **extra)
                 for k in range(k0, k1):
                     self._scalars[seg.index[k]] = new
+            if fused:
+                covered[id(seg)] = [(k0, k1) for k0, k1, _ in pieces]
             first = self._scalars[seg.index[0]]
             if all(self._scalars[i] == first for i in seg.index):
                 seg.shared = first
+        if weights is not None:
+            self._average_rest(weights, covered)
+            self.n_averaged += 1
         self.steps_applied += 1
         return True
+
+    def _average_rest(self, weights: tuple[float, float],
+                      covered: Mapping[int, list[tuple[int, int]]]) -> None:
+        """Average the parameters the update kernels did not (no gradient, other rules)."""
+        for segs in self._segments:
+            for seg in segs:
+                done = covered.get(id(seg), [])
+                if done == [(0, len(seg.index))]:
+                    continue
+                avg = self._ensure_state(seg, {}, (AVERAGE,))[0]
+                at = 0
+                for k0, k1 in [*done, (len(seg.index), len(seg.index))]:
+                    lo, hi = seg.offsets[at], seg.offsets[k0]
+                    if hi > lo:
+                        average_into(seg.span[lo:hi], avg[lo:hi], weights)
+                    at = k1
 
     def _update_each(self, hp: Mapping[str, Any], seg: _Segment, pieces: list[Any], gs: Any,
                      names: tuple[str, ...]) -> None:
@@ -1053,7 +1125,7 @@ class Optimizer(ABC):
         if not self._cuda:
             modes.append(_backend.all_parallel_kernels())
         for mode in modes:
-            copy = type(self)(groups, nonfinite=self.nonfinite)
+            copy = type(self)(groups, nonfinite=self.nonfinite, average=self.average)
             grads = [_backend.to_module_of(np.ones(1, p.dtype), p) for p in copy._params]
             with mode:
                 copy.step(grads)
@@ -1067,6 +1139,75 @@ class Optimizer(ABC):
             self._sync()
             for flat in self._flats:
                 flat.zero_grad()
+
+    # -- weight averaging ---------------------------------------------------------------
+
+    def _average_spans(self) -> list[tuple[Any, Any]]:
+        """(parameter span, average span) of every segment (averages created if missing)."""
+        if self.average is None:
+            raise RuntimeError(f"this {type(self).__name__} keeps no weight average: build it "
+                               "with average=fastgd.EMA(decay) or fastgd.SWA(start, every)")
+        if self._swapped:
+            raise RuntimeError("inside swap_averaged() the averaged weights are the "
+                               "parameters")
+        if self.n_averaged == 0:
+            raise RuntimeError("no step has been averaged yet")
+        return [(seg.span, self._ensure_state(seg, {}, (AVERAGE,))[0])
+                for segs in self._segments for seg in segs]
+
+    def averaged(self) -> list[Any]:
+        """The averaged weights, one array per parameter, in the order of :attr:`params`.
+
+        Views of the optimizer's average buffers (later steps change them); copy them to
+        keep a snapshot, or use :meth:`swap_averaged` to put them into the parameters.
+
+        Raises:
+            RuntimeError: no ``average=`` was given, or no step has been averaged yet.
+
+        Example:
+            >>> import numpy as np, fastgd
+            >>> w = np.zeros(1)
+            >>> opt = fastgd.SGD([w], lr=0.5, average=fastgd.EMA(0.9))
+            >>> _ = opt.step([-np.ones(1)])     # w = 0.5: the first average copies it
+            >>> opt.averaged()[0]
+            array([0.5])
+        """
+        with self._lock:
+            self._sync()
+            self._average_spans()
+            out: list[Any] = [None] * len(self._params)
+            for segs in self._segments:
+                for seg in segs:
+                    for k, i in enumerate(seg.index):
+                        out[i] = seg.view(AVERAGE, k)
+            return out
+
+    def swap_averaged(self) -> contextlib.AbstractContextManager[None]:
+        """A ``with`` block in which the parameters hold the averaged weights.
+
+        The parameters and the averages are exchanged in place (one elementwise pass per
+        segment) on entry and again on exit, so models, FlatParams views and anything else
+        that holds the parameter arrays see the averaged weights inside the block: evaluate
+        or save them there. :meth:`step`, :meth:`state_dict` and loading are refused inside.
+
+        Raises:
+            RuntimeError: no ``average=``, nothing averaged yet, or already swapped in.
+
+        Example:
+            >>> import numpy as np, fastgd
+            >>> w = np.zeros(1)
+            >>> opt = fastgd.SGD([w], lr=1.0, average=fastgd.SWA())
+            >>> _ = opt.step([-np.ones(1)]); _ = opt.step([-np.ones(1)])  # w: 1, 2
+            >>> with opt.swap_averaged():
+            ...     print(w)
+            [1.5]
+            >>> w
+            array([2.])
+        """
+        with self._lock:
+            self._sync()
+            pairs = self._average_spans()
+        return _swapped(self, pairs)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -1106,11 +1247,17 @@ class Optimizer(ABC):
             ``{"state": {index: {"step": float, <buffer>: array, ...}},
             "param_groups": [{<hyperparameters>, "params": [indices]}],
             "steps": {"applied": int, "skipped": int}}``, the layout of torch's state
-            dicts plus the step counters; a scheduled ``lr`` appears as its spec dict. It
+            dicts plus the step counters; with ``average=``, each parameter's state holds
+            its ``"average"`` and ``"average"`` describes the averaging
+            (``{"kind": "ema", "decay": ..., "n_averaged": n}``); a scheduled ``lr``
+            appears as its spec dict. It
             holds no pickled objects, so it can be saved with ``np.savez`` (arrays) and
             JSON (the rest) and loaded with ``allow_pickle=False``.
         """
         with self._lock:
+            if self._swapped:
+                raise RuntimeError("state_dict() inside swap_averaged(): the parameters hold "
+                                   "the averaged weights")
             self._sync()
             groups = []
             for group, segs in zip(self.param_groups, self._segments):
@@ -1118,9 +1265,11 @@ class Optimizer(ABC):
                          for k, v in group.items() if k != "params"}
                 entry["params"] = sorted(i for seg in segs for i in seg.index)
                 groups.append(entry)
-            return {"state": self._param_state(copy=True), "param_groups": groups,
-                    "steps": {"applied": self.steps_applied,
-                              "skipped": self.steps_skipped}}
+            out = {"state": self._param_state(copy=True), "param_groups": groups,
+                   "steps": {"applied": self.steps_applied, "skipped": self.steps_skipped}}
+            if self.average is not None:
+                out["average"] = {**self.average.spec(), "n_averaged": self.n_averaged}
+            return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`, into this optimizer's (possibly other) arrays.
@@ -1152,11 +1301,16 @@ class Optimizer(ABC):
             return self._prepare_load(state_dict)
 
     def _prepare_load(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        if self._swapped:
+            raise RuntimeError("load inside swap_averaged(): the parameters hold the "
+                               "averaged weights")
         if not isinstance(state_dict, Mapping) or not (
-            {"state", "param_groups"} <= set(state_dict) <= {"state", "param_groups", "steps"}
+            {"state", "param_groups"} <= set(state_dict)
+            <= {"state", "param_groups", "steps", "average"}
         ):
             raise ValueError("state_dict must be a dict with keys 'state', 'param_groups' "
-                             "(and optionally 'steps')")
+                             "(and optionally 'steps', 'average')")
+        n_averaged = self._check_saved_average(state_dict.get("average"))
         steps = state_dict.get("steps", {"applied": 0, "skipped": 0})
         if not isinstance(steps, Mapping) or set(steps) != {"applied", "skipped"} or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
@@ -1213,6 +1367,10 @@ class Optimizer(ABC):
             if not isinstance(entry, Mapping):
                 raise ValueError(f"state of parameter {sid!r} must be a dict")
             expected = set(names) | set(self._scalar_init)
+            if n_averaged and AVERAGE in entry:
+                names.append(AVERAGE)
+                shapes[AVERAGE] = p.shape
+                expected.add(AVERAGE)
             if set(entry) != expected:
                 raise ValueError(
                     f"state of parameter {sid!r} has keys {sorted(entry)}, "
@@ -1248,16 +1406,35 @@ class Optimizer(ABC):
                 if self._layout_version != layout or self._layout_changed():
                     raise RuntimeError("param_groups changed between prepare_load and its "
                                        "apply; prepare again")
-                self._apply_load(steps, new_groups, new_hps, loaded)
+                self._apply_load(steps, new_groups, new_hps, loaded, n_averaged)
 
         return apply
 
+    def _check_saved_average(self, saved: Any) -> int:
+        """The ``n_averaged`` of a state dict's ``"average"`` entry, checked against ours."""
+        if saved is None:
+            return 0  # a state dict without averages: ours start again
+        if self.average is None:
+            raise ValueError("state_dict holds weight averages; this optimizer was built "
+                             "without average=")
+        if not isinstance(saved, Mapping) or "n_averaged" not in saved:
+            raise ValueError(f"state_dict['average'] must be an averaging spec with "
+                             f"n_averaged, got {saved!r}")
+        spec = {k: v for k, v in saved.items() if k != "n_averaged"}
+        theirs = averaging_from_spec(spec)
+        if theirs != self.average:
+            raise ValueError(f"state_dict holds the average of {theirs}, this optimizer "
+                             f"keeps {self.average}")
+        return check_n_averaged(saved["n_averaged"])
+
     def _apply_load(self, steps: Mapping[str, int], new_groups: list[dict[str, Any]],
                     new_hps: list[dict[str, Any]],
-                    loaded: dict[int, tuple[Scalars, dict[str, np.ndarray]]]) -> None:
+                    loaded: dict[int, tuple[Scalars, dict[str, np.ndarray]]],
+                    n_averaged: int = 0) -> None:
         self._layout_version += 1
         self.steps_applied = int(steps["applied"])
         self.steps_skipped = int(steps["skipped"])
+        self.n_averaged = n_averaged
         for gi, (values, hp) in enumerate(zip(new_groups, new_hps)):
             _, plist, _, origin = self._group_refs[gi]
             new_group = _Group(values, self._edits)
@@ -1268,7 +1445,8 @@ class Optimizer(ABC):
             names = self._state_names(hp)
             for seg in self._segments[gi]:
                 seg.state = {}
-                self._ensure_state(seg, hp, names)
+                # averages not in the state dict start at the parameters' values
+                self._ensure_state(seg, hp, (*names, AVERAGE) if n_averaged else names)
                 for k, i in enumerate(seg.index):
                     if i in loaded:
                         scalars, arrays = loaded[i]

@@ -202,6 +202,8 @@ class LBFGS(Optimizer):
         array([1., 2.])
     """
 
+    can_average: ClassVar[bool] = False
+
     #: name -> checker (fastgd._validate); Optimizer.check applies them
     hyperparameters: ClassVar[dict[str, Any]] = {
         "lr": lr_or_schedule,

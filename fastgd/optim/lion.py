@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -15,11 +16,12 @@ __all__ = ["Lion", "lion_"]
 
 
 def _launch_lion(g: Any, p: Any, m: Any, *, gs: Any, lr: float, beta1: float, beta2: float,
-                 weight_decay: float) -> None:
-    # kernels/cpu/lion.py: lion(g, gs, wd, beta1, one_minus_beta1, beta2, one_minus_beta2, lr |
-    # p, m)
-    _backend.launch("lion", "lion", (), g, gs, weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2,
-                    lr, p, m)
+                 weight_decay: float, average: Any = None) -> None:
+    # kernels/cpu/lion.py: lion(g, gs, wd, beta1, one_minus_beta1, beta2, one_minus_beta2, lr,
+    # *avg_s | p, m, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("lion", "lion", flags, g, gs, weight_decay, beta1, 1.0 - beta1, beta2,
+                    1.0 - beta2, lr, *avg_s, p, m, avg)
 
 
 def lion_(param: Any, grad: Any, exp_avg: Any, *, lr: float = 1e-4, beta1: float = 0.9,
@@ -78,6 +80,8 @@ class Lion(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -99,17 +103,20 @@ class Lion(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False,
-                 nonfinite: str = "propagate",
+                 nonfinite: str = "propagate", average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay,
-                                  "maximize": maximize}, nonfinite=nonfinite,
+                                  "maximize": maximize}, nonfinite=nonfinite, average=average,
                          **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg",)
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         beta1, beta2 = hp["betas"]
         _launch_lion(g, p, state[0], gs=gs, lr=hp["lr"], beta1=beta1, beta2=beta2,
-                     weight_decay=hp["weight_decay"])
+                     weight_decay=hp["weight_decay"], average=average)
         return {"step": ss["step"] + 1.0}

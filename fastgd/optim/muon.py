@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
+from fastgd.averaging import Averaging
 from fastgd.optim._functional import scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
@@ -203,6 +204,8 @@ class Muon(Optimizer):
         maximize: ascend instead of descend (a fastgd extra; torch's Muon has none).
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -234,12 +237,14 @@ class Muon(Optimizer):
                  ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, *,
                  maximize: bool = False, nonfinite: str = "propagate",
+                 average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay,
                                   "momentum": momentum, "nesterov": nesterov,
                                   "ns_coefficients": ns_coefficients, "eps": eps,
                                   "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn,
-                                  "maximize": maximize}, nonfinite=nonfinite, **torch_options)
+                                  "maximize": maximize}, nonfinite=nonfinite,
+                         average=average, **torch_options)
 
     def _check_param(self, p: Any, name: str) -> None:
         _check_2d(p, name)

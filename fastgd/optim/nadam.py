@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import decay_terms, flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, decay_terms, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -16,7 +17,8 @@ __all__ = ["NAdam", "nadam_"]
 
 def _launch_nadam(g: Any, p: Any, m: Any, v: Any, *, gs: Any, step: float,
                   mu_product: float, lr: float, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, momentum_decay: float, decoupled: bool) -> float:
+                  weight_decay: float, momentum_decay: float, decoupled: bool,
+                  average: Any = None) -> float:
     l2, decay = decay_terms(lr, weight_decay, decoupled)
     bc2 = 1.0 - beta2**step
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
@@ -25,9 +27,10 @@ def _launch_nadam(g: Any, p: Any, m: Any, v: Any, *, gs: Any, step: float,
     c_grad = lr * (1.0 - mu) / (1.0 - mu_product)
     c_avg = lr * mu_next / (1.0 - mu_product * mu_next)
     # kernels/cpu/nadam.py: nadam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2,
-    # bc2, eps, c_grad, c_avg | p, m, v)
-    _backend.launch("nadam", "nadam", (), g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2, bc2,
-                    eps, c_grad, c_avg, p, m, v)
+    # bc2, eps, c_grad, c_avg, *avg_s | p, m, v, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("nadam", "nadam", flags, g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2,
+                    bc2, eps, c_grad, c_avg, *avg_s, p, m, v, avg)
     return mu_product
 
 
@@ -107,6 +110,8 @@ class NAdam(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -134,24 +139,27 @@ class NAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, maximize: bool = False,
-                 nonfinite: str = "propagate",
+                 nonfinite: str = "propagate", average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay,
                                   "momentum_decay": momentum_decay,
                                   "decoupled_weight_decay": decoupled_weight_decay,
-                                  "maximize": maximize}, nonfinite=nonfinite,
+                                  "maximize": maximize}, nonfinite=nonfinite, average=average,
                          **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0
         beta1, beta2 = hp["betas"]
         mu_product = _launch_nadam(g, p, state[0], state[1], gs=gs, step=step,
                                    mu_product=ss["mu_product"], lr=hp["lr"], beta1=beta1,
                                    beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"],
                                    momentum_decay=hp["momentum_decay"],
-                                   decoupled=hp["decoupled_weight_decay"])
+                                   decoupled=hp["decoupled_weight_decay"], average=average)
         return {"step": step, "mu_product": mu_product}

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import decay_terms, flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, decay_terms, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -16,7 +17,7 @@ __all__ = ["RAdam", "radam_"]
 
 def _launch_radam(g: Any, p: Any, m: Any, v: Any, *, gs: Any, step: float, lr: float,
                   beta1: float, beta2: float, eps: float, weight_decay: float,
-                  decoupled: bool) -> None:
+                  decoupled: bool, average: Any = None) -> None:
     l2, decay = decay_terms(lr, weight_decay, decoupled)
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
@@ -27,9 +28,10 @@ def _launch_radam(g: Any, p: Any, m: Any, v: Any, *, gs: Any, step: float, lr: f
         rect = (((rho_t - 4.0) * (rho_t - 2.0) * rho_inf)
                 / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) ** 0.5
     # kernels/cpu/radam.py: radam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2,
-    # bc1, lr, rect, bc2_sqrt, eps | p, m, v)
-    _backend.launch("radam", "radam", (), g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2, bc1,
-                    lr, rect, bc2**0.5, eps, p, m, v)
+    # bc1, lr, rect, bc2_sqrt, eps, *avg_s | p, m, v, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("radam", "radam", flags, g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2,
+                    bc1, lr, rect, bc2**0.5, eps, *avg_s, p, m, v, avg)
 
 
 def radam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
@@ -103,6 +105,8 @@ class RAdam(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -127,21 +131,24 @@ class RAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  maximize: bool = False,
-                 nonfinite: str = "propagate",
+                 nonfinite: str = "propagate", average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay,
                                   "decoupled_weight_decay": decoupled_weight_decay,
-                                  "maximize": maximize}, nonfinite=nonfinite,
+                                  "maximize": maximize}, nonfinite=nonfinite, average=average,
                          **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0
         beta1, beta2 = hp["betas"]
         _launch_radam(g, p, state[0], state[1], gs=gs, step=step, lr=hp["lr"], beta1=beta1,
                       beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"],
-                      decoupled=hp["decoupled_weight_decay"])
+                      decoupled=hp["decoupled_weight_decay"], average=average)
         return {"step": step}

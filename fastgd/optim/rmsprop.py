@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import check_momentum_buffer, flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, check_momentum_buffer, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -15,12 +16,15 @@ __all__ = ["RMSprop", "rmsprop_"]
 
 
 def _launch_rmsprop(g: Any, p: Any, sq: Any, ga: Any, buf: Any, *, gs: Any, lr: float,
-                    alpha: float, eps: float, weight_decay: float, momentum: float) -> None:
-    flags = (("centered", ga is not None), ("use_momentum", buf is not None))
-    # kernels/cpu/rmsprop.py: rmsprop(g, gs, wd, alpha, one_minus_alpha, eps, lr, momentum |
-    # p, sq, ga, buf); ga and buf are not touched by the variants without them
+                    alpha: float, eps: float, weight_decay: float, momentum: float,
+                    average: Any = None) -> None:
+    flags, avg_s, avg = averaging(
+        (("centered", ga is not None), ("use_momentum", buf is not None)), average, p)
+    # kernels/cpu/rmsprop.py: rmsprop(g, gs, wd, alpha, one_minus_alpha, eps, lr, momentum,
+    # *avg_s | p, sq, ga, buf, avg); ga and buf are not touched by the variants without them
     _backend.launch("rmsprop", "rmsprop", flags, g, gs, weight_decay, alpha, 1.0 - alpha, eps, lr,
-                    momentum, p, sq, p if ga is None else ga, p if buf is None else buf)
+                    momentum, *avg_s, p, sq, p if ga is None else ga, p if buf is None else buf,
+                    avg)
 
 
 def rmsprop_(param: Any, grad: Any, square_avg: Any, grad_avg: Any = None,
@@ -91,6 +95,8 @@ class RMSprop(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -115,21 +121,26 @@ class RMSprop(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, maximize: bool = False,
-                 nonfinite: str = "propagate",
+                 nonfinite: str = "propagate", average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
                                   "weight_decay": weight_decay, "momentum": momentum,
-                                  "centered": centered, "maximize": maximize}, nonfinite=nonfinite,
+                                  "centered": centered, "maximize": maximize},
+                         nonfinite=nonfinite, average=average,
                          **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return (("square_avg",) + (("grad_avg",) if hp["centered"] else ())
                 + (("momentum_buffer",) if hp["momentum"] > 0 else ()))
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         it = iter(state[1:])
         ga = next(it) if hp["centered"] else None
         buf = next(it) if hp["momentum"] > 0 else None
         _launch_rmsprop(g, p, state[0], ga, buf, gs=gs, lr=hp["lr"], alpha=hp["alpha"],
-                        eps=hp["eps"], weight_decay=hp["weight_decay"], momentum=hp["momentum"])
+                        eps=hp["eps"], weight_decay=hp["weight_decay"], momentum=hp["momentum"],
+                        average=average)
         return {"step": ss["step"] + 1.0}

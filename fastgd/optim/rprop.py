@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -43,11 +44,12 @@ def _step_sizes(name: str, value: Any) -> tuple[float, float]:
 
 
 def _launch_rprop(g: Any, p: Any, prev: Any, step_size: Any, *, gs: Any, etas: Any,
-                  step_sizes: Any) -> None:
-    # kernels/cpu/rprop.py: rprop(g, gs, etaminus, etaplus, step_min, step_max |
-    # p, prev, step_size)
-    _backend.launch("rprop", "rprop", (), g, gs, etas[0], etas[1], step_sizes[0],
-                    step_sizes[1], p, prev, step_size)
+                  step_sizes: Any, average: Any = None) -> None:
+    # kernels/cpu/rprop.py: rprop(g, gs, etaminus, etaplus, step_min, step_max, *avg_s |
+    # p, prev, step_size, avg)
+    flags, avg_s, avg = averaging((), average, p)
+    _backend.launch("rprop", "rprop", flags, g, gs, etas[0], etas[1], step_sizes[0],
+                    step_sizes[1], *avg_s, p, prev, step_size, avg)
 
 
 def rprop_(param: Any, grad: Any, prev: Any, step_size: Any, *,
@@ -111,6 +113,8 @@ class Rprop(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -132,9 +136,11 @@ class Rprop(Optimizer):
 
     def __init__(self, params: Any, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False,
-                 nonfinite: str = "propagate", **torch_options: Any) -> None:
+                 nonfinite: str = "propagate",
+                 average: Averaging | None = None, **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "etas": etas, "step_sizes": step_sizes,
-                                  "maximize": maximize}, nonfinite=nonfinite, **torch_options)
+                                  "maximize": maximize}, nonfinite=nonfinite,
+                         average=average, **torch_options)
 
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("prev", "step_size")
@@ -142,7 +148,10 @@ class Rprop(Optimizer):
     def _state_init(self, hp: Mapping[str, Any], name: str) -> float:
         return hp["lr"] if name == "step_size" else 0.0
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         _launch_rprop(g, p, state[0], state[1], gs=gs, etas=hp["etas"],
-                      step_sizes=hp["step_sizes"])
+                      step_sizes=hp["step_sizes"], average=average)
         return {"step": ss["step"] + 1.0}

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd.optim._functional import check_momentum_buffer, flat_arrays, scale_of
+from fastgd.averaging import Averaging
+from fastgd.optim._functional import averaging, check_momentum_buffer, flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
 
@@ -15,17 +16,20 @@ __all__ = ["SGD", "sgd_"]
 
 
 def _launch_sgd(g: Any, p: Any, buf: Any, *, gs: Any, lr: float, momentum: float,
-                dampening: float, weight_decay: float, nesterov: bool, first: bool) -> None:
+                dampening: float, weight_decay: float, nesterov: bool, first: bool,
+                average: Any = None) -> None:
     if buf is None:
-        # kernels/cpu/sgd.py: sgd(g, gs, wd, lr | p)
-        _backend.launch("sgd", "sgd", (), g, gs, weight_decay, lr, p)
+        # kernels/cpu/sgd.py: sgd(g, gs, wd, lr, *avg_s | p, avg)
+        flags, avg_s, avg = averaging((), average, p)
+        _backend.launch("sgd", "sgd", flags, g, gs, weight_decay, lr, *avg_s, p, avg)
     else:
         # torch clones the gradient into the buffer on the first step (no dampening): over
         # a zero buffer, damp = 1 gives exactly that
         damp = 1.0 if first else 1.0 - dampening
-        # kernels/cpu/sgd.py: sgd_momentum(g, gs, wd, lr, momentum, damp | p, buf)
-        _backend.launch("sgd", "sgd_momentum", (("nesterov", nesterov),), g, gs, weight_decay, lr,
-                        momentum, damp, p, buf)
+        # kernels/cpu/sgd.py: sgd_momentum(g, gs, wd, lr, momentum, damp, *avg_s | p, buf, avg)
+        flags, avg_s, avg = averaging((("nesterov", nesterov),), average, p)
+        _backend.launch("sgd", "sgd_momentum", flags, g, gs, weight_decay, lr, momentum, damp,
+                        *avg_s, p, buf, avg)
 
 
 def sgd_(param: Any, grad: Any, momentum_buffer: Any = None, *, lr: float,
@@ -97,6 +101,8 @@ class SGD(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -121,10 +127,12 @@ class SGD(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  *, maximize: bool = False, nonfinite: str = "propagate",
+                 average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "weight_decay": weight_decay, "nesterov": nesterov,
-                                  "maximize": maximize}, nonfinite=nonfinite, **torch_options)
+                                  "maximize": maximize}, nonfinite=nonfinite,
+                         average=average, **torch_options)
 
     @classmethod
     def _check_together(cls, hp: Mapping[str, Any]) -> None:
@@ -135,11 +143,14 @@ class SGD(Optimizer):
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if hp["momentum"] != 0 else ()
 
-    def _update(self, hp, ss: Scalars, gs, g, p, state) -> Scalars:
+    #: the update kernel carries the weight average as one more stream
+    fused_average: ClassVar[bool] = True
+
+    def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         buf = state[0] if state else None
         _launch_sgd(g, p, buf, gs=gs, lr=hp["lr"], momentum=hp["momentum"],
                     dampening=hp["dampening"], weight_decay=hp["weight_decay"],
-                    nesterov=hp["nesterov"], first=ss["step"] == 0)
+                    nesterov=hp["nesterov"], first=ss["step"] == 0, average=average)
         # The step count here counts momentum-buffer updates (torch keeps none): without
         # momentum SGD has no state at all.
         return {"step": ss["step"] + 1.0} if buf is not None else ss

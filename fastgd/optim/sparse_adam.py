@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from fastgd import _backend
 from fastgd import _validate as V
+from fastgd.averaging import Averaging
 from fastgd.optim._functional import flat_arrays, scale_of
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import lr_or_schedule
@@ -119,6 +120,8 @@ class SparseAdam(Optimizer):
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"skip"`` or ``"raise"`` for NaN/inf gradients
             (see :class:`~fastgd.Optimizer`).
+        average: weight averaging, :class:`~fastgd.EMA` or :class:`~fastgd.SWA`, kept
+            beside the parameters (see :meth:`~fastgd.Optimizer.averaged`).
 
     Example:
         >>> import numpy as np, fastgd
@@ -144,9 +147,11 @@ class SparseAdam(Optimizer):
     def __init__(self, params: Any, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
                  maximize: bool = False, nonfinite: str = "propagate",
+                 average: Averaging | None = None,
                  **torch_options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
-                                  "maximize": maximize}, nonfinite=nonfinite, **torch_options)
+                                  "maximize": maximize}, nonfinite=nonfinite,
+                         average=average, **torch_options)
 
     def _check_param(self, p: Any, name: str) -> None:
         if p.ndim < 1:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from numba import njit
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 #: Element counts from which the ``prange`` (two-thread) kernels beat the serial ones, whose
 #: call costs ~2 us less than waking the thread pool. Measured on the 2-core development
@@ -59,6 +59,25 @@ def _as_dtype_of(x, like):  # pragma: no cover - runs inside Numba's type infere
         return dtype(x)
 
     return impl
+
+
+@register_jitable(inline="always")
+def averaged(a: Any, pn: Any, w: Any, w1: Any, div: Any) -> Any:
+    """The weight average ``a`` moved towards the new parameter value ``pn``.
+
+    The optional stream of the update kernels (variant flag ``average``) and of
+    ``kernels/cpu/average.py``: ``div != 0`` is SWA's running mean, ``a + (pn - a) / div``
+    with ``div`` the count of averaged values (1 copies ``pn`` into a zero ``a``);
+    otherwise an exponential moving average by torch's ``lerp`` with weight ``w``
+    (``w1 = 1 - w``): ``a + w (pn - a)`` for ``w < 0.5``, else ``pn - (pn - a) w1``.
+    All four scalars are of the array's dtype.
+    """
+    d = pn - a
+    if div != 0:
+        return a + d / div
+    if w < 0.5:
+        return a + w * d
+    return pn - d * w1
 
 
 class KernelRule:

@@ -3,14 +3,17 @@
 import numpy as np
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(HEAVY_THRESHOLD)
-def adagrad():
+def adagrad(average):
     """s <- s + g^2; theta <- theta - clr * g / (sqrt(s) + eps)."""
 
-    def adagrad(g, gs, wd, clr, eps, p, s):
+    def adagrad(g, gs, wd, clr, eps, avg_w, avg_w1, avg_div, p, s, avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         wd = as_dtype_of(wd, p)
         clr = as_dtype_of(clr, p)
@@ -21,6 +24,9 @@ def adagrad():
                 gi = gi + wd * p[i]
             si = s[i] + gi * gi
             s[i] = si
-            p[i] = p[i] - clr * (gi / (np.sqrt(si) + eps))
+            pn = p[i] - clr * (gi / (np.sqrt(si) + eps))
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
 
     return adagrad

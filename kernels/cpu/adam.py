@@ -3,11 +3,11 @@
 import numpy as np
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(HEAVY_THRESHOLD)
-def adam(amsgrad):
+def adam(amsgrad, average):
     """m <- m + (1-b1)(g-m); v <- b2 v + (1-b2) g^2; theta <- theta - step_size m/denom.
 
     ``denom = sqrt((v or vmax) + eps_root_bc2) / bc2_sqrt + eps``: ``eps_root_bc2`` is
@@ -19,7 +19,10 @@ def adam(amsgrad):
     """
 
     def adam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps,
-             eps_root_bc2, step_size, p, m, v, vmax):
+             eps_root_bc2, step_size, avg_w, avg_w1, avg_div, p, m, v, vmax, avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         l2 = as_dtype_of(l2, p)
         decay = as_dtype_of(decay, p)
@@ -47,6 +50,9 @@ def adam(amsgrad):
                 vmax[i] = vm
                 vi = vm
             denom = np.sqrt(vi + eps_root_bc2) / bc2_sqrt + eps
-            p[i] = pi - step_size * (mi / denom)
+            pn = pi - step_size * (mi / denom)
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
 
     return adam

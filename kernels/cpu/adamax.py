@@ -2,14 +2,17 @@
 
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(HEAVY_THRESHOLD)
-def adamax():
+def adamax(average):
     """m <- m + (1-b1)(g-m); u <- max(b2 u, |g| + eps); theta <- theta - clr m/u."""
 
-    def adamax(g, gs, wd, one_minus_beta1, beta2, eps, clr, p, m, u):
+    def adamax(g, gs, wd, one_minus_beta1, beta2, eps, clr, avg_w, avg_w1, avg_div, p, m, u, avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         wd = as_dtype_of(wd, p)
         one_minus_beta1 = as_dtype_of(one_minus_beta1, p)
@@ -28,6 +31,9 @@ def adamax():
             if ai > ui or ai != ai:
                 ui = ai
             u[i] = ui
-            p[i] = p[i] - clr * (mi / ui)
+            pn = p[i] - clr * (mi / ui)
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
 
     return adamax

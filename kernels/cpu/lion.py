@@ -2,14 +2,19 @@
 
 from numba import prange
 
-from ._jit import LIGHT_THRESHOLD, as_dtype_of, rule
+from ._jit import LIGHT_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(LIGHT_THRESHOLD)
-def lion():
+def lion(average):
     """c = b1 m + (1-b1) g; theta <- theta - lr (sign(c) + wd theta); m <- b2 m + (1-b2) g."""
 
-    def lion(g, gs, wd, beta1, one_minus_beta1, beta2, one_minus_beta2, lr, p, m):
+    def lion(g, gs, wd, beta1, one_minus_beta1, beta2, one_minus_beta2, lr, avg_w,
+             avg_w1, avg_div, p, m,
+             avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         wd = as_dtype_of(wd, p)
         beta1 = as_dtype_of(beta1, p)
@@ -31,7 +36,10 @@ def lion():
             pi = p[i]
             if wd != 0:
                 s = s + wd * pi
-            p[i] = pi - lr * s
+            pn = pi - lr * s
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
             m[i] = beta2 * mi + one_minus_beta2 * gi
 
     return lion

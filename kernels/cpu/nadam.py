@@ -3,15 +3,18 @@
 import numpy as np
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(HEAVY_THRESHOLD)
-def nadam():
+def nadam(average):
     """theta <- theta - c_grad g/denom - c_avg m/denom, denom = sqrt(v / bc2) + eps."""
 
     def nadam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2, bc2, eps,
-              c_grad, c_avg, p, m, v):
+              c_grad, c_avg, avg_w, avg_w1, avg_div, p, m, v, avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         l2 = as_dtype_of(l2, p)
         decay = as_dtype_of(decay, p)
@@ -34,6 +37,9 @@ def nadam():
             v[i] = vi
             denom = np.sqrt(vi / bc2) + eps
             pi = pi - c_grad * (gi / denom)
-            p[i] = pi - c_avg * (mi / denom)
+            pn = pi - c_avg * (mi / denom)
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
 
     return nadam

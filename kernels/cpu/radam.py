@@ -3,11 +3,11 @@
 import numpy as np
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(HEAVY_THRESHOLD)
-def radam():
+def radam(average):
     """theta <- theta - lr m/bc1 [* bc2_sqrt / (sqrt(v) + eps) * rect when rect > 0].
 
     ``rect`` is the variance rectification term, or 0 while the variance is not yet
@@ -15,7 +15,10 @@ def radam():
     """
 
     def radam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2, bc1, lr, rect,
-              bc2_sqrt, eps, p, m, v):
+              bc2_sqrt, eps, avg_w, avg_w1, avg_div, p, m, v, avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         l2 = as_dtype_of(l2, p)
         decay = as_dtype_of(decay, p)
@@ -40,6 +43,9 @@ def radam():
             upd = mi / bc1 * lr
             if rect > 0:
                 upd = upd * (bc2_sqrt / (np.sqrt(vi) + eps)) * rect
-            p[i] = pi - upd
+            pn = pi - upd
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
 
     return radam

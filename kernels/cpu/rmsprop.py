@@ -3,18 +3,23 @@
 import numpy as np
 from numba import prange
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(HEAVY_THRESHOLD)
-def rmsprop(centered, use_momentum):
-    """sq <- alpha sq + (1-alpha) g^2; avg = sqrt(sq [- ga^2]) + eps; step g/avg [via buf].
+def rmsprop(average, centered, use_momentum):
+    """sq <- alpha sq + (1-alpha) g^2; denom = sqrt(sq [- ga^2]) + eps; step g/denom [via buf].
 
     ``ga`` (centered) and ``buf`` (momentum) are only touched by the variants that use
     them; callers pass any array of the right length (the parameter) otherwise.
     """
 
-    def rmsprop(g, gs, wd, alpha, one_minus_alpha, eps, lr, momentum, p, sq, ga, buf):
+    def rmsprop(g, gs, wd, alpha, one_minus_alpha, eps, lr, momentum, avg_w,
+                avg_w1, avg_div, p, sq, ga,
+                buf, avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         wd = as_dtype_of(wd, p)
         alpha = as_dtype_of(alpha, p)
@@ -31,14 +36,17 @@ def rmsprop(centered, use_momentum):
             if centered:
                 gai = ga[i] + one_minus_alpha * (gi - ga[i])
                 ga[i] = gai
-                avg = np.sqrt(sqi - gai * gai) + eps
+                denom = np.sqrt(sqi - gai * gai) + eps
             else:
-                avg = np.sqrt(sqi) + eps
+                denom = np.sqrt(sqi) + eps
             if use_momentum:
-                b = momentum * buf[i] + gi / avg
+                b = momentum * buf[i] + gi / denom
                 buf[i] = b
-                p[i] = p[i] - lr * b
+                pn = p[i] - lr * b
             else:
-                p[i] = p[i] - lr * (gi / avg)
+                pn = p[i] - lr * (gi / denom)
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
 
     return rmsprop

@@ -3,18 +3,23 @@
 import numpy as np
 from numba import prange
 
-from ._jit import LIGHT_THRESHOLD, as_dtype_of, rule
+from ._jit import LIGHT_THRESHOLD, as_dtype_of, averaged, rule
 
 
 @rule(LIGHT_THRESHOLD)
-def rprop():
+def rprop(average):
     """step <- clamp(step * f, lo, hi), f = eta+ | eta- | 1 by sign(g prev); theta -= sign(g) step.
 
     Where the sign flipped (``f = eta-``) the gradient counts as 0: no move, and ``prev``
     becomes 0. A NaN product keeps NaN (as torch, whose masks skip it).
     """
 
-    def rprop(g, gs, etaminus, etaplus, step_min, step_max, p, prev, step_size):
+    def rprop(g, gs, etaminus, etaplus, step_min, step_max, avg_w,
+              avg_w1, avg_div, p, prev, step_size,
+              avg):
+        avg_w = as_dtype_of(avg_w, p)
+        avg_w1 = as_dtype_of(avg_w1, p)
+        avg_div = as_dtype_of(avg_div, p)
         gs = as_dtype_of(gs, p)
         etaminus = as_dtype_of(etaminus, p)
         etaplus = as_dtype_of(etaplus, p)
@@ -40,7 +45,10 @@ def rprop():
             step_size[i] = st
             if f == etaminus:
                 gi = zero
-            p[i] = p[i] - np.sign(gi) * st
+            pn = p[i] - np.sign(gi) * st
+            p[i] = pn
+            if average:
+                avg[i] = averaged(avg[i], pn, avg_w, avg_w1, avg_div)
             prev[i] = gi
 
     return rprop

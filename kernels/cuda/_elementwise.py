@@ -11,6 +11,11 @@ that dtype, and ``raw:`` marks an argument the body indexes itself: the gradient
 GPU reaches the kernel without a host synchronization), or a row-wise kernel's 2-D array. A
 state array that only some variants use is dropped from the others' parameter lists
 (``optional``); the launcher takes the CPU argument list and drops it likewise.
+
+A rule declared with ``average=True`` carries the weight-averaging stream of
+``kernels/cpu/_jit.averaged`` as the variant flag ``average``: the scalars
+``avg_w avg_w1 avg_div`` close its inputs, the array ``avg`` its outputs, and
+:data:`AVERAGE` follows the body (which leaves the new parameter in ``p``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ import cupy as cp
 #: the raw inputs that are scalars (the rest of ``raw:`` arguments are arrays)
 _DEVICE_SCALARS = {"gs", "step"}
 
+#: The weight-averaging stream (see kernels/cpu/_jit.averaged): SWA's running mean when
+#: ``avg_div != 0``, else torch's lerp towards the new parameter ``p`` with weight ``avg_w``.
+AVERAGE = """
+    if (avg_div != 0) avg = avg + (p - avg) / avg_div;
+    else if (avg_w < 0.5) avg = avg + avg_w * (p - avg);
+    else avg = p - (p - avg) * avg_w1;
+    """
+_AVERAGE_IN = ("avg_w", "avg_w1", "avg_div")
+
 
 class CudaRule:
     """A rule's CUDA body as a family of memoized ``ElementwiseKernel`` variants.
@@ -31,20 +45,32 @@ class CudaRule:
         factory: ``factory(**flags)`` returns the CUDA C body.
         args: the argument spec, ``"in1 raw:in2 int64:in3 ... | out1 out2"``.
         optional: state argument -> the flag that enables it.
+        average: the body takes the weight-averaging stream (variant flag ``average``).
     """
 
     def __init__(self, factory: Callable[..., str], args: str,
-                 optional: dict[str, str] | None = None) -> None:
+                 optional: dict[str, str] | None = None, average: bool = False) -> None:
         ins, outs = args.split("|")
         self._ins = ins.split()
         self._outs = outs.split()
+        optional = dict(optional or {})
+        if average:
+            self._ins += _AVERAGE_IN
+            self._outs.append("avg")
+            optional.update(dict.fromkeys((*_AVERAGE_IN, "avg"), "average"))
+            body = factory
+
+            def factory(average: bool = False, **flags: bool) -> str:
+                return body(**flags) + (AVERAGE if average else "")
+
+            factory.__name__, factory.__doc__ = body.__name__, body.__doc__
         self.arg_names = [a.rpartition(":")[2] for a in self._ins + self._outs]
         self.out_names = self.arg_names[len(self._ins):]
         #: positions of the raw scalar inputs (``raw:gs``, ``raw:step``): the launcher
         #: passes a host number there as a 1-element device array
         self.device_scalars = [i for i, a in enumerate(self._ins)
                                if a.startswith("raw:") and a[4:] in _DEVICE_SCALARS]
-        self._optional = optional or {}
+        self._optional = optional
         self._factory = factory
         self._kernels: dict[tuple[tuple[str, bool], ...], Any] = {}
         self.__name__ = factory.__name__
@@ -91,10 +117,10 @@ class CudaRule:
         self.variant(flags)(*args)
 
 
-def rule(args: str, optional: dict[str, str] | None = None
+def rule(args: str, optional: dict[str, str] | None = None, average: bool = False
          ) -> Callable[[Callable[..., str]], CudaRule]:
     """Decorator turning a body factory into a :class:`CudaRule`."""
-    return lambda factory: CudaRule(factory, args, optional)
+    return lambda factory: CudaRule(factory, args, optional, average)
 
 
 class CupyCall:

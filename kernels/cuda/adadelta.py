@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs wd rho one_minus_rho eps lr | p u a")
+@rule("g raw:gs wd rho one_minus_rho eps lr | p u a", average=True)
 def adadelta():
     """u <- rho u + (1-rho) g^2; d = sqrt(a+eps)/sqrt(u+eps) g; a <- rho a + (1-rho) d^2."""
     return """

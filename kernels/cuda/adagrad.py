@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs wd clr eps | p s")
+@rule("g raw:gs wd clr eps | p s", average=True)
 def adagrad():
     """s <- s + g^2; theta <- theta - clr * g / (sqrt(s) + eps)."""
     return """

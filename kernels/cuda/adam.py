@@ -5,7 +5,7 @@ from ._elementwise import rule
 
 @rule("g raw:gs l2 decay one_minus_beta1 beta2 one_minus_beta2 bc2_sqrt eps eps_root_bc2 "
       "step_size "
-      "| p m v vmax", optional={"vmax": "amsgrad"})
+      "| p m v vmax", optional={"vmax": "amsgrad"}, average=True)
 def adam(amsgrad):
     """m <- m + (1-b1)(g-m); v <- b2 v + (1-b2) g^2; theta <- theta - step_size m/denom."""
     ams = """T vm = vmax;

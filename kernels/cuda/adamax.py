@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs wd one_minus_beta1 beta2 eps clr | p m u")
+@rule("g raw:gs wd one_minus_beta1 beta2 eps clr | p m u", average=True)
 def adamax():
     """m <- m + (1-b1)(g-m); u <- max(b2 u, |g| + eps); theta <- theta - clr m/u."""
     return """

@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs wd decay eta mu | p ax")
+@rule("g raw:gs wd decay eta mu | p ax", average=True)
 def asgd():
     """theta <- theta (1 - lambd eta) - eta (g + wd theta); ax <- theta, or ax + mu (theta - ax)."""
     return """

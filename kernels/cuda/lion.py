@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs wd beta1 one_minus_beta1 beta2 one_minus_beta2 lr | p m")
+@rule("g raw:gs wd beta1 one_minus_beta1 beta2 one_minus_beta2 lr | p m", average=True)
 def lion():
     """c = b1 m + (1-b1) g; theta <- theta - lr (sign(c) + wd theta); m <- b2 m + (1-b2) g."""
     return """

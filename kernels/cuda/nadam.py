@@ -3,7 +3,8 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs l2 decay one_minus_beta1 beta2 one_minus_beta2 bc2 eps c_grad c_avg | p m v")
+@rule("g raw:gs l2 decay one_minus_beta1 beta2 one_minus_beta2 bc2 eps c_grad c_avg | p m v",
+      average=True)
 def nadam():
     """theta <- theta - c_grad g/denom - c_avg m/denom, denom = sqrt(v / bc2) + eps."""
     return """

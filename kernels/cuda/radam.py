@@ -4,7 +4,7 @@ from ._elementwise import rule
 
 
 @rule("g raw:gs l2 decay one_minus_beta1 beta2 one_minus_beta2 bc1 lr rect bc2_sqrt eps "
-      "| p m v")
+      "| p m v", average=True)
 def radam():
     """theta <- theta - lr m/bc1 [* bc2_sqrt / (sqrt(v) + eps) * rect when rect > 0]."""
     return """

@@ -40,7 +40,9 @@ class _Dot:
     """x . y in float64, as a 1-element device array (cuBLAS through CuPy)."""
 
     __name__ = "dot"
-    arg_names = ("x", "y", "out")
+
+    def __init__(self) -> None:
+        self.arg_names = ["x", "y", "out"]
 
     def __call__(self, x, y):
         return cp.dot(x.astype(cp.float64, copy=False), y.astype(cp.float64, copy=False)

@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs etaminus etaplus step_min step_max | p prev step_size")
+@rule("g raw:gs etaminus etaplus step_min step_max | p prev step_size", average=True)
 def rprop():
     """step <- clamp(step f, lo, hi), f = eta+ | eta- | 1 by sign(g prev); p -= sign(g) step."""
     return """

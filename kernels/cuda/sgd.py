@@ -3,7 +3,7 @@
 from ._elementwise import rule
 
 
-@rule("g raw:gs wd lr | p")
+@rule("g raw:gs wd lr | p", average=True)
 def sgd():
     """theta <- theta - lr * (gs * g + wd * theta)."""
     return """
@@ -13,7 +13,7 @@ def sgd():
     """
 
 
-@rule("g raw:gs wd lr momentum damp | p buf")
+@rule("g raw:gs wd lr momentum damp | p buf", average=True)
 def sgd_momentum(nesterov):
     """buf <- momentum * buf + damp * g; theta <- theta - lr * (g + momentum * buf | buf)."""
     step = "gi = gi + momentum * b;" if nesterov else "gi = b;"

@@ -11,6 +11,7 @@ import pytest
 import fastgd
 import fastgd.functional as F
 from fastgd import _backend
+from fastgd.optim.registry import RULES as REGISTRY
 from tests.conftest import CASES, RULES
 from tests.helpers import assert_unchanged, snapshot
 from tests.reference import ReferenceOptimizer, ref_adam, ref_sgd
@@ -435,3 +436,21 @@ def test_warmup_builds_a_working_copy_of_every_optimizer(name, case):
     before = snapshot(params, opt)
     assert opt.warmup() is opt
     assert_unchanged(before, params, opt)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_torch_implementation_switches(name):
+    """foreach / fused / differentiable=False / capturable=False are accepted no-ops."""
+    cls = REGISTRY[name].cls
+    p = np.ones((3, 2))
+    for kw in ({"foreach": True}, {"foreach": False}, {"fused": True}, {"fused": None},
+               {"differentiable": False, "capturable": False}):
+        cls([p.copy()], **kw)
+    for kw, exc, match in [
+        ({"differentiable": True}, ValueError, "differentiable=True"),
+        ({"capturable": True}, ValueError, "capturable=True"),
+        ({"fused": True, "foreach": True}, RuntimeError, "cannot be `True` together"),
+        ({"foreach": "yes"}, TypeError, "foreach must be None, True or False"),
+    ]:
+        with pytest.raises(exc, match=match):
+            cls([p.copy()], **kw)

@@ -62,6 +62,28 @@ def test_step_with_weight_average(benchmark, impl):
 
 
 @pytest.mark.parametrize("impl", ("fastgd", "torch"))
+def test_muon_matrix(benchmark, impl):
+    fn = _bench.muon(impl)
+    if fn is None:
+        pytest.skip("torch not installed")
+    fn()
+    benchmark.group = "Muon 1024 x 1024 float32"
+    benchmark.extra_info.update(suite="muon", rule="Muon", n=1024 * 1024, impl=impl)
+    benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ("fastgd", "torch"))
+def test_lbfgs_iterations(benchmark, impl):
+    fn = _bench.lbfgs(impl)
+    if fn is None:
+        pytest.skip("torch not installed")
+    fn()
+    benchmark.group = "LBFGS 10 iterations, history 20, n=1e6 float64"
+    benchmark.extra_info.update(suite="lbfgs", rule="LBFGS", n=1_000_000, impl=impl)
+    benchmark.pedantic(fn, rounds=7, iterations=1)
+
+
+@pytest.mark.parametrize("impl", ("fastgd", "torch"))
 @pytest.mark.parametrize("n", [1, 1000])
 def test_step_overhead(benchmark, n, impl):
     fn = _bench.single("Adam", n, impl)

@@ -318,7 +318,10 @@ def run_elementwise(kernel: Any, *args: Any) -> None:
 
 
 def run_reduction(kernel: Any, x: np.ndarray, *scalars: Any) -> np.ndarray:
-    """Run ``cupy.ReductionKernel`` ``kernel`` over all of ``x``; returns the 0-d result."""
+    """Run ``cupy.ReductionKernel`` ``kernel`` over all of ``x``; returns the 0-d result.
+
+    ``scalars`` may hold more arrays of ``x``'s size, reduced with it (a dot product).
+    """
     args = (x, *scalars)
     if len(args) != len(kernel.in_params):
         raise TypeError(f"{kernel.name} takes {len(kernel.in_params)} inputs")
@@ -329,6 +332,10 @@ def run_reduction(kernel: Any, x: np.ndarray, *scalars: Any) -> np.ndarray:
     params, types, placeholders = _types(kernel, args, (out,))
     shapes: list[int] = []
     x = np.ascontiguousarray(x).reshape(-1)
+    scalars = tuple(np.ascontiguousarray(a).reshape(-1) if isinstance(a, np.ndarray) else a
+                    for a in scalars)
+    if any(isinstance(a, np.ndarray) and a.size != x.size for a in scalars):
+        raise ValueError(f"{kernel.name}: the reduced arrays differ in size")
     outside, inside, keep = _prologue(params[:-1], types[:-1], (x, *scalars), shapes)
     keep.append(out)
     reduce_type = kernel.reduce_type or out_p.ctype

@@ -373,7 +373,8 @@ def _host_reduction(self: Any) -> Any:
         import cupy
 
         kernel = self._kernel = cupy.ReductionKernel(*self._spec)
-    return lambda x, *scalars: ndarray(run_reduction(kernel, _unwrap(x), *scalars))
+    return lambda x, *more: ndarray(run_reduction(
+        kernel, _unwrap(x), *(_unwrap(a) if isinstance(a, ndarray) else a for a in more)))
 
 
 def install() -> None:

@@ -334,3 +334,30 @@ def test_weight_averaging_on_cupy_matches_numpy(average):
     wa = fastgd.WeightAverage(dev, average)
     wa.update()
     assert isinstance(wa.averaged[1], cp.ndarray)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_on_cupy_matches_numpy(line_search_fn):
+    rng = np.random.default_rng(4)
+    scale = rng.uniform(0.5, 2.0, 30)
+    x0 = rng.standard_normal(30)
+
+    def run(xp):
+        flat = fastgd.FlatParams([(30,)], np.float64, xp=xp)
+        (x,), (gx,) = flat.params, flat.grads
+        x[...] = xp.asarray(x0)
+        s = xp.asarray(scale)
+
+        def closure():
+            gx[...] = s * (x - 1.0)
+            return float(((x - 1.0) * gx).sum()) / 2
+
+        opt = fastgd.LBFGS(flat, history_size=5, line_search_fn=line_search_fn)
+        losses = [opt.step(closure) for _ in range(3)]
+        return losses, x
+
+    host_losses, host_x = run(np)
+    dev_losses, dev_x = run(cp)
+    assert isinstance(dev_x, cp.ndarray)
+    np.testing.assert_allclose(dev_losses, host_losses, rtol=1e-10)
+    np.testing.assert_allclose(dev_x.get(), host_x, rtol=1e-10, atol=1e-12)

@@ -256,6 +256,31 @@ def muon_workload(dtype):
             opt.step([np.asarray(rng.standard_normal(p.shape), dtype) for p in params])
 
 
+def lbfgs_workload(dtype):
+    """LBFGS on a quadratic, with and without the line search, over a history that fills."""
+    rng = np.random.default_rng(6)
+    scale = np.asarray(rng.uniform(0.5, 2.0, 9), dtype)
+    for hp in ({}, {"line_search_fn": "strong_wolfe"}):
+        params = [np.asarray(rng.standard_normal(s), dtype) for s in ((4,), (5,))]
+
+        def closure(params=params):
+            x = np.concatenate(params)
+            g = scale * x
+            return float(np.dot(g, x)) / 2, [g[:4].copy(), g[4:].copy()]
+
+        opt = fastgd.LBFGS(params, history_size=2, max_iter=4, **hp)
+        for _ in range(2):
+            opt.step(closure)
+
+
+@needs_host_runner
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_lbfgs_bodies_match_numba_on_the_host(monkeypatch, dtype):
+    shadow = Shadow(monkeypatch)
+    lbfgs_workload(dtype)
+    assert {k[1] for k in shadow.launched} >= {"axpy", "scaled", "lincomb"}
+
+
 @needs_host_runner
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_muon_bodies_match_numba_on_the_host(monkeypatch, dtype):
@@ -357,6 +382,7 @@ def _every_launch(monkeypatch):
         training_utilities_workload(dtype)
         sparse_workload(dtype)
         muon_workload(dtype)
+        lbfgs_workload(dtype)
     from fastgd.kernels.cuda.reduce import clip_coef
 
     for dtype in DTYPES:

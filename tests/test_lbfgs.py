@@ -159,3 +159,52 @@ def test_step_errors_change_nothing():
     assert skip.step(lambda: (2.0, [np.array([np.inf, 0, 0])])) == 2.0
     assert skip.steps_skipped == 1
     assert_unchanged(before, [x])
+
+
+def test_blas_threads_during_the_step():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    x = np.array([3.0, -1.0])
+
+    def closure():
+        seen.append(max((i["num_threads"] for i in threadpoolctl.threadpool_info()
+                         if i["user_api"] == "blas"), default=1))
+        return float(x @ x), [2 * x]
+
+    before = max((i["num_threads"] for i in threadpoolctl.threadpool_info()
+                  if i["user_api"] == "blas"), default=1)
+    fastgd.LBFGS([x], max_iter=2).step(closure)
+    assert set(seen) == {1}
+    seen.clear()
+    fastgd.LBFGS([x], max_iter=2, blas_threads=None).step(closure)
+    assert set(seen) == {before}
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(ValueError, match="blas_threads"):
+            fastgd.LBFGS([x], blas_threads=bad)
+
+
+def test_a_step_allocates_no_vector_once_the_history_is_full():
+    import tracemalloc
+
+    n = 50_000
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.5, 2.0, n)
+    flat = fastgd.FlatParams([(n,)], np.float64)
+    (x,), (gx,) = flat.params, flat.grads
+    x[...] = rng.standard_normal(n)
+
+    def closure():
+        np.multiply(scale, x, out=gx)
+        return 0.5 * float(gx @ x)
+
+    opt = fastgd.LBFGS(flat, history_size=3, max_iter=5, tolerance_grad=0.0,
+                       tolerance_change=0.0)
+    opt.step(closure)
+    opt.step(closure)  # the history is full: pairs that leave it are recycled
+    tracemalloc.start()
+    try:
+        opt.step(closure)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * n  # less than one vector of the parameters' size

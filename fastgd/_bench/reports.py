@@ -119,6 +119,23 @@ def report(rules: Sequence[str] | None = None, sizes: Sequence[int] = W.SIZES,
         rows.append({"rule": "SparseAdam", "sparse": True, "fastgd_s": t["fastgd"],
                      "torch_s": tt})
         out("")
+        out("Muon: 1024 x 1024 float32 (fastgd: Newton-Schulz in float32; torch: bfloat16)")
+        fns = {impl: fn for impl in ("fastgd", "torch") if (fn := W.muon(impl)) is not None}
+        t = measure(fns, rounds)
+        tt = t.get("torch")
+        out(f"  fastgd {_fmt_time(t['fastgd'])}"
+            + (f"   torch {_fmt_time(tt)} ({tt / t['fastgd']:.2f}x)" if tt else ""))
+        rows.append({"rule": "Muon", "matrix": True, "fastgd_s": t["fastgd"], "torch_s": tt})
+        out("")
+        out("LBFGS: 10 iterations, history 20, n=1e6 float64 (closure: one elementwise pass)")
+        fns = {impl: fn for impl in ("fastgd", "torch") if (fn := W.lbfgs(impl)) is not None}
+        t = measure(fns, max(3, rounds // 3))
+        tt = t.get("torch")
+        out(f"  fastgd {_fmt_time(t['fastgd'])}"
+            + (f"   torch {_fmt_time(tt)} ({tt / t['fastgd']:.2f}x)" if tt else ""))
+        rows.append({"rule": "LBFGS", "closure": True, "fastgd_s": t["fastgd"],
+                     "torch_s": tt})
+        out("")
         out("opt.step overhead (Adam)")
         for n in (1, 1000):
             fns = {impl: fn for impl in ("fastgd", "torch")

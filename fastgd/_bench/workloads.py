@@ -125,6 +125,71 @@ def sparse_table(impl: str, rows: int = 1_000_000, dim: int = 64, touched: int =
     return tstep
 
 
+def muon(impl: str, shape: tuple[int, int] = (1024, 1024), seed: int = 0
+         ) -> Callable[[], None] | None:
+    """One Muon step on a float32 ``shape`` matrix (``"fastgd"`` or ``"torch"``, else None).
+
+    fastgd runs Newton-Schulz in float32 through BLAS; torch in bfloat16.
+    """
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(shape, dtype=np.float32)
+    g = rng.standard_normal(shape, dtype=np.float32)
+    if impl == "fastgd":
+        opt = fastgd.Muon([w], **RULES["Muon"].bench)
+        return lambda: opt.step([g])
+    torch = _torch()
+    if impl != "torch" or torch is None:
+        return None
+    tw = torch.from_numpy(w)
+    tw.grad = torch.from_numpy(g)
+    return _torch_optimizer("Muon", [tw]).step
+
+
+def lbfgs(impl: str, n: int = 1_000_000, history: int = 20, seed: int = 0
+          ) -> Callable[[], None] | None:
+    """One LBFGS step (``max_iter=10``) on the quadratic ``sum(d x^2) / 2``, float64.
+
+    The closure is one elementwise pass, so the step's cost is the optimizer's: the
+    two-loop recursion's ``2 * history`` inner products and vector updates over ``n``.
+    ``impl``: ``"fastgd"`` (over a FlatParams) or ``"torch"`` (gradients assigned without
+    autograd); None otherwise.
+    """
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(0.5, 2.0, n)
+    x0 = rng.standard_normal(n)
+    hp = {"history_size": history, "max_iter": 10, "tolerance_grad": 0.0,
+          "tolerance_change": 0.0}
+    if impl == "fastgd":
+        flat = fastgd.FlatParams([x0], np.float64)
+        (x,), (gx,) = flat.params, flat.grads
+        opt = fastgd.LBFGS(flat, **hp)
+
+        def closure() -> float:
+            np.multiply(d, x, out=gx)
+            return 0.5 * float(np.dot(gx, x))
+
+        def step() -> None:
+            x[...] = x0  # from the same point each time (the history carries over, as torch's)
+            opt.step(closure)
+
+        return step
+    torch = _torch()
+    if impl != "torch" or torch is None:
+        return None
+    tx, td = torch.from_numpy(x0.copy()), torch.from_numpy(d)
+    topt = torch.optim.LBFGS([tx], **hp)
+
+    def tclosure() -> Any:
+        tx.grad = td * tx
+        return 0.5 * torch.dot(tx.grad, tx)
+
+    def tstep() -> None:
+        tx.copy_(torch.from_numpy(x0))
+        topt.step(tclosure)
+
+    return tstep
+
+
 def axpy(n: int) -> Callable[[], None]:
     """The bandwidth baseline: in-place ``y += a*x`` over ``n`` float32 elements."""
     rng = np.random.default_rng(0)

@@ -3,7 +3,9 @@
 The parameters are one flat vector: a FlatParams's buffer as it is (the closure fills its
 gradient buffer), or the concatenation of a list of arrays (the closure returns their
 gradients). The two-loop recursion's inner products and vector updates are kernels over
-that vector (``reduce.dot``, ``axpy``).
+that vector (``reduce.dot``, ``axpy``, ``scaled``, ``lincomb``), written in place: the
+curvature pairs that leave the history are recycled for the new ones, so a step allocates
+nothing of the parameters' size once the history is full.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from fastgd import _backend
 from fastgd import _validate as V
 from fastgd import clip as _clip
+from fastgd._threads import blas_threads
 from fastgd.optim.base import Optimizer, Scalars
 from fastgd.schedules import Schedule, lr_or_schedule
 
@@ -55,6 +58,18 @@ def _axpy(a: float, x: Any, y: Any) -> None:
     """Y <- y + a x."""
     if y.size:
         _backend.launch("axpy", "axpy", (), x, a, y)
+
+
+def _scaled(a: float, x: Any, out: Any) -> None:
+    """Out <- a x (``out`` may be ``x``)."""
+    if out.size:
+        _backend.launch("axpy", "scaled", (), x, a, out)
+
+
+def _difference(x: Any, y: Any, out: Any) -> None:
+    """Out <- x - y."""
+    if out.size:
+        _backend.launch("axpy", "lincomb", (), x, y, 1.0, -1.0, out)
 
 
 def _cubic_min(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
@@ -187,6 +202,10 @@ class LBFGS(Optimizer):
         line_search_fn: None or ``"strong_wolfe"``.
         nonfinite: what a non-finite first gradient does: ``"propagate"`` (go on, as
             torch), ``"skip"`` (return its loss, change nothing) or ``"raise"``.
+        blas_threads: BLAS threads during a step, the closure's calls included (None
+            leaves BLAS as it is). 1 by default: BLAS's spinning worker threads and the
+            parallel vector kernels contend for the cores otherwise (a step whose closure
+            called NumPy's BLAS took 2x as long here).
 
     Example:
         >>> import numpy as np, fastgd
@@ -219,7 +238,7 @@ class LBFGS(Optimizer):
                  max_eval: int | None = None, tolerance_grad: float = 1e-7,
                  tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None, *, nonfinite: str = "propagate",
-                 **torch_options: Any) -> None:
+                 blas_threads: int | None = 1, **torch_options: Any) -> None:
         if max_eval is None and isinstance(max_iter, int) and not isinstance(max_iter, bool):
             max_eval = max_iter * 5 // 4
         super().__init__(params, {"lr": lr, "max_iter": max_iter, "max_eval": max_eval,
@@ -228,7 +247,15 @@ class LBFGS(Optimizer):
                                   "history_size": history_size,
                                   "line_search_fn": line_search_fn},
                          nonfinite=nonfinite, **torch_options)
+        if blas_threads is not None:
+            blas_threads = _pos_int("blas_threads", blas_threads)
+        #: BLAS threads during a step, the closure's calls included (None: unchanged).
+        self.blas_threads = blas_threads
         self._lbfgs: dict[str, Any] = {}
+        # recycled vectors of the parameters' size: curvature pairs that left the history,
+        # the line search's copy of the parameters
+        self._spare: list[Any] = []
+        self._x0: list[Any] | None = None
 
     def _relayout(self, groups: list[Any]) -> None:
         if len(groups) != 1:
@@ -253,12 +280,28 @@ class LBFGS(Optimizer):
             return segs[0].span
         return None
 
-    def _gather(self, grads: Sequence[Any]) -> Any:
-        """A fresh 1-D copy of the gradients, in parameter order."""
+    def _gather(self, grads: Sequence[Any], out: Any = None) -> Any:
+        """The gradients as one 1-D vector, in parameter order: a copy, into ``out`` if given."""
         xp = _backend.xp_of(self._params[0])
-        if len(grads) == 1:
-            return xp.array(grads[0].reshape(-1), copy=True)
-        return xp.concatenate([g.reshape(-1) for g in grads])
+        if out is None:
+            if len(grads) == 1:
+                return xp.array(grads[0].reshape(-1), copy=True)
+            return xp.concatenate([g.reshape(-1) for g in grads])
+        o = 0
+        for g in grads:
+            xp.copyto(out[o : o + g.size], g.reshape(-1))
+            o += g.size
+        return out
+
+    def _vector(self) -> Any:
+        """A vector of the parameters' size: a recycled one if any (contents undefined)."""
+        p0 = self._params[0]
+        n = sum(p.size for p in self._params)
+        while self._spare:
+            v = self._spare.pop()
+            if v.shape == (n,) and v.dtype == p0.dtype and type(v) is type(p0):
+                return v
+        return _backend.xp_of(p0).empty(n, p0.dtype)
 
     def _add(self, t: float, d: Any) -> None:
         """Theta <- theta + t d."""
@@ -272,27 +315,35 @@ class LBFGS(Optimizer):
             o += p.size
 
     def _copy_params(self) -> list[Any]:
-        return [p.copy() for p in self._params]
+        """The parameters' values, in buffers kept from one line search to the next."""
+        x0 = self._x0
+        if x0 is None or len(x0) != len(self._params) or any(
+                a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, self._params)):
+            x0 = self._x0 = [p.copy() for p in self._params]
+            return x0
+        for a, p in zip(x0, self._params):
+            a[...] = p
+        return x0
 
     def _set_params(self, saved: Sequence[Any]) -> None:
         for p, s in zip(self._params, saved):
             p[...] = s
 
-    def _evaluate(self, closure: Callable[[], Any]) -> tuple[float, Any]:
-        """Call the closure once; return its loss and a fresh flat gradient."""
-        out = closure()
-        if self._attached_all is not None and not isinstance(out, tuple):
-            loss, grads = out, self._attached_all
+    def _evaluate(self, closure: Callable[[], Any], out: Any = None) -> tuple[float, Any]:
+        """Call the closure once; return its loss and its flat gradient (a copy, or ``out``)."""
+        result = closure()
+        if self._attached_all is not None and not isinstance(result, tuple):
+            loss, grads = result, self._attached_all
         else:
-            if not isinstance(out, tuple) or len(out) != 2:
+            if not isinstance(result, tuple) or len(result) != 2:
                 raise TypeError("the closure must return (loss, grads) for a list of arrays, "
                                 "or the loss alone when the parameters are a FlatParams "
-                                f"(it fills flat.grads); got {type(out).__name__}")
-            loss, grads = out
+                                f"(it fills flat.grads); got {type(result).__name__}")
+            loss, grads = result
             grads = self._check_grads(grads)
             if any(g is None for g in grads):
                 raise ValueError("LBFGS needs a gradient for every parameter")
-        return float(loss), self._gather(grads)
+        return float(loss), self._gather(grads, out)
 
     # -- the step --------------------------------------------------------------------------
 
@@ -313,7 +364,7 @@ class LBFGS(Optimizer):
             raise TypeError("LBFGS.step needs a closure: opt.step(closure)")
         if kwargs:
             raise TypeError(f"LBFGS.step takes only a closure, got {sorted(kwargs)}")
-        with self._lock:
+        with self._lock, blas_threads(self.blas_threads):
             self._sync()
             return self._lbfgs_step(closure)
 
@@ -324,7 +375,7 @@ class LBFGS(Optimizer):
         tol_grad, tol_change = hp["tolerance_grad"], hp["tolerance_change"]
         history = hp["history_size"]
         st = self._lbfgs
-        loss, g = self._evaluate(closure)
+        loss, g = self._evaluate(closure, out=self._vector())
         first_loss = loss
         if self.nonfinite != "propagate" and not _clip.all_finite([g]):
             if self.nonfinite == "raise":
@@ -347,33 +398,43 @@ class LBFGS(Optimizer):
         while n_iter < max_iter:
             n_iter += 1
             st["n_iter"] += 1
+            # every vector is written in place by kernels: no temporaries (fresh arrays
+            # of the parameters' size cost page faults, and the allocator's time)
+            if d is None or d.shape != g.shape:
+                d = self._vector()
             if st["n_iter"] == 1:
-                d = -g
+                _scaled(-1.0, g, d)
+                self._spare.extend([*(dirs or ()), *(stps or ())])
                 dirs, stps, ro, h_diag = [], [], [], 1.0
             else:
-                y = g - prev_g
-                s = d * t
+                y, s = self._vector(), self._vector()
+                _difference(g, prev_g, y)
+                _scaled(t, d, s)
                 ys = _dot(y, s)
                 if ys > 1e-10:  # a curvature pair that keeps H positive definite
                     if len(dirs) == history:
-                        dirs.pop(0)
-                        stps.pop(0)
+                        self._spare.append(dirs.pop(0))
+                        self._spare.append(stps.pop(0))
                         ro.pop(0)
                     dirs.append(y)
                     stps.append(s)
                     ro.append(1.0 / ys)
                     h_diag = ys / _dot(y, y)
-                # the two-loop recursion: d = -H g
-                q = -g
+                else:
+                    self._spare.extend((y, s))
+                # the two-loop recursion: d = -H g, with q in d's buffer
+                _scaled(-1.0, g, d)
                 al = [0.0] * len(dirs)
                 for i in range(len(dirs) - 1, -1, -1):
-                    al[i] = _dot(stps[i], q) * ro[i]
-                    _axpy(-al[i], dirs[i], q)
-                d = q * h_diag
+                    al[i] = _dot(stps[i], d) * ro[i]
+                    _axpy(-al[i], dirs[i], d)
+                _scaled(h_diag, d, d)
                 for i in range(len(dirs)):
                     be = _dot(dirs[i], d) * ro[i]
                     _axpy(al[i] - be, stps[i], d)
-            prev_g = g.copy()
+            if prev_g is None or prev_g.shape != g.shape:
+                prev_g = _backend.xp_of(g).empty_like(g)
+            prev_g[...] = g
             prev_loss = loss
             if st["n_iter"] == 1:
                 t = min(1.0, 1.0 / float(_backend.reduce("sumabs", g).sum())) * lr
@@ -400,7 +461,8 @@ class LBFGS(Optimizer):
                 self._add(t, d)
                 optimal = False
                 if n_iter != max_iter:
-                    loss, g = self._evaluate(closure)
+                    # prev_g holds g's values now: the new gradient may take its buffer
+                    loss, g = self._evaluate(closure, out=g)
                     optimal = _absmax(g) <= tol_grad
                     ls_evals = 1
             evals += ls_evals
@@ -413,6 +475,8 @@ class LBFGS(Optimizer):
                 break
         st.update(d=d, t=t, old_dirs=dirs, old_stps=stps, ro=ro, H_diag=h_diag,
                   prev_flat_grad=prev_g, prev_loss=prev_loss)
+        if all(g is not v for v in (d, prev_g, *dirs, *stps)):
+            self._spare.append(g)  # the last gradient: the next step's first
         self.steps_applied += 1
         return first_loss
 
@@ -507,6 +571,8 @@ class LBFGS(Optimizer):
                 _absmax(x)
                 _backend.reduce("sumabs", x)
                 _axpy(0.0, x, x.copy())
+                _scaled(1.0, x, x.copy())
+                _difference(x, x, x.copy())
         return self
 
     def _scheduled(self, gi: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""In-place axpy, the bandwidth baseline of the benchmarks (not an optimizer)."""
+"""In-place axpy (the bandwidth baseline of the benchmarks) and the vector updates of L-BFGS."""
 
 from numba import prange
 
@@ -15,3 +15,28 @@ def axpy():
             y[i] = y[i] + a * x[i]
 
     return axpy
+
+
+@rule(4 * HEAVY_THRESHOLD)
+def scaled():
+    """out <- a x (``out`` may be ``x``): L-BFGS's directions without a temporary."""
+
+    def scaled(x, a, out):
+        a = as_dtype_of(a, out)
+        for i in prange(out.size):
+            out[i] = a * x[i]
+
+    return scaled
+
+
+@rule(4 * HEAVY_THRESHOLD)
+def lincomb():
+    """out <- a x + b y (``out`` may be ``x`` or ``y``): L-BFGS's gradient differences."""
+
+    def lincomb(x, y, a, b, out):
+        a = as_dtype_of(a, out)
+        b = as_dtype_of(b, out)
+        for i in prange(out.size):
+            out[i] = a * x[i] + b * y[i]
+
+    return lincomb

@@ -16,7 +16,7 @@ class _Reduction:
 
     def __init__(self, name: str, ins: str, map_expr: str, reduce_expr: str) -> None:
         self.__name__ = name
-        self._spec = (ins, "float64 y", map_expr, reduce_expr, "y = a", "0", f"fastgd_{name}")
+        self._spec = (ins, "float64 out", map_expr, reduce_expr, "out = a", "0", f"fastgd_{name}")
         self._kernel = None
         self.arg_names = [*(a.split()[-1] for a in ins.split(",")), "out"]
 
@@ -36,20 +36,8 @@ sumpow = _Reduction("sumpow", "T x, float64 p", "pow(fabs((double)x), p)", "a + 
 sumabs = _Reduction("sumabs", "T x", "fabs((double)x)", "a + b")
 
 
-class _Dot:
-    """x . y in float64, as a 1-element device array (cuBLAS through CuPy)."""
-
-    __name__ = "dot"
-
-    def __init__(self) -> None:
-        self.arg_names = ["x", "y", "out"]
-
-    def __call__(self, x, y):
-        return cp.dot(x.astype(cp.float64, copy=False), y.astype(cp.float64, copy=False)
-                      ).reshape(1)
-
-
-dot = _Dot()
+#: x . y in float64 (L-BFGS's inner products), as the CPU twin accumulates it
+dot = _Reduction("dot", "T x, T y", "(double)x * (double)y", "a + b")
 absmax = _Reduction("absmax", "T x", "fabs((double)x)", _DOUBLE_NAN_MAX)
 nonfinite = _Reduction("nonfinite", "T x", "(double)x * 0.0", "a + b")
 

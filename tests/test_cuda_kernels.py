@@ -201,12 +201,16 @@ def model_workload(activation, dtype):
     for output, loss, k, y in [
         ("regression", "mse", 2, rng.normal(size=(9, 2))),
         ("regression", "huber", 2, rng.normal(size=(9, 2)) * 3),
+        ("regression", "squared_error", 2, rng.normal(size=(9, 2))),
+        ("regression", "poisson", 1, rng.poisson(2.0, size=9).astype(float)),
         ("binary", None, 1, rng.integers(0, 2, size=9).astype(float)),
+        ("multilabel", None, 3, rng.integers(0, 2, size=(9, 3)).astype(float)),
         ("multiclass", None, 3, rng.integers(0, 3, size=9)),
     ]:
         model = MLP([4, 6, k], activation=activation, output=output, loss=loss, l2=0.1,
                     l1=0.05, dtype=dtype, seed=2, huber_delta=0.7)
         model.loss_and_grad(X, y)
+        model.loss_and_grad(X, y, sample_weight=rng.uniform(0.0, 2.0, 9))
 
 
 def training_utilities_workload(dtype):

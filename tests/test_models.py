@@ -16,17 +16,17 @@ from tests.helpers import assert_unchanged, snapshot
 H = 1e-6
 
 
-def _fd_check(model, X, y, rtol=2e-5, atol=1e-8):
-    model.loss_and_grad(X, y)
+def _fd_check(model, X, y, rtol=2e-5, atol=1e-8, sample_weight=None):
+    model.loss_and_grad(X, y, sample_weight)
     analytic = [g.copy() for g in model.grads]
     for p, ga in zip(model.params, analytic):
         num = np.empty_like(p)
         for i in np.ndindex(p.shape):
             old = p[i]
             p[i] = old + H
-            lp = model.loss(X, y)
+            lp = model.loss(X, y, sample_weight)
             p[i] = old - H
-            lm = model.loss(X, y)
+            lm = model.loss(X, y, sample_weight)
             p[i] = old
             num[i] = (lp - lm) / (2 * H)
         np.testing.assert_allclose(ga, num, rtol=rtol, atol=atol)
@@ -37,24 +37,74 @@ def _data(n=7, d=3, seed=0):
     return rng.normal(size=(n, d))
 
 
+def _targets(output, loss, k, rng):
+    if output == "multiclass":
+        return rng.integers(0, k, size=7)
+    if output == "binary":
+        return rng.integers(0, 2, size=7).astype(float)
+    if output == "multilabel":
+        return rng.integers(0, 2, size=(7, k)).astype(float)
+    if loss == "poisson":
+        return rng.poisson(1.5, size=(7, k)).astype(float)
+    return rng.normal(size=(7, k)) * 2
+
+
+OUTPUTS = [("regression", "mse", 2), ("regression", "huber", 2),
+           ("regression", "squared_error", 2), ("regression", "poisson", 2),
+           ("binary", None, 1), ("multilabel", None, 3), ("multiclass", None, 3)]
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize(("output", "loss", "k"), [
-    ("regression", "mse", 2), ("regression", "huber", 2), ("binary", None, 1),
-    ("multiclass", None, 3),
-])
+@pytest.mark.parametrize(("output", "loss", "k"), OUTPUTS)
 @pytest.mark.parametrize(("l2", "l1"), [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2)])
 def test_mlp_gradient_matches_finite_differences(activation, output, loss, k, l2, l1):
     X = _data()
-    rng = np.random.default_rng(1)
-    if output == "multiclass":
-        y = rng.integers(0, k, size=7)
-    elif output == "binary":
-        y = rng.integers(0, 2, size=7).astype(float)
-    else:
-        y = rng.normal(size=(7, k)) * 2
+    y = _targets(output, loss, k, np.random.default_rng(1))
     model = MLP([3, 5, 4, k], activation=activation, output=output, loss=loss, l2=l2, l1=l1,
                 dtype=np.float64, seed=2, huber_delta=0.5, init="xavier_normal")
     _fd_check(model, X, y)
+
+
+@pytest.mark.parametrize(("output", "loss", "k"), OUTPUTS)
+def test_sample_weights_weigh_rows(output, loss, k):
+    X = _data()
+    rng = np.random.default_rng(3)
+    y = _targets(output, loss, k, rng)
+    w = rng.uniform(0.0, 3.0, 7)
+    w[2] = 0.0
+    model = MLP([3, 4, k], activation="tanh", output=output, loss=loss, l2=0.1,
+                dtype=np.float64, seed=2)
+    _fd_check(model, X, y, sample_weight=w)
+    # integer weights are repeated rows
+    reps = np.array([2, 1, 0, 3, 1, 1, 2])
+    weighted = model.loss_and_grad(X, y, reps.astype(float))
+    g_weighted = [g.copy() for g in model.grads]
+    repeated = model.loss_and_grad(np.repeat(X, reps, axis=0), np.repeat(y, reps, axis=0))
+    assert weighted == pytest.approx(repeated, rel=1e-12)
+    for a, b in zip(g_weighted, model.grads):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+    before = snapshot(list(model.params))
+    for bad, match in [(np.ones(6), "shape"), (-w, ">= 0"), (np.full(7, np.nan), "finite")]:
+        with pytest.raises(ValueError, match=match):
+            model.loss_and_grad(X, y, bad)
+    assert_unchanged(before, list(model.params))
+
+
+@pytest.mark.parametrize(("output", "loss", "k"), OUTPUTS)
+def test_sparse_inputs_equal_dense(output, loss, k):
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(7, 5)) * (rng.random((7, 5)) < 0.4)
+    y = _targets(output, loss, k, rng)
+    model = MLP([5, 4, k], activation="relu", output=output, loss=loss, l2=0.1,
+                dtype=np.float64, seed=2)
+    dense = model.loss_and_grad(X, y)
+    g_dense = [g.copy() for g in model.grads]
+    for fmt in (sp.csr_matrix, sp.csc_matrix, sp.csr_array):
+        assert model.loss_and_grad(fmt(X), y) == pytest.approx(dense, rel=1e-13)
+        for a, b in zip(g_dense, model.grads):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(model.forward(fmt(X)), model.forward(X), rtol=1e-13)
 
 
 def test_linear_and_logistic_gradients():

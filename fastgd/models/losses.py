@@ -1,18 +1,24 @@
 r"""Losses on the model output, with their gradients in the same fused pass.
 
-=============  ===================================================  ========================
-name           loss (mean over the batch)                          for
-=============  ===================================================  ========================
-mse            :math:`\frac1{N K}\sum (z - y)^2` (torch's MSELoss)  regression
-huber          :math:`\tfrac12 r^2` if :math:`|r| \le \delta` else
-               :math:`\delta(|r| - \tfrac12\delta)`                 robust regression
-bce            :math:`\max(z,0) - zy + \log(1+e^{-|z|})` on logits  binary classification
-softmax_xent   :math:`\log\sum_j e^{z_j} - z_y` on logits           multiclass
-=============  ===================================================  ========================
+==============  ===================================================  =======================
+name            loss (mean over the batch)                          for
+==============  ===================================================  =======================
+mse             :math:`\frac1{N K}\sum (z - y)^2` (torch's MSELoss)  regression
+squared_error   :math:`\frac1{2N}\sum (z - y)^2` (scikit-learn's     regression
+                gradient: :math:`(z - y)/N`)
+huber           :math:`\tfrac12 r^2` if :math:`|r| \le \delta` else
+                :math:`\delta(|r| - \tfrac12\delta)`                 robust regression
+poisson         :math:`\frac1N\sum e^z - yz + y\log y - y` (log link)  counts
+bce             :math:`\max(z,0) - zy + \log(1+e^{-|z|})` on logits,  binary, multilabel
+                summed over outputs
+softmax_xent    :math:`\log\sum_j e^{z_j} - z_y` on logits           multiclass
+==============  ===================================================  =======================
 
 Each kernel overwrites the output :math:`z` with :math:`\partial L/\partial z` (divided by
 the batch size) and writes the per-row or per-element loss; the cross-entropies are
-computed from logits, stably, with the softmax / sigmoid never formed separately.
+computed from logits, stably, with the softmax / sigmoid never formed separately. With
+sample weights :math:`w`, the mean over rows is :math:`\sum_i w_i l_i / \sum_i w_i` and
+each row of the gradient is scaled by its weight.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from fastgd import _backend
 
 __all__ = ["LOSSES", "loss_and_grad", "loss_and_grad_"]
 
-LOSSES = ("mse", "huber", "bce", "softmax_xent")
+LOSSES = ("mse", "squared_error", "huber", "poisson", "bce", "softmax_xent")
+#: losses averaged over every element (the others: summed over outputs, averaged over rows)
+_PER_ELEMENT = ("mse", "huber")
 
 
 def loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0) -> float:
@@ -33,28 +41,51 @@ def loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0)
     return float(mean_loss_and_grad_(name, z, y, loss_buf, delta))
 
 
-def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0) -> Any:
+def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0,
+                        weights: Any = None, weight_sum: float | None = None) -> Any:
     """:func:`loss_and_grad_` without reading the loss on the host.
+
+    Args:
+        name: one of :data:`LOSSES`.
+        z: the model output, overwritten with the loss's gradient.
+        y: the targets.
+        loss_buf: a workspace of ``z``'s shape (``(N,)`` for softmax_xent).
+        delta: Huber's threshold.
+        weights: sample weights ``(N,)`` (None: every row counts 1).
+        weight_sum: their sum (computed if not given).
 
     Returns:
         The mean loss: a Python float for NumPy arrays, a 0-d float64 CuPy array for CuPy
         arrays (so a training step need not wait for the GPU).
     """
-    if name == "softmax_xent":
-        n = z.shape[0]
-        _backend.launch("nn", "softmax_xent", (), y, 1.0 / max(n, 1), z, loss_buf)
-        return _backend.as_float64(loss_buf.sum()) / max(n, 1)
-    zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
-    n = zf.size if name in ("mse", "huber") else z.shape[0]
-    inv = 1.0 / max(n, 1)
-    if name == "huber":
-        _backend.launch("nn", "huber", (), yf, float(delta), inv, zf, lf)
-        return _backend.as_float64(lf.sum()) * inv
-    kernel = {"mse": "mse", "bce": "bce_logits"}.get(name)
-    if kernel is None:
+    if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
-    _backend.launch("nn", kernel, (), yf, inv, zf, lf)
-    return _backend.as_float64(lf.sum()) * inv
+    rows = z.shape[0]
+    if weights is None:
+        total = float(rows)
+    else:
+        total = float(weights.sum()) if weight_sum is None else float(weight_sum)
+    if name in _PER_ELEMENT:
+        total *= z.size // max(rows, 1)
+    inv = 1.0 / total if total > 0 else 1.0
+    if name == "softmax_xent":
+        _backend.launch("nn", "softmax_xent", (), y, inv, z, loss_buf)
+    else:
+        zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
+        if name == "huber":
+            _backend.launch("nn", "huber", (), yf, float(delta), inv, zf, lf)
+        elif name == "squared_error":  # the mse kernel: z <- 2 (z - y) inv, loss (z - y)^2
+            _backend.launch("nn", "mse", (), yf, inv / 2, zf, lf)
+            inv = inv / 2
+        else:
+            kernel = {"mse": "mse", "bce": "bce_logits", "poisson": "poisson"}[name]
+            _backend.launch("nn", kernel, (), yf, inv, zf, lf)
+    if weights is None:
+        return _backend.as_float64(loss_buf.sum()) * inv
+    z2 = z.reshape(rows, -1)
+    _backend.launch("nn", "rowscale", (), weights, z2)
+    per_row = loss_buf.reshape(rows, -1).sum(axis=1)
+    return _backend.as_float64(per_row @ weights.astype(per_row.dtype, copy=False)) * inv
 
 
 def loss_and_grad(name: str, z: Any, y: Any, delta: float = 1.0) -> tuple[float, Any]:

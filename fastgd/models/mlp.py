@@ -37,7 +37,27 @@ from fastgd.models.losses import mean_loss_and_grad_
 
 __all__ = ["MLP", "LinearRegression", "LogisticRegression"]
 
-_DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "softmax_xent"}
+_DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multilabel": "bce",
+                 "multiclass": "softmax_xent"}
+_REGRESSION_LOSSES = ("mse", "squared_error", "huber", "poisson")
+
+
+class _CSR:
+    """A CSR matrix as the model's kernels take it (``indptr, indices, data``, ``shape``)."""
+
+    __slots__ = ("data", "indices", "indptr", "shape")
+
+    def __init__(self, m: Any, dtype: np.dtype) -> None:
+        m = m.tocsr()
+        self.indptr = np.ascontiguousarray(m.indptr)
+        self.indices = np.ascontiguousarray(m.indices)
+        self.data = np.ascontiguousarray(m.data, dtype=dtype)
+        self.shape = m.shape
+
+
+def _is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a SciPy sparse matrix or array (without importing SciPy)."""
+    return hasattr(X, "tocsr") and hasattr(X, "nnz")
 _WORKSPACES = 4  # batch sizes kept at once
 
 
@@ -49,9 +69,12 @@ class MLP:
             is 1, for ``"multiclass"`` the number of classes.
         activation: hidden activation, one of
             :data:`~fastgd.models.activations.ACTIVATIONS`.
-        output: ``"regression"``, ``"binary"`` or ``"multiclass"``.
-        loss: ``"mse"`` or ``"huber"`` for regression; fixed to ``"bce"`` (binary) and
-            ``"softmax_xent"`` (multiclass) otherwise.
+        output: ``"regression"``, ``"binary"`` (one logit), ``"multilabel"`` (one logit
+            per label, each a binary cross-entropy) or ``"multiclass"``.
+        loss: ``"mse"``, ``"squared_error"`` (half the squared error summed over outputs,
+            scikit-learn's gradient), ``"huber"`` or ``"poisson"`` (log link: predictions
+            are :math:`e^z`) for regression; fixed to ``"bce"`` (binary, multilabel) and
+            ``"softmax_xent"`` (multiclass) otherwise. See :mod:`fastgd.models.losses`.
         init: a weight initializer of :data:`~fastgd.models.init.INITIALIZERS`; default
             ``he_uniform`` for relu-like activations, ``xavier_uniform`` otherwise.
             Biases start at zero.
@@ -89,10 +112,10 @@ class MLP:
             raise ValueError(f"unknown activation {activation!r}; choose from "
                              f"{', '.join(ACTIVATIONS)}")
         if output not in _DEFAULT_LOSS:
-            raise ValueError(f"output must be 'regression', 'binary' or 'multiclass', got "
-                             f"{output!r}")
+            raise ValueError(f"output must be 'regression', 'binary', 'multilabel' or "
+                             f"'multiclass', got {output!r}")
         loss = loss or _DEFAULT_LOSS[output]
-        allowed = ("mse", "huber") if output == "regression" else (_DEFAULT_LOSS[output],)
+        allowed = _REGRESSION_LOSSES if output == "regression" else (_DEFAULT_LOSS[output],)
         if loss not in allowed:
             raise ValueError(f"loss {loss!r} does not fit output {output!r}; use {allowed}")
         if output == "binary" and sizes[-1] != 1:
@@ -156,6 +179,15 @@ class MLP:
 
     def _check_X(self, X: Any) -> Any:
         xp = self._xp
+        if _is_sparse(X):
+            if xp is not np:
+                raise TypeError("sparse X is supported for NumPy parameters only")
+            if X.ndim != 2 or X.shape[1] != self.layer_sizes[0]:
+                raise ValueError(f"X must have shape (n, {self.layer_sizes[0]}), got "
+                                 f"{X.shape}")
+            return X if isinstance(X, _CSR) else _CSR(X, self.dtype)
+        if isinstance(X, _CSR):
+            return X
         if _backend.is_cupy(X) != (xp is not np):
             raise TypeError(f"X is a {_backend.kind(X)}, the model's parameters are "
                             f"{'CuPy' if xp is not np else 'NumPy'} arrays")
@@ -181,8 +213,11 @@ class MLP:
         if y.shape not in ((n,), (n, k)) or (y.shape == (n,) and k != 1):
             raise ValueError(f"y must have shape ({n}, {k})" + (f" or ({n},)" if k == 1 else "")
                              + f", got {y.shape}")
-        if self.output == "binary" and n and not (0 <= float(y.min()) and float(y.max()) <= 1):
+        if self.output in ("binary", "multilabel") and n and not (
+                0 <= float(y.min()) and float(y.max()) <= 1):
             raise ValueError("binary targets must be in [0, 1]")
+        if self.loss_name == "poisson" and n and float(y.min()) < 0:
+            raise ValueError("Poisson targets must be >= 0")
         return xp.ascontiguousarray(y.reshape(n, k), dtype=self.dtype)
 
     # -- forward / backward ------------------------------------------------------------------
@@ -211,7 +246,10 @@ class MLP:
         for layer in range(self.n_layers):
             w, b = p[2 * layer], p[2 * layer + 1]
             z = ws["Z"][layer]
-            xp.matmul(a, w, out=z)
+            if isinstance(a, _CSR):  # a sparse input: X W by the CSR kernel
+                _backend.launch("nn", "csr_matmul", (), a.indptr, a.indices, a.data, w, z)
+            else:
+                xp.matmul(a, w, out=z)
             if layer < self.n_layers - 1:
                 bias_act_(b, z, ws["A"][layer], self.activation, self.alpha)
                 a = ws["A"][layer]
@@ -238,18 +276,34 @@ class MLP:
                     _backend.reduce("sumabs", w.reshape(-1)).sum())
         return total
 
-    def loss_and_grad(self, X: Any, y: Any) -> float:
-        """The mean loss on ``(X, y)``; writes its gradient into ``flat.grads``.
+    def loss_and_grad(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        r"""The mean loss on ``(X, y)``; writes its gradient into ``flat.grads``.
 
         Args:
-            X: inputs, ``(n, n_features)``.
-            y: targets: ``(n,)`` or ``(n, n_outputs)`` floats (regression; binary: in
-                [0, 1]), or ``(n,)`` integer labels (multiclass).
+            X: inputs, ``(n, n_features)``: an array, or a SciPy sparse matrix (the first
+                layer's products run as CSR kernels, nothing is densified).
+            y: targets: ``(n,)`` or ``(n, n_outputs)`` floats (regression; binary and
+                multilabel: in [0, 1]), or ``(n,)`` integer labels (multiclass).
+            sample_weight: ``(n,)`` weights >= 0 of the rows (None: all 1): the mean
+                over rows becomes :math:`\sum_i w_i l_i / \sum_i w_i`.
 
         Returns:
             The loss, penalties included, as a Python float.
         """
-        return float(self._loss_and_grad(*self._prepare(X, y)))
+        X, y = self._prepare(X, y)
+        return float(self._loss_and_grad(X, y, self._check_weights(sample_weight,
+                                                                   X.shape[0])))
+
+    def _check_weights(self, sample_weight: Any, n: int) -> Any:
+        if sample_weight is None:
+            return None
+        xp = self._xp
+        w = xp.ascontiguousarray(xp.asarray(sample_weight), dtype=np.float64)
+        if w.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+        if n and (not bool(xp.isfinite(w).all()) or float(w.min()) < 0):
+            raise ValueError("sample_weight must be finite and >= 0")
+        return w
 
     def _prepare(self, X: Any, y: Any) -> tuple[Any, Any]:
         """``(X, y)`` checked and converted (dtype, contiguity, label range).
@@ -260,16 +314,20 @@ class MLP:
         X = self._check_X(X)
         return X, self._check_y(y, X.shape[0])
 
-    def _loss_and_grad(self, X: Any, y: Any) -> Any:
+    def _loss_and_grad(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
         """:meth:`loss_and_grad` on prepared inputs; the loss stays on the device for CuPy."""
-        loss, delta, ws = self._forward_loss(X, y)  # delta: dL/dZ_L
+        loss, delta, ws = self._forward_loss(X, y, sample_weight)  # delta: dL/dZ_L
         xp = self._xp
         p, g = self.flat.params, self.flat.grads
         for layer in range(self.n_layers - 1, -1, -1):
             a_prev = X if layer == 0 else ws["A"][layer - 1]
             w = p[2 * layer]
             gw, gb = g[2 * layer], g[2 * layer + 1]
-            xp.matmul(a_prev.T, delta, out=gw)
+            if isinstance(a_prev, _CSR):
+                _backend.launch("nn", "csr_tmatmul", (), a_prev.indptr, a_prev.indices,
+                                a_prev.data, delta, gw)
+            else:
+                xp.matmul(a_prev.T, delta, out=gw)
             _backend.launch("nn", "colsum", (), delta, gb)
             if self.l2:
                 _backend.launch("axpy", "axpy", (), w.reshape(-1), self.l2, gw.reshape(-1))
@@ -283,11 +341,14 @@ class MLP:
                 delta = d
         return loss + self._penalty()
 
-    def loss(self, X: Any, y: Any) -> float:
+    def loss(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The mean loss on ``(X, y)``, penalties included (gradients untouched)."""
-        return float(self._forward_loss(*self._prepare(X, y))[0] + self._penalty())
+        X, y = self._prepare(X, y)
+        w = self._check_weights(sample_weight, X.shape[0])
+        return float(self._forward_loss(X, y, w)[0] + self._penalty())
 
-    def _forward_loss(self, X: Any, y: Any) -> tuple[Any, Any, dict[str, Any]]:
+    def _forward_loss(self, X: Any, y: Any, sample_weight: Any = None
+                      ) -> tuple[Any, Any, dict[str, Any]]:
         """Forward and the fused loss kernel on prepared inputs.
 
         Returns ``(mean loss, dL/dZ_L, workspace)``; dL/dZ_L overwrites the output. The
@@ -298,16 +359,21 @@ class MLP:
         target = y.reshape(-1) if softmax else y
         loss_buf = ws["loss_rows"] if softmax else ws["loss"]
         return mean_loss_and_grad_(self.loss_name, out, target, loss_buf,
-                                   self.huber_delta), out, ws
+                                   self.huber_delta, sample_weight), out, ws
 
     def predict_proba(self, X: Any) -> Any:
-        """Class probabilities ``(n, classes)`` (binary: ``[1 - p, p]``)."""
+        """Class probabilities ``(n, classes)``.
+
+        Binary: ``[1 - p, p]``; multilabel: each label's probability, ``(n, labels)``.
+        """
         if self.output == "regression":
             raise TypeError("predict_proba is for classifiers; use predict")
         xp = self._xp
         z = self.forward(X)
-        if self.output == "binary":
+        if self.output in ("binary", "multilabel"):
             p1 = 1.0 / (1.0 + xp.exp(-z))
+            if self.output == "multilabel":
+                return p1
             return xp.concatenate([1.0 - p1, p1], axis=1)
         z -= z.max(axis=1, keepdims=True)
         e = xp.exp(z)
@@ -317,9 +383,13 @@ class MLP:
         """Predictions: values (regression, ``(n,)`` for one output) or class labels."""
         z = self.forward(X)
         if self.output == "regression":
+            if self.loss_name == "poisson":
+                z = self._xp.exp(z)
             return z[:, 0] if z.shape[1] == 1 else z
         if self.output == "binary":
             return (z[:, 0] > 0).astype(np.int64)
+        if self.output == "multilabel":
+            return (z > 0).astype(np.int64)
         return z.argmax(axis=1)
 
 

@@ -203,3 +203,74 @@ def huber():
                     z[i] = -delta * inv_n
 
     return huber
+
+
+@rule(NEVER_PARALLEL)
+def poisson():
+    """Poisson deviance with a log link on z: e^z - y z + y log y - y; z <- (e^z - y) inv_n."""
+
+    def poisson(y, inv_n, z, loss):
+        inv_n = as_dtype_of(inv_n, z)
+        zero = as_dtype_of(0.0, z)
+        for i in prange(z.size):
+            x = z[i]
+            t = y[i]
+            mu = np.exp(x)
+            c = zero
+            if t > zero:
+                c = t * np.log(t)
+            loss[i] = mu - t * x + c - t
+            z[i] = (mu - t) * inv_n
+
+    return poisson
+
+
+@rule(NEVER_PARALLEL)
+def rowscale():
+    """x[r, :] <- x[r, :] * w[r] (sample weights on a loss gradient)."""
+
+    def rowscale(w, x):
+        rows, cols = x.shape
+        for r in range(rows):
+            f = as_dtype_of(w[r], x)
+            for c in range(cols):
+                x[r, c] = x[r, c] * f
+
+    return rowscale
+
+
+@rule(NEVER_PARALLEL)
+def csr_matmul():
+    """out <- X W for X in CSR form (indptr, indices, data): a sparse first layer."""
+
+    def csr_matmul(indptr, indices, data, w, out):
+        rows, cols = out.shape
+        for r in range(rows):
+            for c in range(cols):
+                out[r, c] = 0
+            for j in range(indptr[r], indptr[r + 1]):
+                v = data[j]
+                k = indices[j]
+                for c in range(cols):
+                    out[r, c] += v * w[k, c]
+
+    return csr_matmul
+
+
+@rule(NEVER_PARALLEL)
+def csr_tmatmul():
+    """out <- X^T D for X in CSR form: the sparse first layer's weight gradient."""
+
+    def csr_tmatmul(indptr, indices, data, d, out):
+        features, cols = out.shape
+        for k in range(features):
+            for c in range(cols):
+                out[k, c] = 0
+        for r in range(indptr.size - 1):
+            for j in range(indptr[r], indptr[r + 1]):
+                v = data[j]
+                k = indices[j]
+                for c in range(cols):
+                    out[k, c] += v * d[r, c]
+
+    return csr_tmatmul

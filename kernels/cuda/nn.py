@@ -123,3 +123,40 @@ def huber():
     if (ar <= delta) { loss = half * r * r; z = r * inv_n; }
     else { loss = delta * (ar - half * delta); z = (r > 0 ? delta : -delta) * inv_n; }
     """
+
+
+@rule("y inv_n | z loss")
+def poisson():
+    """Poisson deviance with a log link on z; z <- (e^z - y) inv_n."""
+    return """
+    T x = z;
+    T t = y;
+    T mu = exp(x);
+    T c = t > 0 ? t * log(t) : T(0);
+    loss = mu - t * x + c - t;
+    z = (mu - t) * inv_n;
+    """
+
+
+@cupy_call
+def rowscale(w, x):
+    """x[r, :] <- x[r, :] * w[r]."""
+    x *= w.astype(x.dtype, copy=False)[:, None]
+
+
+def _csr(indptr, indices, data, shape):
+    import cupyx.scipy.sparse as sp
+
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
+@cupy_call
+def csr_matmul(indptr, indices, data, w, out):
+    """out <- X W for X in CSR form (cuSPARSE through CuPy)."""
+    out[...] = _csr(indptr, indices, data, (out.shape[0], w.shape[0])) @ w
+
+
+@cupy_call
+def csr_tmatmul(indptr, indices, data, d, out):
+    """out <- X^T D for X in CSR form."""
+    out[...] = _csr(indptr, indices, data, (d.shape[0], out.shape[0])).T @ d

@@ -66,6 +66,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             w(f"Adam + EMA of the weights, n={key[2]}: fused {t * 1e6:.1f} us"
               + "".join(f", {impl} {v[impl][0] * 1e6:.1f} us ({v[impl][0] / t:.2f}x)"
                         for impl in ("separate", "torch") if impl in v))
+    estimators = sorted(k for k in rows if k[0] == "estimators")
+    if estimators:
+        w("")
+        w("fastgd.sklearn vs scikit-learn (median fit time, held-out accuracy)")
+        for key in estimators:
+            v = rows[key]
+            if "fastgd" in v and "sklearn" in v:
+                (t, i), (ts, isk) = v["fastgd"], v["sklearn"]
+                w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  sklearn {ts:8.3f} s  "
+                  f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}")
     thresholds = sorted(k for k in rows if k[0] == "threshold")
     if thresholds:
         w("")

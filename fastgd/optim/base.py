@@ -371,6 +371,56 @@ class Optimizer(ABC):
         getter = operator.itemgetter(*names)
         self._hp_key = getter if len(names) > 1 else (lambda g: (getter(g),))
         self._lock = threading.RLock()
+        self._reset_layout()
+        self._layout_version = 0
+        groups = [dict(g) for g in self._groups_from(params)]
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        self._relayout(groups)
+        #: Whether the parameters are CuPy arrays (the CUDA backend).
+        self._cuda = _backend.is_cupy(self._params[0])
+
+    #: What a pickle keeps besides the param groups (the layout is rebuilt from them).
+    _LAYOUT_FIELDS = ("_params", "_attached", "_scalars", "_segments", "_checked", "_flats",
+                      "_attached_all", "_group_refs", "_groups_seen", "_layout_seen",
+                      "_plain", "_edits", "param_groups")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The optimizer as plain data: its param groups and its state dict.
+
+        A group built on a FlatParams keeps it (not copies of its views), so an optimizer
+        pickled with its model steps that model again.
+        """
+        with self._lock:
+            self._sync()
+            state = {k: v for k, v in self.__dict__.items()
+                     if k not in self._LAYOUT_FIELDS and k != "_lock"}
+            groups = []
+            for group, ref in zip(self.param_groups, self._group_refs):
+                origin = ref[3]
+                groups.append({**group, "params": origin if origin is not None
+                               else list(group["params"])})
+            state["_pickled_groups"] = groups
+            state["_pickled_state"] = self.state_dict() if not self._swapped else None
+            return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        groups = state.pop("_pickled_groups")
+        saved = state.pop("_pickled_state")
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._reset_layout()
+        self._relayout([dict(g) for g in groups])
+        if saved is not None:
+            self.load_state_dict(saved)
+            for values, group in zip(groups, self.param_groups):  # as they were (a list
+                for k in self.defaults:                           # stays a list)
+                    if k in values and group[k] is not values[k]:
+                        group[k] = values[k]
+
+    def _reset_layout(self) -> None:
+        """The empty layout :meth:`_relayout` builds on."""
         self._edits = _Edits()
         self.param_groups: list[dict[str, Any]] = _GroupList((), self._edits)
         self._params: list[np.ndarray] = []
@@ -388,28 +438,6 @@ class Optimizer(ABC):
         self._groups_seen: list[dict[str, Any]] = self.param_groups
         self._layout_seen = 0  # self._edits.layout when the layout was last confirmed
         self._plain = False  # some group container is not ours: check it every step
-        self._layout_version = 0
-        groups = [dict(g) for g in self._groups_from(params)]
-        if not groups:
-            raise ValueError("optimizer got an empty parameter list")
-        self._relayout(groups)
-        #: Whether the parameters are CuPy arrays (the CUDA backend).
-        self._cuda = _backend.is_cupy(self._params[0])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-        # the containers came back as plain lists and dicts: wrap them again
-        self._edits = _Edits()
-        self.param_groups = _GroupList(
-            (_Group(g, self._edits) for g in self.param_groups), self._edits)
-        self._group_refs = []
-        self._relayout(self.param_groups)
 
     # -- construction ----------------------------------------------------------------
 

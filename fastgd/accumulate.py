@@ -65,15 +65,36 @@ class GradientAccumulator:
         self.count = 0
 
     def _add(self, gl: Sequence[Any]) -> None:
-        for i, g in enumerate(gl):
-            if g is None:
+        """Add the gradients to the sums: one kernel per run of adjacent gradients.
+
+        Gradients that lie back to back in one buffer (a FlatParams's) are added with one
+        launch over the run, as the sums are laid out back to back per dtype too.
+        """
+        i, n = 0, len(gl)
+        while i < n:
+            if gl[i] is None:
+                i += 1
                 continue
-            s = self._sum_spans[i]
-            if not self._seen[i]:
-                self._xp.copyto(s, g.reshape(-1))
-                self._seen[i] = True
-            elif s.size:
-                _backend.launch("axpy", "axpy", (), g.reshape(-1), 1.0, s)
+            j = i + 1
+            while (j < n and gl[j] is not None and gl[j].dtype == gl[i].dtype
+                   and self._seen[j] == self._seen[i]):
+                j += 1
+            g_run = _backend.span(list(gl[i:j])) if j - i > 1 else None
+            s_run = _backend.span(self._sum_spans[i:j]) if g_run is not None else None
+            if s_run is not None and s_run.size == g_run.size:
+                self._accumulate(g_run, s_run, self._seen[i])
+            else:
+                for k in range(i, j):
+                    self._accumulate(gl[k].reshape(-1), self._sum_spans[k], self._seen[k])
+            for k in range(i, j):
+                self._seen[k] = True
+            i = j
+
+    def _accumulate(self, g: Any, s: Any, seen: bool) -> None:
+        if not seen:
+            self._xp.copyto(s, g)
+        elif s.size:
+            _backend.launch("axpy", "axpy", (), g, 1.0, s)
 
     def step(self, grads: Sequence[Any] | None = None) -> bool | None:
         """Add one micro-batch; at the end of a window, step the optimizer.

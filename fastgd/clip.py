@@ -45,30 +45,58 @@ def _norm_type(norm_type: Any) -> float:
 
 
 def total_norm(spans: Iterable[np.ndarray], norm_type: float) -> float:
-    """The ``norm_type``-norm of all elements of the 1-D arrays ``spans`` together."""
+    """The ``norm_type``-norm of all elements of the 1-D arrays ``spans`` together.
+
+    CuPy spans are reduced on the device and read once (one synchronization per call,
+    not one per array).
+    """
+    spans = [s for s in spans if s.size]
+    if spans and _backend.is_cupy(spans[0]):
+        with _backend._cupy().cuda.Device(spans[0].device.id):
+            total = float(_device_total(spans, norm_type)[0])
+        if norm_type in (math.inf, 1.0):
+            return total
+        return math.sqrt(total) if norm_type == 2.0 else total ** (1.0 / norm_type)
     if norm_type == math.inf:
         out = 0.0
         for s in spans:
-            m = float(np.max(_backend.reduce("absmax", s))) if s.size else 0.0
+            m = float(np.max(_backend.reduce("absmax", s)))
             if m != m:
                 return math.nan
             out = max(out, m)
         return out
     acc = 0.0
     for s in spans:
-        if s.size:
-            if norm_type == 2.0:
-                part = _backend.reduce("sumsq", s)
-            elif norm_type == 1.0:
-                part = _backend.reduce("sumabs", s)
-            else:
-                part = _backend.reduce("sumpow", s, norm_type)
-            acc += float(part.sum())
+        if norm_type == 2.0:
+            part = _backend.reduce("sumsq", s)
+        elif norm_type == 1.0:
+            part = _backend.reduce("sumabs", s)
+        else:
+            part = _backend.reduce("sumpow", s, norm_type)
+        acc += float(part.sum())
     if norm_type == 1.0:
         return acc
     if norm_type == 2.0:
         return math.sqrt(acc)
     return acc ** (1.0 / norm_type)
+
+
+def _device_total(spans: Sequence[Any], norm_type: float) -> Any:
+    """The sum of ``|x|^p`` (or the max of ``|x|`` for inf) of CuPy spans, on the device."""
+    cp = _backend._cupy()
+    total = cp.zeros(1)
+    for s in spans:
+        if not s.size:
+            continue
+        if norm_type == math.inf:
+            total = cp.maximum(total, _backend.reduce("absmax", s))
+        elif norm_type == 2.0:
+            total = total + _backend.reduce("sumsq", s)
+        elif norm_type == 1.0:
+            total = total + _backend.reduce("sumabs", s)
+        else:
+            total = total + _backend.reduce("sumpow", s, norm_type)
+    return total
 
 
 def clip_coef(max_norm: float, norm: float) -> float:
@@ -78,7 +106,7 @@ def clip_coef(max_norm: float, norm: float) -> float:
 
 
 def device_clip_scale(spans: Sequence[Any], norm_type: float, max_norm: float, scale: float,
-                      like: Any) -> tuple[Any, Any]:
+                      like: Any, dtypes: Sequence[Any] = ()) -> tuple[Any, Any]:
     """The clipped gradient scale and the norm, computed on the GPU without a sync.
 
     Args:
@@ -86,39 +114,46 @@ def device_clip_scale(spans: Sequence[Any], norm_type: float, max_norm: float, s
         norm_type: ``p`` or ``inf``.
         max_norm: the clipping bound.
         scale: the step's ``grad_scale``.
-        like: an array of the parameters' dtype and device.
+        like: an array of the parameters' device (and dtype, when ``dtypes`` is empty).
+        dtypes: the parameters' dtypes: one scale array is made per dtype (each update
+            kernel takes its scale as ``raw T gs``, of its own dtype).
 
     Returns:
-        ``(gs, norm)``: a 1-element device array ``scale * min(1, max_norm / (norm + 1e-6))``
-        of ``like``'s dtype, and the norm (of the scaled gradients) as a 0-d device array.
+        ``(gs, norm)``: the 1-element device array ``scale * min(1, max_norm / (norm +
+        1e-6))`` of ``like``'s dtype, or a dict ``{dtype: array}`` when ``dtypes`` is given;
+        and the norm (of the scaled gradients) as a 0-d device array.
     """
     cp = _backend._cupy()
     from fastgd.kernels.cuda.reduce import clip_coef
 
     with cp.cuda.Device(like.device.id):
-        total = cp.zeros(1)
-        for s in spans:
-            if not s.size:
-                continue
-            if norm_type == math.inf:
-                total = cp.maximum(total, _backend.reduce("absmax", s))
-            elif norm_type == 2.0:
-                total = total + _backend.reduce("sumsq", s)
-            elif norm_type == 1.0:
-                total = total + _backend.reduce("sumabs", s)
-            else:
-                total = total + _backend.reduce("sumpow", s, norm_type)
+        total = _device_total(spans, norm_type)
         power = 0.0 if norm_type == math.inf else norm_type
-        gs = cp.empty(1, like.dtype)
-        clip_coef(total, float(max_norm), power, float(scale), gs)
+        out = {}
+        for dt in (dtypes or (like.dtype,)):
+            gs = cp.empty(1, dt)
+            clip_coef(total, float(max_norm), power, float(scale), gs)
+            out[np.dtype(dt)] = gs
         norm = total if power == 0.0 else total ** (1.0 / power)
-        return gs, (norm * abs(float(scale))).reshape(())
+        return (out if dtypes else out[np.dtype(like.dtype)],
+                (norm * abs(float(scale))).reshape(()))
 
 
 def all_finite(spans: Iterable[np.ndarray]) -> bool:
-    """Whether every element of the 1-D arrays ``spans`` is finite (one read pass)."""
+    """Whether every element of the 1-D arrays ``spans`` is finite (one read pass).
+
+    CuPy spans are checked on the device and read once.
+    """
+    spans = [s for s in spans if s.size]
+    if spans and _backend.is_cupy(spans[0]):
+        cp = _backend._cupy()
+        with cp.cuda.Device(spans[0].device.id):
+            bad = cp.zeros(1)
+            for s in spans:
+                bad = bad + _backend.reduce("nonfinite", s)
+            return float(bad[0]) == 0.0
     for s in spans:
-        if s.size and not float(_backend.reduce("nonfinite", s).sum()) == 0.0:
+        if not float(_backend.reduce("nonfinite", s).sum()) == 0.0:
             return False
     return True
 

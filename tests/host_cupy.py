@@ -365,16 +365,13 @@ class _HostElementwise:
         run_elementwise(self.kernel, *(_unwrap(a) for a in args))
 
 
-def _host_reduction(self: Any) -> Any:
+def _host_reduction(self: Any, x: Any, *scalars: Any) -> Any:
+    """A reduction twin's call, run on the host (its real ReductionKernel, typed by CuPy)."""
     from tests.cuda_host import run_reduction
 
-    kernel = self._kernel
-    if kernel is None:
-        import cupy
-
-        kernel = self._kernel = cupy.ReductionKernel(*self._spec)
-    return lambda x, *more: ndarray(run_reduction(
-        kernel, _unwrap(x), *(_unwrap(a) if isinstance(a, ndarray) else a for a in more)))
+    kernel, args = self.bound(x, *scalars)
+    return ndarray(run_reduction(
+        kernel, *(_unwrap(a) if isinstance(a, ndarray) else a for a in args)).reshape(1))
 
 
 def install() -> None:
@@ -400,7 +397,7 @@ def install() -> None:
     _elementwise.CudaRule.variant = (  # type: ignore[method-assign]
         lambda rule, flags=(): _HostElementwise(real_variant(rule, flags)))
     _elementwise.CudaRule._real_variant = real_variant  # type: ignore[attr-defined]
-    reduce._Reduction.kernel = property(_host_reduction)  # type: ignore[method-assign]
+    reduce._Reduction.__call__ = _host_reduction  # type: ignore[method-assign]
     reduce.clip_coef = _HostElementwise(reduce.clip_coef)
 
 

@@ -273,3 +273,26 @@ def test_reductions_match_numpy_chunk_by_chunk(dtype, n, special):
         k = parts.size
         want = [ref(x[c * n // k : (c + 1) * n // k]) for c in range(k)]
         np.testing.assert_allclose(parts, want, rtol=1e-12, atol=0, err_msg=name)
+
+
+def test_accumulation_over_a_flat_params_is_one_launch_per_dtype(monkeypatch, rng):
+    from fastgd import _backend
+
+    flat = fastgd.FlatParams([(5, 3), (7,), (2, 2)], np.float32)
+    ref = [p.copy() for p in flat.params]
+    acc = fastgd.GradientAccumulator(fastgd.SGD(flat, lr=0.1), steps=3)
+    ref_acc = fastgd.GradientAccumulator(fastgd.SGD(ref, lr=0.1), steps=3)
+    launches = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda m, n, *a: (launches.append(n), real(m, n, *a)))
+    for _ in range(3):
+        for g in flat.grads:
+            g[...] = rng.standard_normal(g.shape)
+        grads = [g.copy() for g in flat.grads]
+        launches.clear()
+        acc.step()
+        if acc.count:  # an accumulation (not the window's step): one axpy for the buffer
+            assert launches.count("axpy") in (0, 1)
+        ref_acc.step(grads)
+    for a, b in zip(flat.params, ref):
+        np.testing.assert_array_equal(a, b)

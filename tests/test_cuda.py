@@ -361,3 +361,33 @@ def test_lbfgs_on_cupy_matches_numpy(line_search_fn):
     assert isinstance(dev_x, cp.ndarray)
     np.testing.assert_allclose(dev_losses, host_losses, rtol=1e-10)
     np.testing.assert_allclose(dev_x.get(), host_x, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 3.0, "inf"])
+def test_mixed_dtype_clipped_step_matches_numpy(norm_type):
+    """One device scale per dtype: float32 and float64 parameters in one clipped step."""
+    specs = [((7, 3), np.float32), ((11,), np.float64), ((4,), np.float32)]
+    rng = np.random.default_rng(5)
+    host = [rng.standard_normal(s).astype(dt) for s, dt in specs]
+    dev = [cp.asarray(a) for a in host]
+    o_host = fastgd.Adam(host, lr=0.1, maximize=True)
+    o_dev = fastgd.Adam(dev, lr=0.1, maximize=True)
+    for _ in range(3):
+        grads = [rng.standard_normal(s).astype(dt) * 5 for s, dt in specs]
+        o_host.step(grads, clip_norm=1.0, norm_type=norm_type)
+        o_dev.step([cp.asarray(g) for g in grads], clip_norm=1.0, norm_type=norm_type)
+    for d, h in zip(dev, host):
+        assert d.dtype == h.dtype
+        np.testing.assert_allclose(d.get(), h, **tol(np.float32))
+    assert float(o_dev.last_grad_norm) == pytest.approx(o_host.last_grad_norm, rel=1e-5)
+
+
+def test_warmup_reduces_arrays_long_enough_for_cub(monkeypatch):
+    from fastgd import _backend
+
+    sizes = []
+    real = _backend.reduce
+    monkeypatch.setattr(_backend, "reduce",
+                        lambda name, x, *a: (sizes.append(x.size), real(name, x, *a))[1])
+    fastgd.Adam([cp.ones(3, cp.float32)], lr=0.1).warmup(norm_type=2.0)
+    assert sizes and min(sizes) >= 128  # CuPy's CUB reductions start at 128 elements

@@ -136,9 +136,10 @@ def test_scikit_learns_test_mlp_passes_against_fastgd(tmp_path):
                    "from sklearn.neural_network import MLPClassifier, MLPRegressor",
                    "from fastgd.sklearn import MLPClassifier, MLPRegressor", select=False)
     passed = [n for n, o in results.items() if o == "passed"]
+    ran = [n for n, o in results.items() if o != "skipped"]  # pandas' tests skip without it
     assert len(results) >= 59
     assert _failed(results) <= set(MLP_EXPECTED_FAILURES), sorted(_failed(results))
-    assert len(passed) >= len(results) - len(MLP_EXPECTED_FAILURES)
+    assert len(passed) >= max(len(ran) - len(MLP_EXPECTED_FAILURES), 55)
 
 
 def test_scikit_learns_test_logistic_passes_against_fastgd(tmp_path):

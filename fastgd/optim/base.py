@@ -863,24 +863,28 @@ class Optimizer(ABC):
         state = seg.state
         for name in names:
             if name not in state:
-                xp = _backend.xp_of(seg.span)
-                if name == AVERAGE:  # zeros for the first averaged step to copy into; a
-                    # parameter joining a running average enters it at its current value
-                    # (as if it had held that value at every averaged step so far)
-                    state[name] = (seg.span.copy() if self.n_averaged else
-                                   xp.zeros(seg.span.size, seg.span.dtype))
-                    continue
-                init = self._state_init(hp, name)
-                shapes = [self._state_shape(name, s) for s in seg.shapes]
-                size = seg.span.size
-                if shapes != seg.shapes:
-                    offsets = [0]
-                    for sh in shapes:
-                        offsets.append(offsets[-1] + (0 if sh is None else math.prod(sh)))
-                    seg.layouts[name] = (offsets, shapes)
-                    size = offsets[-1]
-                state[name] = xp.full(size, init, seg.span.dtype)
+                with _backend.on_device_of(seg.span):
+                    state[name] = self._new_state(seg, hp, name)
         return [state[name] for name in names]
+
+    def _new_state(self, seg: _Segment, hp: Mapping[str, Any], name: str) -> Any:
+        """A new state buffer ``name`` of a segment (on its device, for CuPy)."""
+        xp = _backend.xp_of(seg.span)
+        if name == AVERAGE:  # zeros for the first averaged step to copy into; a parameter
+            # joining a running average enters it at its current value (as if it had held
+            # that value at every averaged step so far)
+            return (seg.span.copy() if self.n_averaged else
+                    xp.zeros(seg.span.size, seg.span.dtype))
+        init = self._state_init(hp, name)
+        shapes = [self._state_shape(name, s) for s in seg.shapes]
+        size = seg.span.size
+        if shapes != seg.shapes:
+            offsets = [0]
+            for sh in shapes:
+                offsets.append(offsets[-1] + (0 if sh is None else math.prod(sh)))
+            seg.layouts[name] = (offsets, shapes)
+            size = offsets[-1]
+        return xp.full(size, init, seg.span.dtype)
 
     def step(self, grads: Sequence[Any] | None = None, *, grad_scale: float = 1.0,
              clip_norm: float | None = None, norm_type: float | str = 2.0) -> bool:
@@ -934,8 +938,10 @@ class Optimizer(ABC):
             spans = [_flat_grad(g) for _, _, pieces in plan for _, _, g in pieces]
         if clip_norm is not None and self._cuda and self.nonfinite == "propagate":
             # on the GPU: norm and scale stay on the device, no host synchronization
+            # one scale per dtype: each update kernel takes its own ``raw T gs``
             scale, self.last_grad_norm = _clip.device_clip_scale(
-                spans, p_norm, clip_norm, scale, self._params[0])
+                spans, p_norm, clip_norm, scale, self._params[0],
+                dtypes=sorted({p.dtype for p in self._params}, key=str))
         elif clip_norm is not None or self.nonfinite != "propagate":
             if clip_norm is not None:
                 norm = _clip.total_norm(spans, p_norm) * abs(scale)
@@ -958,8 +964,9 @@ class Optimizer(ABC):
             hp = hps[gi]
             names = self._state_names(hp)
             state = self._ensure_state(seg, hp, names)
-            # a float, or a device array on CUDA
-            gs = -scale if hp.get("maximize", False) else scale
+            # a float, or a device array on CUDA (one per dtype when clipped there)
+            seg_scale = scale[seg.span.dtype] if isinstance(scale, dict) else scale
+            gs = -seg_scale if hp.get("maximize", False) else seg_scale
             if self.per_parameter:
                 self._update_each(hp, seg, pieces, gs, names)
                 continue
@@ -1123,9 +1130,11 @@ class Optimizer(ABC):
         policy: 0.3-0.6 s per kernel on a cold cache, a few ms warm. ``warmup`` pays it
         here, on a scratch copy of this optimizer (the same class, ``nonfinite`` policy and
         group hyperparameters, over 1-element arrays of each dtype and array kind of each
-        group). The copy takes two steps with serial kernels, two with parallel ones, the
-        second of each clipped by ``norm_type`` (None: no clipping kernel); for CuPy
-        arrays the CUDA kernels are compiled likewise. Nothing of this optimizer changes.
+        group; 256-element ones for CuPy, whose reductions of 128 elements and more take
+        its CUB path, another kernel). The copy takes two steps with serial kernels, two
+        with parallel ones, the second of each clipped by ``norm_type`` (None: no clipping
+        kernel); for CuPy arrays the CUDA kernels are compiled likewise. Nothing of this
+        optimizer changes.
 
         Args:
             norm_type: the ``norm_type`` of the ``step(clip_norm=...)`` calls to prepare,
@@ -1146,15 +1155,18 @@ class Optimizer(ABC):
             groups = []
             for group in self.param_groups:
                 kinds = {p.dtype: p for p in group["params"]}  # one device per optimizer
+                # CuPy reduces 128+ elements through CUB, fewer by its simple kernel: warm
+                # up on arrays as long as the real ones' reductions
+                size = 256 if self._cuda else 1
                 groups.append({**{k: v for k, v in group.items() if k != "params"},
-                               "params": [_backend.to_module_of(np.zeros(1, dt), like)
+                               "params": [_backend.to_module_of(np.zeros(size, dt), like)
                                           for dt, like in kinds.items()]})
         modes = [_backend.serial_kernels()]
         if not self._cuda:
             modes.append(_backend.all_parallel_kernels())
         for mode in modes:
             copy = type(self)(groups, nonfinite=self.nonfinite, average=self.average)
-            grads = [_backend.to_module_of(np.ones(1, p.dtype), p) for p in copy._params]
+            grads = [_backend.to_module_of(np.ones(p.size, p.dtype), p) for p in copy._params]
             with mode:
                 copy.step(grads)
                 if norm_type is not None:

@@ -27,12 +27,39 @@ class _Reduction:
             self._kernel = cp.ReductionKernel(*self._spec)
         return self._kernel
 
+    def bound(self, x, *scalars):
+        """``(kernel, args)`` of one call (what runs on the device, for the host checks)."""
+        return self.kernel, (x, *scalars)
+
     def __call__(self, x, *scalars):
-        return self.kernel(x, *scalars).reshape(1)
+        kernel, args = self.bound(x, *scalars)
+        return kernel(*args).reshape(1)
+
+
+class _PowerSum(_Reduction):
+    """sum |x|^p with ``p`` compiled into the kernel (one variant per ``p``).
+
+    CuPy takes its CUB reduction path only for a kernel of a single input; a run-time
+    ``p`` as a second input sent every norm but 1, 2 and inf to one thread block.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("sumpow", "T x, float64 p", "", "a + b")
+        self._by_p: dict[float, object] = {}
+
+    def bound(self, x, p):
+        p = float(p)
+        k = self._by_p.get(p)
+        if k is None:
+            term = "fabs((double)x)" if p == 1.0 else f"pow(fabs((double)x), {p!r})"
+            tag = repr(p).replace(".", "_").replace("-", "m").replace("+", "")
+            k = self._by_p[p] = cp.ReductionKernel("T x", "float64 out", term, "a + b",
+                                                   "out = a", "0", f"fastgd_sumpow_{tag}")
+        return k, (x,)
 
 
 sumsq = _Reduction("sumsq", "T x", "(double)x * (double)x", "a + b")
-sumpow = _Reduction("sumpow", "T x, float64 p", "pow(fabs((double)x), p)", "a + b")
+sumpow = _PowerSum()
 sumabs = _Reduction("sumabs", "T x", "fabs((double)x)", "a + b")
 
 

@@ -385,5 +385,5 @@ def _launch_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
         if not is_cupy(args[i]):
             args = (*args[:i], device_scalar(float(args[i]), args[-1]), *args[i + 1 :])
     # launched on the arrays' device, whichever is current (several GPUs)
-    with _cupy().cuda.Device(args[-1].device.id):
+    with on_device_of(args[-1]):
         rule(flags, *args)

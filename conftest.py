@@ -17,6 +17,8 @@ import pytest
 #: docstring (module or object, by qualified-name prefix) -> the package its example needs
 NEEDS = {
     "fastgd.sklearn": "sklearn",
+    "fastgd._sklearn_mlp": "sklearn",
+    "fastgd._sklearn_linear": "sklearn",
     "fastgd.distributed.DataParallel": "mpi4py",
 }
 

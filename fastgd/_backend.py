@@ -305,6 +305,95 @@ def reduce(name: str, x: Any, *scalars: float) -> Any:
     return out
 
 
+#: Elements per work item of a multi-array launch: long arrays are split so that the
+#: threads of a parallel launch share the work evenly.
+MULTI_CHUNK = 16_384
+
+
+class MultiLayout:
+    """The work items of multi-array launches over separate arrays of given sizes.
+
+    Each array is one item, or chunks of :data:`MULTI_CHUNK` elements when longer; every
+    :class:`MultiSpan` over arrays of these sizes shares the layout.
+    """
+
+    __slots__ = ("_bounds", "chunk_offsets", "chunk_sizes", "item_of", "sizes", "total")
+
+    def __init__(self, sizes: list[int]) -> None:
+        n = np.asarray(sizes, dtype=np.int64)
+        k = -(-n // MULTI_CHUNK)  # chunks per array (0 for an empty one)
+        self.item_of = np.repeat(np.arange(n.size), k)
+        first = np.repeat(np.cumsum(k) - k, k)
+        self.chunk_offsets = (np.arange(self.item_of.size) - first) * MULTI_CHUNK
+        self.chunk_sizes = np.ascontiguousarray(
+            np.minimum(MULTI_CHUNK, n[self.item_of] - self.chunk_offsets))
+        self.sizes = sizes
+        self.total = int(n.sum())
+        self._bounds: dict[int, np.ndarray] = {}
+
+    def bounds(self, threads: int) -> np.ndarray:
+        """Item ranges ``bounds[t]:bounds[t + 1]`` giving ``threads`` threads equal work."""
+        out = self._bounds.get(threads)
+        if out is None:
+            ends = np.cumsum(self.chunk_sizes)
+            cuts = np.searchsorted(ends, self.total * np.arange(1, threads) / threads)
+            out = self._bounds[threads] = np.concatenate(
+                ([0], cuts + 1, [self.item_of.size])).clip(0, self.item_of.size).astype(np.int64)
+        return out
+
+
+class MultiSpan:
+    """Separate 1-D arrays of one dtype that a kernel updates in one multi-array launch.
+
+    The rule launchers pass it where they pass an array: :func:`launch` runs the kernel's
+    multi-array driver over the arrays' memory (``kernels/cpu/multi.py``), with the
+    results of one launch per array, bit for bit.
+
+    Args:
+        arrays: the 1-D arrays (NumPy, C-contiguous).
+        layout: their :class:`MultiLayout`.
+        addresses: their addresses, if known (else read from the arrays).
+    """
+
+    __slots__ = ("arrays", "dtype", "layout", "size", "table")
+
+    def __init__(self, arrays: list[np.ndarray], layout: MultiLayout,
+                 addresses: Any = None) -> None:
+        self.arrays = arrays
+        self.layout = layout
+        self.dtype = arrays[0].dtype
+        self.size = layout.total
+        if addresses is None:
+            addresses = np.fromiter((a.__array_interface__["data"][0] for a in arrays),
+                                    np.int64, len(arrays))
+        self.table = np.ascontiguousarray(
+            addresses[layout.item_of] + layout.chunk_offsets * self.dtype.itemsize)
+
+
+_multi_drivers: dict[tuple[Any, ...], Any] = {}
+
+
+def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
+                  args: tuple[Any, ...]) -> None:
+    last = args[-1]
+    pattern = "".join("a" if type(a) is MultiSpan else "s" for a in args)
+    entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
+    forced = _mode.size
+    parallel = (last.size if forced is None else forced) >= entry.threshold
+    key = (module, name, flags, pattern, last.dtype.str, parallel)
+    fn = _multi_drivers.get(key)
+    if fn is None:
+        from fastgd.kernels.cpu import multi
+
+        fn = _multi_drivers[key] = multi.driver(module, name, flags, pattern,
+                                                last.dtype.type, parallel)
+    layout = last.layout
+    from numba import get_num_threads
+
+    fn(*[a.table if type(a) is MultiSpan else a for a in args], layout.chunk_sizes,
+       layout.bounds(get_num_threads() if parallel else 1))
+
+
 def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
     """Run kernel ``name`` of rule module ``module`` on ``args`` (validated by the caller).
 
@@ -322,7 +411,10 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
     """
     last = args[-1]
     if type(last) is not np.ndarray:
-        _launch_cuda(module, name, flags, args)
+        if type(last) is MultiSpan:
+            _launch_multi(module, name, flags, args)
+        else:
+            _launch_cuda(module, name, flags, args)
         return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
     forced = _mode.size

@@ -86,11 +86,15 @@ def test_partial_grads_split_then_coalesce_again(launches):
     assert [n for _, _, n in launches] == [14]  # equal step counts: one call again
 
 
-def test_separate_arrays_take_one_call_each(launches):
+def test_separate_arrays_take_one_multi_array_call(launches):
     params = [np.ones(3), np.ones(4), np.ones(())]
     opt = fastgd.Adam(params, lr=0.1)
     opt.step([np.ones(3), np.ones(4), np.ones(())])
-    assert sorted(n for _, _, n in launches) == [1, 3, 4]
+    assert [n for _, _, n in launches] == [8]  # one launch over the three arrays
+    launches.clear()
+    opt.step([np.ones(3), None, np.ones(())])  # the second falls behind: its own call
+    opt.step([np.ones(3), np.ones(4), np.ones(())])
+    assert [n for _, _, n in launches] == [4, 4, 4]
 
 
 def test_views_of_one_buffer_are_coalesced(launches):
@@ -366,7 +370,8 @@ def test_flat_groups_give_biases_no_weight_decay_and_step_without_grads(launches
         np.testing.assert_array_equal(a, b)
     launches.clear()
     opt.step()
-    assert len(launches) == 4  # w0, w2 and b1, b3 are not adjacent: one call each
+    # w0, w2 and b1, b3 are not adjacent: one multi-array call per group
+    assert [n for _, _, n in launches] == [12 + 6, 3 + 2]
     sd = opt.state_dict()
     assert [g["weight_decay"] for g in sd["param_groups"]] == [0.3, 0.0]
     assert sd["param_groups"][1]["params"] == [2, 3]
@@ -379,7 +384,9 @@ def test_adjacent_selected_arrays_update_in_one_call(launches):
     opt = fastgd.SGD([{"params": flat.select([0, 1])}, {"params": flat.select([3, 2])}],
                      lr=0.1)
     opt.step()
-    assert sorted(n for _, _, n in launches) == [2, 6, 15]  # w0+b0 together; b1, w1 apart
+    # w0+b0 adjacent, in order: one span of 12 + 3; b1, w1 listed in reverse: two spans,
+    # updated in one multi-array call of 2 + 6
+    assert sorted(n for _, _, n in launches) == [2 + 6, 12 + 3]
     only = fastgd.SGD(flat.select([2, 3]), lr=0.1)
     only.zero_grad()
     assert not flat.grads[2].any() and flat.grads[0].any()

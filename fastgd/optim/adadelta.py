@@ -111,6 +111,7 @@ class Adadelta(Optimizer):
 
     #: the update kernel carries the weight average as one more stream
     fused_average: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
 
     def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         _launch_adadelta(g, p, state[0], state[1], gs=gs, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],

@@ -329,6 +329,11 @@ class Optimizer(ABC):
     #: in its kernel; other rules get one elementwise averaging pass after their update.
     fused_average: ClassVar[bool] = False
 
+    #: Whether :meth:`_update` is one elementwise kernel launch (each element's update reads
+    #: only that element): then separate arrays alike are updated by one multi-array
+    #: launch (a list of arrays costs one call, not one per array).
+    elementwise: ClassVar[bool] = False
+
     #: Scalar state of a parameter that has not stepped yet.
     _scalar_init: ClassVar[Scalars] = {"step": 0.0}
 
@@ -383,7 +388,7 @@ class Optimizer(ABC):
     #: What a pickle keeps besides the param groups (the layout is rebuilt from them).
     _LAYOUT_FIELDS = ("_params", "_attached", "_scalars", "_segments", "_checked", "_flats",
                       "_attached_all", "_group_refs", "_groups_seen", "_layout_seen",
-                      "_plain", "_edits", "param_groups")
+                      "_plain", "_edits", "param_groups", "_multi_cache")
 
     def __getstate__(self) -> dict[str, Any]:
         """The optimizer as plain data: its param groups and its state dict.
@@ -438,6 +443,8 @@ class Optimizer(ABC):
         self._groups_seen: list[dict[str, Any]] = self.param_groups
         self._layout_seen = 0  # self._edits.layout when the layout was last confirmed
         self._plain = False  # some group container is not ours: check it every step
+        # MultiSpans (raw addresses) of segments updated together; see _update_together
+        self._multi_cache: dict[tuple[Any, ...], Any] = {}
 
     # -- construction ----------------------------------------------------------------
 
@@ -960,6 +967,9 @@ class Optimizer(ABC):
                    self.average.weights(self.n_averaged, self.steps_applied + 1))
         fused = weights is not None and self.fused_average and not self.per_parameter
         covered: dict[int, list[tuple[int, int]]] = {}  # averaged by the update kernels
+        if self.elementwise and not self._cuda and len(plan) > 1:
+            plan = self._update_together(plan, hps, scale, weights if fused else None,
+                                         covered, gl)
         for gi, seg, pieces in plan:
             hp = hps[gi]
             names = self._state_names(hp)
@@ -1001,6 +1011,82 @@ class Optimizer(ABC):
             self.n_averaged += 1
         self.steps_applied += 1
         return True
+
+    def _update_together(self, plan: list[Any], hps: list[dict[str, Any]], scale: Any,
+                         weights: tuple[float, float] | None,
+                         covered: dict[int, list[tuple[int, int]]], gl: Sequence[Any]
+                         ) -> list[Any]:
+        """Update whole segments that share a group, dtype and scalar state in one launch.
+
+        A list of separate arrays is one segment per array: instead of one kernel call
+        each, the segments alike are updated by one multi-array launch
+        (:class:`fastgd._backend.MultiSpan`), with the same results. Returns the plan
+        items left for one call each.
+        """
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        rest = []
+        for item in plan:
+            gi, seg, pieces = item
+            if len(pieces) == 1 and pieces[0][:2] == WHOLE_SEGMENT and seg.span.size:
+                # segments updated together share one scalar-state dict afterwards, so
+                # the dict's identity groups them from the second step on
+                key = (gi, seg.span.dtype, id(seg.shared))
+                groups.setdefault(key, []).append(item)
+            else:
+                rest.append(item)
+        for (gi, dtype, _), items in groups.items():
+            if len(items) < 2:
+                rest.extend(items)
+                continue
+            hp = hps[gi]
+            segs = [seg for _, seg, _ in items]
+            names = self._state_names(hp)
+            spans = self._multi_spans(segs, hp, names, weights is not None)
+            layout = spans["params"].layout
+            # the gradients as given (the spans are new views each step): the same arrays
+            # as the last step's keep their address table
+            given = [gl[seg.index[0]] for seg in segs]
+            key = ("grads", *map(id, segs))
+            cached = self._multi_cache.get(key)
+            if cached is not None and len(cached[0]) == len(given) and all(
+                    a is b for a, b in zip(cached[0], given)):
+                g_ms = cached[1]
+            else:
+                g_ms = _backend.MultiSpan([pieces[0][2] for _, _, pieces in items], layout)
+                self._multi_cache[key] = (given, g_ms)
+            seg_scale = scale[dtype] if isinstance(scale, dict) else scale
+            gs = -seg_scale if hp.get("maximize", False) else seg_scale
+            extra = {"average": (spans[AVERAGE], *weights)} if weights is not None else {}
+            new = self._update(hp, segs[0].shared, gs, g_ms, spans["params"],
+                               [spans[n] for n in names], **extra)
+            for seg in segs:
+                seg.shared = new
+                if weights is not None:
+                    covered[id(seg)] = [(0, len(seg.index))]
+        return rest
+
+    def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],
+                     names: tuple[str, ...], average: bool) -> dict[str, Any]:
+        """The MultiSpans of some segments' parameters and state (kept per layout)."""
+        key = ("state", *map(id, segs))
+        cached = self._multi_cache.get(key)
+        wanted = {"params", *names, *((AVERAGE,) if average else ())}
+        # state buffers are only ever added within a layout version (a new layout or a
+        # loaded state dict bumps it), so spans built since hold the current buffers
+        if cached is not None and cached[0] == self._layout_version and wanted <= cached[1].keys():
+            return cached[1]
+        for seg in segs:
+            self._ensure_state(seg, hp, names)
+            if average:
+                self._ensure_state(seg, hp, (AVERAGE,))
+        layout = _backend.MultiLayout([seg.span.size for seg in segs])
+        spans = {"params": _backend.MultiSpan([seg.span for seg in segs], layout)}
+        for n in wanted - {"params"}:
+            spans[n] = _backend.MultiSpan([seg.state[n] for seg in segs], layout)
+        if len(self._multi_cache) > 64:
+            self._multi_cache.clear()
+        self._multi_cache[key] = (self._layout_version, spans)
+        return spans
 
     def _average_rest(self, weights: tuple[float, float],
                       covered: Mapping[int, list[tuple[int, int]]]) -> None:
@@ -1131,10 +1217,11 @@ class Optimizer(ABC):
         here, on a scratch copy of this optimizer (the same class, ``nonfinite`` policy and
         group hyperparameters, over 1-element arrays of each dtype and array kind of each
         group; 256-element ones for CuPy, whose reductions of 128 elements and more take
-        its CUB path, another kernel). The copy takes two steps with serial kernels, two
-        with parallel ones, the second of each clipped by ``norm_type`` (None: no clipping
-        kernel); for CuPy arrays the CUDA kernels are compiled likewise. Nothing of this
-        optimizer changes.
+        its CUB path, another kernel; two arrays of a dtype where separate arrays are
+        updated by one multi-array launch, which has a driver of its own). The copy
+        takes two steps with serial kernels, two with parallel ones, the second of each
+        clipped by ``norm_type`` (None: no clipping kernel); for CuPy arrays the CUDA
+        kernels are compiled likewise. Nothing of this optimizer changes.
 
         Args:
             norm_type: the ``norm_type`` of the ``step(clip_norm=...)`` calls to prepare,
@@ -1153,14 +1240,20 @@ class Optimizer(ABC):
         with self._lock:
             self._sync()
             groups = []
-            for group in self.param_groups:
+            for group, segs in zip(self.param_groups, self._segments):
                 kinds = {p.dtype: p for p in group["params"]}  # one device per optimizer
                 # CuPy reduces 128+ elements through CUB, fewer by its simple kernel: warm
                 # up on arrays as long as the real ones' reductions
                 size = 256 if self._cuda else 1
+                # separate arrays of a dtype are updated by a multi-array launch: two
+                # scratch arrays compile its driver
+                together = self.elementwise and not self._cuda
+                count = {dt: 2 if together and sum(s.span.dtype == dt for s in segs) > 1
+                         else 1 for dt in kinds}
                 groups.append({**{k: v for k, v in group.items() if k != "params"},
                                "params": [_backend.to_module_of(np.zeros(size, dt), like)
-                                          for dt, like in kinds.items()]})
+                                          for dt, like in kinds.items()
+                                          for _ in range(count[dt])]})
         modes = [_backend.serial_kernels()]
         if not self._cuda:
             modes.append(_backend.all_parallel_kernels())

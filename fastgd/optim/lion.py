@@ -114,6 +114,7 @@ class Lion(Optimizer):
 
     #: the update kernel carries the weight average as one more stream
     fused_average: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
 
     def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         beta1, beta2 = hp["betas"]

@@ -144,6 +144,7 @@ class RAdam(Optimizer):
 
     #: the update kernel carries the weight average as one more stream
     fused_average: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
 
     def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         step = ss["step"] + 1.0

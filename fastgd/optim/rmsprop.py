@@ -135,6 +135,7 @@ class RMSprop(Optimizer):
 
     #: the update kernel carries the weight average as one more stream
     fused_average: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
 
     def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         it = iter(state[1:])

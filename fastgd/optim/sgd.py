@@ -145,6 +145,7 @@ class SGD(Optimizer):
 
     #: the update kernel carries the weight average as one more stream
     fused_average: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
 
     def _update(self, hp, ss: Scalars, gs, g, p, state, average=None) -> Scalars:
         buf = state[0] if state else None

@@ -1,0 +1,126 @@
+"""Separate arrays updated by one multi-array launch: the per-array results, bit for bit."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import _backend
+from tests.conftest import CASES, DTYPES, RULES
+
+SHAPES = [(40_000,), (3, 5), (), (0,), (70_000,), (17,), (2, 2, 2)]
+
+
+def _per_array(monkeypatch):
+    """Turn the multi-array path off (every segment its own launch)."""
+    from fastgd.optim.base import Optimizer
+
+    monkeypatch.setattr(Optimizer, "_update_together",
+                        lambda self, plan, *a, **k: plan)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_a_list_steps_exactly_as_one_launch_per_array(name, case, dtype, monkeypatch, rng):
+    cls, _, options = RULES[name]
+    if not cls.elementwise:
+        pytest.skip(f"{name} updates each parameter whole")
+    hp = options[case]
+    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    steps = []
+    for t in range(5):
+        grads = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+        if t == 2:
+            grads[1] = None  # a parameter whose step count falls behind: its own group
+        steps.append(grads)
+    a = [x.copy() for x in init]
+    opt_a = cls(a, **hp, average=fastgd.EMA(0.7))
+    launches = []
+    real = _backend._launch_multi
+    monkeypatch.setattr(_backend, "_launch_multi",
+                        lambda *args: (launches.append(args[1]), real(*args)))
+    for grads in steps:
+        opt_a.step(grads)
+    assert launches  # the multi-array path ran
+    monkeypatch.undo()
+    b = [x.copy() for x in init]
+    opt_b = cls(b, **hp, average=fastgd.EMA(0.7))
+    _per_array(monkeypatch)
+    for grads in steps:
+        opt_b.step(grads)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(opt_a.averaged(), opt_b.averaged()):
+        np.testing.assert_array_equal(x, y)
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    for i in sb["state"]:
+        for k, v in sb["state"][i].items():
+            np.testing.assert_array_equal(sa["state"][i][k], v, err_msg=f"{i} {k}")
+
+
+def test_one_launch_for_a_list_of_arrays(monkeypatch, rng):
+    params = [rng.standard_normal(64) for _ in range(50)]
+    opt = fastgd.Adam(params, lr=0.1)
+    calls = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda *a: (calls.append(a[1]), real(*a)))
+    grads = [rng.standard_normal(64) for _ in range(50)]
+    opt.step(grads)
+    opt.step(grads)
+    assert calls == ["adam", "adam"]  # one launch per step for the 50 arrays
+
+
+def test_the_address_tables_follow_new_gradient_arrays(rng):
+    params = [np.zeros(8), np.zeros(3)]
+    opt = fastgd.SGD(params, lr=1.0)
+    for k in range(3):  # new gradient arrays each step, and the same ones again
+        grads = [np.full(8, 1.0 + k), np.full(3, 2.0 + k)]
+        opt.step(grads)
+        opt.step(grads)
+    np.testing.assert_array_equal(params[0], -2 * (1 + 2 + 3) * np.ones(8))
+    np.testing.assert_array_equal(params[1], -2 * (2 + 3 + 4) * np.ones(3))
+
+
+def test_threads_get_equal_shares_of_the_elements():
+    # 200 short arrays then one long one: an even split of the items would leave the
+    # long array's chunks all to the last thread
+    sizes = [100] * 200 + [200_000]
+    layout = _backend.MultiLayout(sizes)
+    for threads in (1, 2, 3, 8):
+        bounds = layout.bounds(threads)
+        assert bounds[0] == 0 and bounds[-1] == layout.item_of.size
+        assert np.all(np.diff(bounds) >= 0) and bounds.size == threads + 1
+        work = [int(layout.chunk_sizes[a:b].sum()) for a, b in itertools.pairwise(bounds)]
+        assert sum(work) == layout.total
+        assert max(work) - min(work) <= 2 * _backend.MULTI_CHUNK, (threads, work)
+
+
+def test_warmup_compiles_the_multi_array_drivers(monkeypatch):
+    monkeypatch.setattr(_backend, "_multi_drivers", {})
+    params = [np.zeros(5, np.float32) for _ in range(3)]
+    fastgd.Adagrad(params, lr=0.1).warmup()
+    built = {(k[0], k[-1]) for k in _backend._multi_drivers}
+    assert built == {("adagrad", False), ("adagrad", True)}  # serial and parallel
+    assert not params[0].any()
+
+
+def test_the_drivers_are_loaded_from_the_disk_cache_by_the_next_process(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, fastgd\n"
+        "from fastgd import _backend\n"
+        "p = [np.zeros(5), np.zeros(7)]\n"
+        "fastgd.RMSprop(p, lr=0.1).step([np.ones(5), np.ones(7)])\n"
+        "(d,) = _backend._multi_drivers.values()\n"
+        "print(sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values()))\n"
+    )
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert runs[0] == ["0", "1"]  # compiled and written
+    assert runs[1] == ["1", "0"]  # loaded, not compiled

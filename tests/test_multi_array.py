@@ -124,3 +124,19 @@ def test_the_drivers_are_loaded_from_the_disk_cache_by_the_next_process(tmp_path
                            text=True, check=True).stdout.split() for _ in range(2)]
     assert runs[0] == ["0", "1"]  # compiled and written
     assert runs[1] == ["1", "0"]  # loaded, not compiled
+
+
+def test_the_drivers_go_to_a_writable_folder(tmp_path, monkeypatch):
+    from fastgd.kernels.cpu import multi
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "given"))
+    assert multi._folder() == str(tmp_path / "given" / "fastgd-multi")
+    # an installation the user cannot write to: the next folder in Numba's order
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "ro"))
+    monkeypatch.setattr(multi, "_writable",
+                        lambda p, real=multi._writable: not p.startswith(str(tmp_path / "ro"))
+                        and real(p))
+    assert not multi._folder().startswith(str(tmp_path / "ro"))

@@ -77,12 +77,35 @@ def serial_body(module: str, name: str, flags: tuple[tuple[str, bool], ...]) -> 
     return rule.variant(False, flags)
 
 
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
+
+
 def _folder() -> str:
-    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    path = os.path.join(base, "fastgd-multi")
-    os.makedirs(path, exist_ok=True)
-    return path
+    """Where the generated modules go: Numba's cache folder, as Numba chooses one.
+
+    ``NUMBA_CACHE_DIR`` if set; else beside the kernels (``__pycache__``) if that is
+    writable, else the user's cache folder (an installation the user cannot write to),
+    else the temporary folder.
+    """
+    from numba.core import config
+    from numba.misc.appdirs import AppDirs
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = ([config.CACHE_DIR] if config.CACHE_DIR else []) + [
+        os.path.join(here, "__pycache__"),
+        AppDirs(appname="numba", appauthor=False).user_cache_dir,
+        tempfile.gettempdir()]
+    for base in candidates:
+        path = os.path.join(base, "fastgd-multi")
+        if _writable(path):
+            return path
+    raise OSError(f"no writable folder for fastgd's multi-array drivers among {candidates}")
 
 
 def _sources_digest(module: str) -> str:

@@ -14,8 +14,14 @@ aborts the whole job instead of hanging it)::
 
     mpiexec -n 2 python -m mpi4py -m fastgd train
 
-CuPy arrays are reduced through NCCL (``cupyx.distributed``, ranks launched by the same
-``mpiexec``) when it is available, else staged through host memory and MPI.
+CuPy arrays are reduced through NCCL when every rank has it (``cupy.cuda.nccl``; the
+``cupy-cuda12x`` wheel alone has no NCCL library: ``pip install 'fastgd[cuda12-nccl]'``
+adds ``nvidia-nccl-cu12``), else, on every rank alike, staged through host memory and MPI.
+The NCCL communicator is bootstrapped over the given communicator (its unique id broadcast
+from its rank 0), so any mpi4py communicator works, not only ``COMM_WORLD``. Each rank
+needs a GPU of its own: :func:`use_local_gpu` selects the GPU of the rank's place on its
+host, to be called before the model's arrays are made; ranks on one host sharing a GPU are
+refused with an error naming them (NCCL would fail with "Duplicate GPU").
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 
 from fastgd import _backend
 
-__all__ = ["DataParallel", "world_size"]
+__all__ = ["DataParallel", "local_rank", "use_local_gpu", "world_size"]
 
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -43,6 +49,35 @@ def world_size() -> int:
         if v and v.isdigit():
             return int(v)
     return 1
+
+
+def local_rank(comm: Any = None) -> int:
+    """This rank's index among the ranks of ``comm`` on the same host (0 outside MPI).
+
+    Args:
+        comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+    """
+    MPI = _mpi()
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    return int(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
+
+
+def use_local_gpu(comm: Any = None) -> int:
+    """Make GPU ``local_rank % GPUs on the host`` this process's current CuPy device.
+
+    Call it before the model's CuPy arrays are made: each rank then holds its replica on
+    a GPU of its own, as NCCL needs.
+
+    Args:
+        comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+
+    Returns:
+        The device id selected.
+    """
+    cp = _backend._cupy()
+    device = local_rank(comm) % cp.cuda.runtime.getDeviceCount()
+    cp.cuda.Device(device).use()
+    return device
 
 
 def _mpi() -> Any:
@@ -80,7 +115,7 @@ class DataParallel:
         self.size = self.comm.Get_size()
         self.flat = flat
         self._MPI = MPI
-        self._nccl = None
+        self._nccl: Any = None  # None: not decided yet; False: host-staged; else NCCL's
         if threads == "auto":
             local = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
             threads = max(1, (os.cpu_count() or 1) // local)
@@ -137,7 +172,13 @@ class DataParallel:
             return
         nccl = self._nccl_comm(buf)
         if nccl is not None:
-            nccl.all_reduce(buf, buf, op="sum")
+            from cupy.cuda import nccl as lib
+
+            with _backend.on_device_of(buf):
+                stream = _backend._cupy().cuda.get_current_stream()
+                nccl.allReduce(buf.data.ptr, buf.data.ptr, buf.size,
+                               getattr(lib, _NCCL_TYPES[buf.dtype.str]), lib.NCCL_SUM,
+                               stream.ptr)
             return
         host = buf.get()  # host-staged fallback
         self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
@@ -151,14 +192,43 @@ class DataParallel:
         self.comm.Bcast(host, root=root)
         buf.set(host)
 
-    def _nccl_comm(self, buf: Any) -> Any:
-        if self._nccl is None:
-            self._nccl = False
-            try:
-                from cupyx import distributed as cdist
+    def _check_own_gpus(self, device: int) -> None:
+        """Raise on every rank if two ranks on one host hold their replicas on one GPU."""
+        places = self.comm.allgather((self._MPI.Get_processor_name(), int(device)))
+        seen: dict[tuple[str, int], int] = {}
+        for r, place in enumerate(places):
+            if place in seen:
+                raise RuntimeError(
+                    f"ranks {seen[place]} and {r} both hold their parameters on GPU "
+                    f"{place[1]} of host {place[0]!r}: each rank needs a GPU of its own; "
+                    "call fastgd.distributed.use_local_gpu() before making the model's "
+                    "arrays")
+            seen[place] = r
 
-                if cdist.NCCLBackend is not None:  # pragma: no cover - needs GPUs
-                    self._nccl = cdist.init_process_group(self.size, self.rank, use_mpi=True)
+    def _nccl_comm(self, buf: Any) -> Any:
+        """NCCL's communicator for CuPy buffers, or None: decided alike on every rank.
+
+        A collective call: every rank reaches it at its first CuPy allreduce. NCCL is used
+        only if every rank can load it (agreed by an MPI allreduce, so no rank waits in
+        NCCL's set-up for ranks that fell back); its unique id comes from rank 0 of our
+        communicator.
+        """
+        if self._nccl is None:
+            self._check_own_gpus(buf.device.id)
+            try:
+                from cupy.cuda import nccl as lib
+
+                ok = bool(lib.available)
             except Exception:
+                lib, ok = None, False
+            if self.comm.allreduce(int(ok), op=self._MPI.MIN) == 0:
                 self._nccl = False
+            else:
+                uid = self.comm.bcast(lib.get_unique_id() if self.rank == 0 else None, root=0)
+                with _backend.on_device_of(buf):
+                    self._nccl = lib.NcclCommunicator(self.size, uid, self.rank)
         return self._nccl or None
+
+
+#: NumPy dtype -> the name of NCCL's data type constant in ``cupy.cuda.nccl``
+_NCCL_TYPES = {"<f4": "NCCL_FLOAT32", "<f8": "NCCL_FLOAT64"}

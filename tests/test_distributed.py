@@ -87,3 +87,107 @@ def test_ranks_with_different_data_end_with_an_error_instead_of_hanging(tmp_path
     assert res.returncode != 0
     assert message in res.stderr
     assert time.perf_counter() - t0 < 60
+
+
+class _FakeComm:
+    """The collective calls of DataParallel's NCCL set-up, answered as other ranks would."""
+
+    def __init__(self, places, all_have_nccl, rank=0):
+        self.places, self.all_have_nccl, self.rank = places, all_have_nccl, rank
+        self.calls = []
+
+    def allgather(self, value):
+        self.calls.append(("allgather", value))
+        assert value[1] == self.places[self.rank][1]  # this rank's GPU, as we declared it
+        return list(self.places)
+
+    def allreduce(self, value, op=None):
+        self.calls.append(("allreduce", value))
+        return min(value, int(self.all_have_nccl))
+
+    def bcast(self, value, root=0):
+        self.calls.append(("bcast", value))
+        return value if self.rank == root else b"rank-0-id"
+
+
+class _FakeNccl:
+    available = True
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
+
+    def __init__(self):
+        self.made = []
+
+    def get_unique_id(self):
+        return b"rank-0-id"
+
+    def NcclCommunicator(self, size, uid, rank):
+        self.made.append((size, uid, rank))
+        return ("communicator", size, uid, rank)
+
+
+class _DeviceBuf:
+    class device:
+        id = 1
+
+
+def _nccl_setup(monkeypatch, comm, lib):
+    import cupy.cuda
+
+    from fastgd import _backend
+    from fastgd.distributed import DataParallel
+    from fastgd.models import LinearRegression
+
+    dp = DataParallel(LinearRegression(2).flat, threads=None)
+    dp.comm, dp.size, dp.rank = comm, len(comm.places), comm.rank
+    monkeypatch.setattr(cupy.cuda, "nccl", lib, raising=False)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", lib)
+    monkeypatch.setattr(_backend, "on_device_of", lambda a: __import__("contextlib")
+                        .nullcontext())
+    return dp
+
+
+def test_ranks_sharing_a_gpu_are_refused_before_nccl_starts(monkeypatch):
+    pytest.importorskip("cupy")
+    lib = _FakeNccl()
+    comm = _FakeComm([("node", 1), ("node", 1)], all_have_nccl=True)
+    dp = _nccl_setup(monkeypatch, comm, lib)
+    with pytest.raises(RuntimeError, match=r"ranks 0 and 1 both hold their parameters on "
+                       r"GPU 1 of host 'node'.*use_local_gpu"):
+        dp._nccl_comm(_DeviceBuf())
+    assert lib.made == [] and dp._nccl is None  # NCCL never started; asked again next time
+
+
+@pytest.mark.parametrize(("places", "all_have", "made"), [
+    ([("node", 1), ("node", 0)], True, [(2, b"rank-0-id", 0)]),     # NCCL on every rank
+    ([("a", 1), ("b", 1)], True, [(2, b"rank-0-id", 0)]),           # one GPU per host
+    ([("node", 1), ("node", 0)], False, []),                        # a rank lacks NCCL
+])
+def test_every_rank_takes_nccl_or_every_rank_stages_through_the_host(monkeypatch, places,
+                                                                     all_have, made):
+    pytest.importorskip("cupy")
+    lib = _FakeNccl()
+    comm = _FakeComm(places, all_have_nccl=all_have)
+    dp = _nccl_setup(monkeypatch, comm, lib)
+    got = dp._nccl_comm(_DeviceBuf())
+    assert lib.made == made
+    assert (got is None) == (not made)
+    assert ("allreduce", 1) in comm.calls  # the agreement is asked of every rank
+    # the id travels over our communicator, from its rank 0
+    assert (("bcast", b"rank-0-id") in comm.calls) == bool(made)
+    assert dp._nccl_comm(_DeviceBuf()) is got and len(lib.made) == len(made)  # decided once
+
+
+def test_a_rank_without_nccl_says_so_to_the_others(monkeypatch):
+    pytest.importorskip("cupy")
+    lib = _FakeNccl()
+    lib.available = False
+    comm = _FakeComm([("node", 0), ("node", 1)], all_have_nccl=True, rank=1)
+    dp = _nccl_setup(monkeypatch, comm, lib)
+    assert dp._nccl_comm(_DeviceBuf()) is None
+    assert ("allreduce", 0) in comm.calls and lib.made == []
+
+
+def test_local_rank_is_the_place_on_the_host():
+    from fastgd.distributed import local_rank
+
+    assert local_rank() == 0  # one process

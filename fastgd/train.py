@@ -320,6 +320,12 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         _finite("y", y)
     elif not callable(batches):
         raise TypeError(f"batches must be a function of the epoch, got {batches!r}")
+    elif callable(prepare):
+        # fastgd's models: each given batch is checked (a label range is one host read)
+        # and its loss stays on the device until the epoch ends, as for X and y
+
+        def step_loss(xb: Any, yb: Any) -> Any:
+            return model._loss_and_grad(*prepare(xb, yb))
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
@@ -412,7 +418,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                         loss_fn = step_loss
                     else:
                         n_total = dist.rows_in_step
-                        loss_fn = model.loss_and_grad
+                        loss_fn = step_loss
                     n_local = len(xb)
                     local = loss_fn(xb, yb) if n_local else 0.0
                     if not n_local:

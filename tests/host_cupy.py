@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 _sync_allowed = True
+#: host synchronizations so far (reads of device data), allowed or not
+sync_count = 0
 
 
 class DeviceSynchronized(RuntimeError):
@@ -35,6 +37,8 @@ class DeviceSynchronized(RuntimeError):
 
 
 def _sync() -> None:
+    global sync_count
+    sync_count += 1
     if not _sync_allowed:
         raise DeviceSynchronized("device synchronization is not allowed here")
 

@@ -391,3 +391,35 @@ def test_warmup_reduces_arrays_long_enough_for_cub(monkeypatch):
                         lambda name, x, *a: (sizes.append(x.size), real(name, x, *a))[1])
     fastgd.Adam([cp.ones(3, cp.float32)], lr=0.1).warmup(norm_type=2.0)
     assert sizes and min(sizes) >= 128  # CuPy's CUB reductions start at 128 elements
+
+
+@pytest.mark.parametrize(("output", "k", "per_batch"), [("multiclass", 3, 1),
+                                                        ("regression", 2, 0)])
+def test_fit_on_given_batches_reads_the_host_once_per_batch_at_most(output, k, per_batch):
+    import sys
+
+    emulation = sys.modules.get("tests.host_cupy")
+    if emulation is None:
+        pytest.skip("host reads are counted by the emulated CuPy only")
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(3)
+    X = cp.asarray(rng.normal(size=(64, 4)).astype(np.float32))
+    y = cp.asarray(rng.integers(0, k, size=64) if output == "multiclass"
+                   else rng.normal(size=(64, k)).astype(np.float32))
+    model = MLP([4, 6, k], output=output, seed=0, xp=cp)
+    opt = fastgd.Adam(model.flat, lr=0.01)
+
+    def reads(n_batches):
+        def batches(epoch):
+            size = 64 // n_batches
+            return ((X[i : i + size], y[i : i + size]) for i in range(0, 64, size))
+
+        before = emulation.sync_count
+        fastgd.fit(model, opt, batches=batches, epochs=1, progress=False)
+        return emulation.sync_count - before
+
+    reads(4)  # compiles
+    # the label range of a given batch needs the host (a kernel must not read a label
+    # out of range); the loss and the step do not
+    assert reads(8) - reads(4) == 4 * per_batch

@@ -42,6 +42,14 @@ _DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multilabel": "bce",
 _REGRESSION_LOSSES = ("mse", "squared_error", "huber", "poisson")
 
 
+
+def _range(y: Any) -> tuple[Any, Any]:
+    """``(y.min(), y.max())`` on the host: for CuPy one transfer (one synchronization)."""
+    if type(y) is np.ndarray:
+        return y.min(), y.max()
+    lo, hi = _backend.xp_of(y).stack([y.min(), y.max()]).get()
+    return lo, hi
+
 class _CSR:
     """A CSR matrix as the model's kernels take it (``indptr, indices, data``, ``shape``)."""
 
@@ -206,18 +214,21 @@ class MLP:
             if y.shape != (n,) or y.dtype.kind not in "iu":
                 raise ValueError(f"y must be {n} integer class labels, got shape {y.shape} "
                                  f"and dtype {y.dtype}")
-            if n and (int(y.min()) < 0 or int(y.max()) >= k):
+            lo, hi = _range(y) if n else (0, 0)
+            if lo < 0 or hi >= k:
                 raise ValueError(f"class labels must be in [0, {k}), got range "
-                                 f"[{int(y.min())}, {int(y.max())}]")
+                                 f"[{int(lo)}, {int(hi)}]")
             return xp.ascontiguousarray(y, dtype=np.int64)
         if y.shape not in ((n,), (n, k)) or (y.shape == (n,) and k != 1):
             raise ValueError(f"y must have shape ({n}, {k})" + (f" or ({n},)" if k == 1 else "")
                              + f", got {y.shape}")
-        if self.output in ("binary", "multilabel") and n and not (
-                0 <= float(y.min()) and float(y.max()) <= 1):
-            raise ValueError("binary targets must be in [0, 1]")
-        if self.loss_name == "poisson" and n and float(y.min()) < 0:
-            raise ValueError("Poisson targets must be >= 0")
+        bounded = self.output in ("binary", "multilabel")
+        if n and (bounded or self.loss_name == "poisson"):
+            lo, hi = _range(y)
+            if bounded and not (0 <= lo and hi <= 1):
+                raise ValueError("binary targets must be in [0, 1]")
+            if self.loss_name == "poisson" and lo < 0:
+                raise ValueError("Poisson targets must be >= 0")
         return xp.ascontiguousarray(y.reshape(n, k), dtype=self.dtype)
 
     # -- forward / backward ------------------------------------------------------------------

@@ -92,7 +92,7 @@ def _unwrap(x: Any) -> Any:
     """Host data of an emulated array; NumPy arrays are refused as CuPy refuses them."""
     if isinstance(x, ndarray):
         return x._a
-    if isinstance(x, np.ndarray) and x.ndim:
+    if isinstance(x, np.ndarray):  # 0-d included: CuPy takes NumPy scalars (np.generic)
         raise _unsupported(x)
     if isinstance(x, (list, tuple)):
         return type(x)(_unwrap(v) for v in x)

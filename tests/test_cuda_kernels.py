@@ -450,6 +450,9 @@ def test_host_cupy_emulation_refuses_what_cupy_refuses():
         np.asarray(a)
     with pytest.raises(TypeError, match="Unsupported type"):
         a + np.ones(3)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        a + np.array(2.0)  # a 0-d NumPy array is an array to CuPy, not a scalar
+    np.testing.assert_array_equal((a + np.float64(2.0)).get(), 3.0)  # a NumPy scalar is
     with E.allow_synchronize(False):
         b = a * 2  # stays on the device
         with pytest.raises(E.DeviceSynchronized):
@@ -459,3 +462,21 @@ def test_host_cupy_emulation_refuses_what_cupy_refuses():
     v = a[1:]
     assert v.base is a and v[:1].base is a and a.reshape(3, 1).base is a
     np.testing.assert_array_equal(b.get(), 2.0)
+
+
+@needs_host_runner
+def test_host_builds_fuse_multiply_adds_as_nvrtc_does():
+    from fractions import Fraction
+
+    from tests.cuda_host import FMA, run_elementwise
+
+    if not FMA:
+        pytest.skip("this CPU has no FMA instructions: the host builds round each step")
+    kernel = cp.ElementwiseKernel("float64 a, float64 b, float64 c", "float64 y",
+                                  "y = a * b + c;", "fastgd_test_fma")
+    a, b, c = np.array([1 + 2.0**-30]), np.array([1 - 2.0**-30]), np.array([-1.0])
+    y = np.zeros(1)
+    run_elementwise(kernel, a, b, c, y)
+    fused = float(Fraction(a[0]) * Fraction(b[0]) + Fraction(c[0]))  # one rounding
+    assert a[0] * b[0] + c[0] == 0.0 and fused == -(2.0**-60)  # two roundings differ
+    assert y[0] == fused

@@ -51,13 +51,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     models = sorted(k for k in rows if k[0] == "model")
     if models:
         w("")
-        w("300-tensor model step: FlatParams vs torch over the separate tensors")
+        w("300-tensor model step: FlatParams and a list of the arrays vs torch over the "
+          "separate tensors")
         for key in models:
             v = rows[key]
             t = v["fastgd"][0]
             parts = [f"{impl} {v[impl][0] * 1e6:9.1f} us" for impl in sorted(v)]
-            tt = f"  ({v['torch'][0] / t:.2f}x torch)" if "torch" in v else ""
-            w(f"{key[1]:<9}" + "  ".join(parts) + tt)
+            tl = v["fastgd-list"][0] if "fastgd-list" in v else None
+            ratios = ([f"list/flat {tl / t:.2f}x"] if tl else []) + (
+                [f"torch/flat {v['torch'][0] / t:.2f}x"]
+                + ([f"torch/list {v['torch'][0] / tl:.2f}x"] if tl else [])
+                if "torch" in v else [])
+            w(f"{key[1]:<9}" + "  ".join(parts) + ("  (" + ", ".join(ratios) + ")"
+                                                   if ratios else ""))
     for key in sorted(k for k in rows if k[0] == "average"):
         v = rows[key]
         if "fused" in v:

@@ -317,7 +317,8 @@ class MultiLayout:
     :class:`MultiSpan` over arrays of these sizes shares the layout.
     """
 
-    __slots__ = ("_bounds", "chunk_offsets", "chunk_sizes", "item_of", "sizes", "total")
+    __slots__ = ("_bounds", "_device_sizes", "chunk_offsets", "chunk_sizes", "item_of",
+                 "sizes", "total")
 
     def __init__(self, sizes: list[int]) -> None:
         n = np.asarray(sizes, dtype=np.int64)
@@ -330,6 +331,15 @@ class MultiLayout:
         self.sizes = sizes
         self.total = int(n.sum())
         self._bounds: dict[int, np.ndarray] = {}
+        self._device_sizes: dict[int, Any] = {}
+
+    def device_sizes(self, like: Any) -> Any:
+        """:attr:`chunk_sizes` on ``like``'s GPU (copied once per device)."""
+        out = self._device_sizes.get(like.device.id)
+        if out is None:
+            with on_device_of(like):
+                out = self._device_sizes[like.device.id] = _cupy().asarray(self.chunk_sizes)
+        return out
 
     def bounds(self, threads: int) -> np.ndarray:
         """Item ranges ``bounds[t]:bounds[t + 1]`` giving ``threads`` threads equal work."""
@@ -346,28 +356,35 @@ class MultiSpan:
     """Separate 1-D arrays of one dtype that a kernel updates in one multi-array launch.
 
     The rule launchers pass it where they pass an array: :func:`launch` runs the kernel's
-    multi-array driver over the arrays' memory (``kernels/cpu/multi.py``), with the
-    results of one launch per array, bit for bit.
+    multi-array driver over the arrays' memory (``kernels/cpu/multi.py``; for CuPy arrays
+    a ``RawKernel`` built from the rule's CUDA body, ``kernels/cuda/_elementwise.py``, its
+    address table on the device), with the results of one launch per array.
 
     Args:
-        arrays: the 1-D arrays (NumPy, C-contiguous).
+        arrays: the 1-D arrays (NumPy, or CuPy on one device; C-contiguous).
         layout: their :class:`MultiLayout`.
         addresses: their addresses, if known (else read from the arrays).
     """
 
-    __slots__ = ("arrays", "dtype", "layout", "size", "table")
+    __slots__ = ("arrays", "cuda", "dtype", "layout", "size", "table")
 
-    def __init__(self, arrays: list[np.ndarray], layout: MultiLayout,
+    def __init__(self, arrays: list[Any], layout: MultiLayout,
                  addresses: Any = None) -> None:
         self.arrays = arrays
         self.layout = layout
         self.dtype = arrays[0].dtype
         self.size = layout.total
+        self.cuda = type(arrays[0]) is not np.ndarray and is_cupy(arrays[0])
         if addresses is None:
-            addresses = np.fromiter((a.__array_interface__["data"][0] for a in arrays),
-                                    np.int64, len(arrays))
-        self.table = np.ascontiguousarray(
+            addresses = np.fromiter(
+                (a.data.ptr if self.cuda else a.__array_interface__["data"][0]
+                 for a in arrays), np.int64, len(arrays))
+        table = np.ascontiguousarray(
             addresses[layout.item_of] + layout.chunk_offsets * self.dtype.itemsize)
+        if self.cuda:  # the kernel reads the table on the arrays' device
+            with on_device_of(arrays[0]):
+                table = _cupy().asarray(table)
+        self.table = table
 
 
 _multi_drivers: dict[tuple[Any, ...], Any] = {}
@@ -376,6 +393,9 @@ _multi_drivers: dict[tuple[Any, ...], Any] = {}
 def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
                   args: tuple[Any, ...]) -> None:
     last = args[-1]
+    if last.cuda:
+        _launch_multi_cuda(module, name, flags, args)
+        return
     pattern = "".join("a" if type(a) is MultiSpan else "s" for a in args)
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
     forced = _mode.size
@@ -392,6 +412,32 @@ def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
 
     fn(*[a.table if type(a) is MultiSpan else a for a in args], layout.chunk_sizes,
        layout.bounds(get_num_threads() if parallel else 1))
+
+
+def _launch_multi_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
+                       args: tuple[Any, ...]) -> None:
+    """One ``RawKernel`` launch: a block per work item (``kernels/cuda/_elementwise``)."""
+    rule = _cuda_rules.get((module, name))
+    if rule is None:
+        rule = _cuda_rules[(module, name)] = kernel_rule(module, name, "cuda")
+    last = args[-1]
+    if not last.size:
+        return
+    like = last.arrays[0]
+    for i in rule.device_scalars:  # as in _launch_cuda: raw scalars live on the device
+        if not is_cupy(args[i]):
+            args = (*args[:i], device_scalar(float(args[i]), like), *args[i + 1 :])
+    args = rule.keep(flags, args)
+    pattern = "".join("a" if type(a) is MultiSpan else "s" for a in args)
+    kernel = rule.multi(flags, pattern, last.dtype)
+    scalar = last.dtype.type
+    call = tuple(a.table if type(a) is MultiSpan else a if is_cupy(a) else scalar(a)
+                 for a in args)
+    from fastgd.kernels.cuda._elementwise import MULTI_THREADS
+
+    with on_device_of(like):
+        kernel((last.layout.item_of.size,), (MULTI_THREADS,),
+               (*call, last.layout.device_sizes(like)))
 
 
 def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:

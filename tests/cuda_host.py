@@ -374,3 +374,60 @@ def run_reduction(kernel: Any, x: np.ndarray, *scalars: Any) -> np.ndarray:
     )
     _call(_compile(source, symbol), x.size, keep, shapes)
     return out
+
+
+_RAW_PRELUDE = r"""
+#define __global__
+struct _Dim3 { long long x; };
+static _Dim3 blockIdx, threadIdx, blockDim, gridDim;
+"""
+
+
+def _raw_params(source: str, name: str) -> list[str]:
+    """The parameter declarations of kernel ``name`` in a RawKernel ``source``."""
+    head = source.split(f"void {name}(", 1)[1].split(") {", 1)[0]
+    return [p.strip() for p in head.split(",")]
+
+
+def run_raw(source: str, name: str, grid: int, block: int, args: list[Any]) -> None:
+    """Run ``cupy.RawKernel(source, name)`` on the host: every block and thread in turn.
+
+    ``args``: per kernel parameter, a NumPy array for a pointer parameter (its address is
+    passed: a table of addresses, a raw device scalar) or a NumPy scalar for a by-value
+    one, whose type must be the parameter's. Blocks and threads run one after another,
+    which is what a kernel without shared memory or synchronization computes.
+
+    Raises:
+        TypeError: an argument does not fit its parameter (CuPy would pass garbage).
+        CompileError: the source is not valid C++ for the host.
+    """
+    params = _raw_params(source, name)
+    if len(params) != len(args):
+        raise TypeError(f"{name} takes {len(params)} arguments, got {len(args)}")
+    typedef = source.split("typedef ", 1)[1].split(";", 1)[0].split()  # e.g. float T
+    keep, unpack = [], []
+    for k, (decl, a) in enumerate(zip(params, args)):
+        ctype = decl.rsplit(" ", 1)[0].strip()
+        if ctype.endswith("*"):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{name}: {decl} needs a device array, got {type(a)}")
+            keep.append(a)
+            unpack.append(f"({ctype}) _a[{k}]")
+        else:
+            if not isinstance(a, np.generic) or (
+                    ctype.endswith("T") and a.dtype != np.dtype(
+                        {"float": np.float32, "double": np.float64}[typedef[0]])):
+                raise TypeError(f"{name}: {decl} needs a {typedef[0]} scalar, got {a!r}")
+            buf = np.array(a)
+            keep.append(buf)
+            unpack.append(f"*({ctype}*) _a[{k}]")
+    symbol = f"{name}_host"
+    host = (
+        _PRELUDE + _RAW_PRELUDE + source.replace('extern "C" __global__', "static")
+        + f'extern "C" void {symbol}(ptrdiff_t _grid, void** _a, const ptrdiff_t* _s) {{\n'
+        + "  blockDim.x = _s[0]; gridDim.x = _grid;\n"
+        + "  for (long long b = 0; b < _grid; ++b) {\n    blockIdx.x = b;\n"
+        + "    for (long long t = 0; t < _s[0]; ++t) {\n      threadIdx.x = t;\n"
+        + f"      {name}(" + ", ".join(unpack) + ");\n    }\n  }\n}\n"
+    )
+    _call(_compile(host, symbol), grid, keep, [block])

@@ -369,6 +369,19 @@ class _HostElementwise:
         run_elementwise(self.kernel, *(_unwrap(a) for a in args))
 
 
+class _HostRawKernel:
+    """A ``RawKernel`` whose blocks and threads run on the host (``cuda_host.run_raw``)."""
+
+    def __init__(self, source: str, name: str) -> None:
+        self.source, self.name = source, name
+
+    def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: Any) -> None:
+        from tests.cuda_host import run_raw
+
+        run_raw(self.source, self.name, int(grid[0]), int(block[0]),
+                [a._a if isinstance(a, ndarray) else a for a in args])
+
+
 def _host_reduction(self: Any, x: Any, *scalars: Any) -> Any:
     """A reduction twin's call, run on the host (its real ReductionKernel, typed by CuPy)."""
     from tests.cuda_host import run_reduction
@@ -392,6 +405,7 @@ def install() -> None:
     for fn in (asarray, array, ascontiguousarray, copyto, may_share_memory):
         setattr(cupy, fn.__name__, fn)
     cupy.cuda.Device = Device
+    cupy.RawKernel = _HostRawKernel
     cupy.cuda.runtime.getDeviceCount = lambda: 1
     cupy.cuda.runtime.getDeviceProperties = lambda i: {"name": b"host emulation"}
     cupyx.allow_synchronize = allow_synchronize

@@ -423,3 +423,62 @@ def test_fit_on_given_batches_reads_the_host_once_per_batch_at_most(output, k, p
     # the label range of a given batch needs the host (a kernel must not read a label
     # out of range); the loss and the step do not
     assert reads(8) - reads(4) == 4 * per_batch
+
+
+def _per_array_steps(monkeypatch):
+    from fastgd.optim.base import Optimizer
+
+    monkeypatch.setattr(Optimizer, "_update_together", lambda self, plan, *a, **k: plan)
+    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
+
+
+@pytest.mark.parametrize(("name", "options", "step"), [
+    ("Adam", {"lr": 0.1, "weight_decay": 0.1}, {}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}, {"clip_norm": 1.0}),
+    ("RMSprop", {"lr": 0.01, "centered": True, "average": "ema"}, {}),
+])
+def test_a_list_of_cupy_arrays_is_one_launch_per_dtype(monkeypatch, name, options, step):
+    from fastgd import _backend
+
+    if options.get("average") == "ema":
+        options = {**options, "average": fastgd.EMA(0.9)}
+    rng = np.random.default_rng(5)
+    shapes = [(40_000,), (3, 5), (), (70_000,), (17,)]
+    init = [rng.standard_normal(s).astype(np.float32 if k % 2 else np.float64)
+            for k, s in enumerate(shapes)]
+    steps = [[rng.standard_normal(s).astype(a.dtype) for s, a in zip(shapes, init)]
+             for _ in range(3)]
+    cls = getattr(fastgd, name)
+    dev = [cp.asarray(a) for a in init]
+    opt = cls(dev, **options)
+    calls, multi = [], []
+    real, real_multi = _backend._launch_cuda, _backend._launch_multi_cuda
+    monkeypatch.setattr(_backend, "_launch_cuda", lambda *a: calls.append(a[1]) or real(*a))
+    monkeypatch.setattr(_backend, "_launch_multi_cuda",
+                        lambda *a: multi.append(a[1]) or real_multi(*a))
+    opt.step([cp.asarray(g) for g in steps[0]], **step)  # compiles
+    calls.clear(), multi.clear()
+    for grads in steps[1:]:
+        opt.step([cp.asarray(g) for g in grads], **step)
+    kernel = multi[0]
+    assert multi == [kernel] * 4  # per step, one launch per dtype
+    assert kernel not in calls  # no update kernel launched per array
+    monkeypatch.undo()
+    ref = [cp.asarray(a) for a in init]
+    ref_opt = cls(ref, **options)
+    _per_array_steps(monkeypatch)
+    for grads in steps:
+        ref_opt.step([cp.asarray(g) for g in grads], **step)
+    for d, r in zip(dev, ref):
+        np.testing.assert_allclose(d.get(), r.get(), **tol(r.dtype))
+
+
+def test_a_multi_array_step_does_not_synchronize():
+    rng = np.random.default_rng(6)
+    params = [cp.asarray(rng.standard_normal(n).astype(np.float32)) for n in (64, 5000, 70_000)]
+    grads = [cp.asarray(rng.standard_normal(p.size).astype(np.float32)) for p in params]
+    opt = fastgd.Adam(params, lr=0.01)
+    opt.step(grads)  # compiles, builds the address tables
+    with cupyx.allow_synchronize(False):
+        opt.step(grads)
+        opt.step([g * 0.5 for g in grads])  # new gradient arrays: a new table, no sync

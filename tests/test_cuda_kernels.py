@@ -126,6 +126,7 @@ class Shadow:
 
         # the twins are compared launch by launch: the CPU-only multi-array path is off
         monkeypatch.setattr(Optimizer, "_update_together", lambda self, plan, *a, **k: plan)
+        monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
         self.launched: Counter = Counter()
         self.calls: dict[str, tuple] = {}  # one launch per (kernel, argument types)
         real_variant = CudaRule.variant
@@ -418,6 +419,48 @@ def test_cupy_generated_sources_compile_with_nvcc(monkeypatch, tmp_path):
                           str(src), "-o", str(tmp_path / "out.o")],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
+
+
+def _multi_sources(monkeypatch):
+    """(name, source) of the multi-array kernel of every update launch of an elementwise
+    rule in the host-parity workloads (patterns read off the recorded arguments)."""
+    from fastgd.optim.registry import RULES as REGISTRY
+
+    stems = {r.kernel for r in REGISTRY.values() if r.cls.elementwise}
+    by_name = {twin.variant(flags).name: (module, twin, flags)
+               for module, _, twin, flags in CUDA_VARIANTS}
+    out = {}
+    for kernel, args in _every_launch(monkeypatch).values():
+        module, twin, flags = by_name.get(kernel.name, (None, None, None))
+        if module not in stems:
+            continue
+        pattern = "".join("a" if isinstance(a, np.ndarray) else "s" for a in args)
+        dtype = next(a.dtype for a in reversed(args) if isinstance(a, np.ndarray))
+        name, source = twin.multi_source(flags, pattern, dtype)
+        out[name] = source
+    return out
+
+
+@needs_host_runner
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_multi_array_kernels_compile_with_nvcc(monkeypatch, tmp_path):
+    sources = _multi_sources(monkeypatch)
+    assert {"fastgd_adam_multi", "fastgd_sgd_momentum_multi"} <= {
+        n.split("_multi")[0] + "_multi" for n in sources}
+    parts = [f"namespace m{j} {{\n{src}\n}}\n" for j, src in enumerate(sources.values())]
+    src = tmp_path / "fastgd_multi_kernels.cu"
+    src.write_text("\n".join(parts).replace('extern "C" ', ""))  # C++ linkage per namespace
+    res = subprocess.run([NVCC, "-std=c++17", "-arch=sm_90", "-c", str(src), "-o",
+                          str(tmp_path / "multi.o")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+
+
+@needs_host_runner
+def test_multi_array_kernel_refuses_arguments_it_cannot_take():
+    from fastgd.kernels.cuda import nn
+
+    with pytest.raises(NotImplementedError, match="T-typed arguments"):
+        nn.softmax_xent.multi_source((), "ssaa", np.float32)
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,20 +15,31 @@ SHAPES = [(40_000,), (3, 5), (), (0,), (70_000,), (17,), (2, 2, 2)]
 
 
 def _per_array(monkeypatch):
-    """Turn the multi-array path off (every segment its own launch)."""
+    """Turn the multi-array paths off (every segment its own launch)."""
     from fastgd.optim.base import Optimizer
 
     monkeypatch.setattr(Optimizer, "_update_together",
                         lambda self, plan, *a, **k: plan)
+    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
 
 
+def _general_only(monkeypatch):
+    """Turn the separate-arrays step off: lists go through the general step's grouping."""
+    from fastgd.optim.base import Optimizer
+
+    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
+
+
+@pytest.mark.parametrize("path", ["separate", "general"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("name", "case"), CASES)
-def test_a_list_steps_exactly_as_one_launch_per_array(name, case, dtype, monkeypatch, rng):
+def test_a_list_steps_exactly_as_one_launch_per_array(name, case, dtype, path, monkeypatch,
+                                                      rng):
     cls, _, options = RULES[name]
     if not cls.elementwise:
         pytest.skip(f"{name} updates each parameter whole")
     hp = options[case]
+    average = fastgd.EMA(0.7) if path == "general" else None  # the separate step has none
     init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
     steps = []
     for t in range(5):
@@ -37,24 +48,35 @@ def test_a_list_steps_exactly_as_one_launch_per_array(name, case, dtype, monkeyp
             grads[1] = None  # a parameter whose step count falls behind: its own group
         steps.append(grads)
     a = [x.copy() for x in init]
-    opt_a = cls(a, **hp, average=fastgd.EMA(0.7))
+    opt_a = cls(a, **hp, average=average)
     launches = []
     real = _backend._launch_multi
     monkeypatch.setattr(_backend, "_launch_multi",
                         lambda *args: (launches.append(args[1]), real(*args)))
+    from fastgd.optim.base import Optimizer
+
+    separate = []
+    real_separate = Optimizer._step_separate
+    monkeypatch.setattr(Optimizer, "_step_separate",
+                        lambda self, *args: separate.append(real_separate(self, *args))
+                        or separate[-1])
+    if path == "general":
+        _general_only(monkeypatch)
     for grads in steps:
         opt_a.step(grads)
-    assert launches  # the multi-array path ran
+    assert launches  # a multi-array path ran
+    assert any(separate) == (path == "separate")
     monkeypatch.undo()
     b = [x.copy() for x in init]
-    opt_b = cls(b, **hp, average=fastgd.EMA(0.7))
+    opt_b = cls(b, **hp, average=average)
     _per_array(monkeypatch)
     for grads in steps:
         opt_b.step(grads)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    for x, y in zip(opt_a.averaged(), opt_b.averaged()):
-        np.testing.assert_array_equal(x, y)
+    if average is not None:
+        for x, y in zip(opt_a.averaged(), opt_b.averaged()):
+            np.testing.assert_array_equal(x, y)
     sa, sb = opt_a.state_dict(), opt_b.state_dict()
     for i in sb["state"]:
         for k, v in sb["state"][i].items():

@@ -206,7 +206,11 @@ def model_sizes(seed: int = 0) -> list[int]:
 
 
 def model(rule: str, impl: str, xp: Any = np) -> Callable[[], None] | None:
-    """One step over the 300-tensor list: FlatParams (fastgd) or separate tensors (torch)."""
+    """One step over the 300-tensor model.
+
+    ``impl``: a FlatParams (``"fastgd"``), the same tensors as a list of separate arrays
+    (``"fastgd-list"``) or torch tensors (``"torch"``).
+    """
     sizes = model_sizes()
     rng = np.random.default_rng(1)
     if impl == "fastgd":
@@ -216,9 +220,9 @@ def model(rule: str, impl: str, xp: Any = np) -> Callable[[], None] | None:
             g[...] = xp.asarray(rng.standard_normal(g.shape))
         opt = RULES[rule].cls(flat, **RULES[rule].bench)
         return opt.step
-    if impl == "fastgd-list":
-        ps = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
-        gs = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+    if impl == "fastgd-list":  # the same tensors as separate arrays
+        ps = [xp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in sizes]
+        gs = [xp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in sizes]
         opt = RULES[rule].cls(ps, **RULES[rule].bench)
         return lambda: opt.step(gs)
     if impl == "torch":

@@ -940,6 +940,11 @@ class Optimizer(ABC):
             clip_norm = V.nonneg("clip_norm", clip_norm)
             p_norm = _clip._norm_type(norm_type)
         hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
+        if (not attached and clip_norm is None and self.nonfinite == "propagate"
+                and self.average is None and self.elementwise
+                and self._step_separate(gl, hps, scale)):
+            self.steps_applied += 1
+            return True
         plan = self._plan(gl, attached)
         if clip_norm is not None or self.nonfinite != "propagate":
             spans = [_flat_grad(g) for _, _, pieces in plan for _, _, g in pieces]
@@ -967,7 +972,7 @@ class Optimizer(ABC):
                    self.average.weights(self.n_averaged, self.steps_applied + 1))
         fused = weights is not None and self.fused_average and not self.per_parameter
         covered: dict[int, list[tuple[int, int]]] = {}  # averaged by the update kernels
-        if self.elementwise and not self._cuda and len(plan) > 1:
+        if self.elementwise and len(plan) > 1:
             plan = self._update_together(plan, hps, scale, weights if fused else None,
                                          covered, gl)
         for gi, seg, pieces in plan:
@@ -1064,6 +1069,74 @@ class Optimizer(ABC):
                 if weights is not None:
                     covered[id(seg)] = [(0, len(seg.index))]
         return rest
+
+    def _separate_groups(self) -> list[tuple[int, list[_Segment]]]:
+        """Per group and dtype: its segments (kept per layout version)."""
+        cached = self._multi_cache.get("separate")
+        if cached is not None and cached[0] == self._layout_version:
+            return cached[1]
+        out = []
+        for gi, segs in enumerate(self._segments):
+            by_dtype: dict[Any, list[_Segment]] = {}
+            for seg in segs:
+                by_dtype.setdefault(seg.span.dtype, []).append(seg)
+            out.extend((gi, group) for group in by_dtype.values())
+        self._multi_cache["separate"] = (self._layout_version, out)
+        return out
+
+    def _step_separate(self, gl: Sequence[Any], hps: list[dict[str, Any]], scale: Any
+                       ) -> bool:
+        """A whole step over separate arrays, one multi-array launch per group and dtype.
+
+        The common step of a plain list of arrays (every gradient given, no clipping,
+        ``nonfinite="propagate"``, no averaging), without the general step's plan: the
+        same launches and results as :meth:`_update_together`. Returns False, having
+        changed nothing, where it does not apply (then the general step runs).
+        """
+        if any(g is None for g in gl):
+            return False
+        groups = self._separate_groups()
+        work = []
+        for gi, segs in groups:
+            first = segs[0].shared
+            if first is None or (any(seg.shared is not first for seg in segs[1:]) and any(
+                    seg.shared != first for seg in segs[1:])):
+                return False  # differing step counts: the general step splits them
+            given = []
+            for seg in segs:
+                if len(seg.index) == 1:
+                    given.append(gl[seg.index[0]])
+                else:  # views of one buffer (or size-0 arrays beside one): one span
+                    g = _backend.span([gl[i] for i in seg.index])
+                    if g is None:
+                        return False
+                    given.append(g)
+            work.append((gi, segs, given))
+        for gi, segs, given in work:
+            hp = hps[gi]
+            names = self._state_names(hp)
+            gs = -scale if hp.get("maximize", False) else scale
+            if len(segs) == 1:
+                seg = segs[0]
+                state = self._ensure_state(seg, hp, names)
+                seg.shared = self._update(hp, seg.shared, gs, given[0].reshape(-1), seg.span,
+                                          state)
+                continue
+            spans = self._multi_spans(segs, hp, names, False)
+            key = ("grads", self._layout_version, id(segs))
+            cached = self._multi_cache.get(key)
+            if cached is not None and len(cached[0]) == len(given) and all(
+                    map(operator.is_, cached[0], given)):
+                g_ms = cached[1]
+            else:
+                g_ms = _backend.MultiSpan([g.reshape(-1) for g in given],
+                                          spans["params"].layout)
+                self._multi_cache[key] = (given, g_ms)
+            new = self._update(hp, segs[0].shared, gs, g_ms, spans["params"],
+                               [spans[n] for n in names])
+            for seg in segs:
+                seg.shared = new
+        return True
 
     def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],
                      names: tuple[str, ...], average: bool) -> dict[str, Any]:

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import cupy as cp
+import numpy as np
+
+#: threads per block of a multi-array launch (one block per work item of <= 16384 elements)
+MULTI_THREADS = 256
 
 #: the raw inputs that are scalars (the rest of ``raw:`` arguments are arrays)
 _DEVICE_SCALARS = {"gs", "step"}
@@ -111,10 +115,78 @@ class CudaRule:
 
     def __call__(self, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
         """Launch on ``args`` given in the CPU kernel's order (unused state dropped)."""
+        self.variant(flags)(*self.keep(flags, args))
+
+    def keep(self, flags: tuple[tuple[str, bool], ...], args: tuple[Any, ...]
+             ) -> tuple[Any, ...]:
+        """``args`` in the CPU kernel's order without the state the variant does not use."""
         if len(self._optional):
             keep = set(self.used(flags))
             args = tuple(a for n, a in zip(self.arg_names, args) if n in keep)
-        self.variant(flags)(*args)
+        return args
+
+    # -- multi-array launches --------------------------------------------------------------
+
+    def multi_source(self, flags: tuple[tuple[str, bool], ...], pattern: str,
+                     dtype: Any) -> tuple[str, str]:
+        """``(name, CUDA source)`` of the variant's multi-array kernel.
+
+        The body is the variant's own, run over work items: block ``b`` updates item
+        ``b`` (an array, or a chunk of a long one) whose element ``i`` of each array
+        argument lies at ``((T*) table[b])[i]``, and whose length is ``sizes[b]``. Each
+        array argument of the kernel is a device table of addresses, one per item.
+
+        Args:
+            flags: the variant flags.
+            pattern: per used argument, ``"a"`` (an array: a table) or ``"s"`` (a host
+                scalar of type ``T``); the raw device scalars (``gs``, ``step``) are
+                1-element device arrays read as ``gs[0]``.
+            dtype: the arrays' dtype (``T``).
+        """
+        used = self.used(flags)
+        specs = {tok.rpartition(":")[2]: tok.rpartition(":")[0] for tok in self._ins + self._outs}
+        if len(pattern) != len(used):
+            raise ValueError(f"{self.__name__}: {len(used)} arguments, pattern {pattern!r}")
+        params, binds = [], []
+        outs = set(self.out_names)
+        for name, kind in zip(used, pattern):
+            prefix = specs[name]
+            if prefix == "raw" and name in _DEVICE_SCALARS:
+                params.append(f"const T* {name}")
+            elif prefix:
+                raise NotImplementedError(f"{self.__name__}: a multi-array kernel takes "
+                                          f"T-typed arguments, not {prefix}:{name}")
+            elif kind == "a":
+                params.append(f"const long long* _t_{name}")
+                qual = "" if name in outs else "const "
+                binds.append((f"{qual}T* _{name} = ({qual}T*) _t_{name}[_item];",
+                              f"{qual}T{'&' if name in outs else ''} {name} = _{name}[i];"))
+            else:
+                params.append(f"const T {name}")
+        typename = {"float32": "float", "float64": "double"}[np.dtype(dtype).name]
+        suffix = "".join(f"_{n}" if v is True else f"_{n}{v}" for n, v in flags if v is not False)
+        kname = f"fastgd_{self.__name__}{suffix}_multi_{pattern}_{typename}"
+        body = self._factory(**dict(flags))
+        source = (
+            f"typedef {typename} T;\n"
+            f'extern "C" __global__ void {kname}(\n    '
+            + ",\n    ".join([*params, "const long long* _sizes"]) + ") {\n"
+            "  const long long _item = blockIdx.x;\n"
+            "  const long long _n = _sizes[_item];\n  "
+            + "\n  ".join(b[0] for b in binds) + "\n"
+            "  for (long long i = threadIdx.x; i < _n; i += blockDim.x) {\n    "
+            + "\n    ".join(b[1] for b in binds) + "\n"
+            "    {\n" + body + "\n    }\n  }\n}\n")
+        return kname, source
+
+    def multi(self, flags: tuple[tuple[str, bool], ...], pattern: str, dtype: Any) -> Any:
+        """The multi-array ``RawKernel`` (see :meth:`multi_source`), built once."""
+        key = ("multi", flags, pattern, np.dtype(dtype).str)
+        k = self._kernels.get(key)  # type: ignore[call-overload]
+        if k is None:
+            name, source = self.multi_source(flags, pattern, dtype)
+            k = self._kernels[key] = cp.RawKernel(source, name)  # type: ignore[index]
+        return k
 
 
 def rule(args: str, optional: dict[str, str] | None = None, average: bool = False

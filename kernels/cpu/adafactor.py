@@ -11,7 +11,7 @@ step size. ``lerp`` is torch's: ``a + w (b - a)`` for ``|w| < 0.5``, else
 import numpy as np
 from numba import prange
 
-from ._jit import LIGHT_THRESHOLD, NEVER_PARALLEL, as_dtype_of, rule
+from ._jit import LIGHT_THRESHOLD, as_dtype_of, rule
 
 
 @rule(LIGHT_THRESHOLD)
@@ -74,29 +74,39 @@ def vector_stats():
     return vector_stats
 
 
-@rule(NEVER_PARALLEL)
+@rule(LIGHT_THRESHOLD, frozenset({"reassoc"}))
 def factored_update_sq():
-    """out[0] = sum of u^2, u = (gs g) / sqrt(max(row c / rm, eps1^2)), in float64."""
+    """out[0] = sum of u^2, u = (gs g) / sqrt(max(row c / rm, eps1^2)), in float64.
+
+    One partial per row, added in row order (the same result for any thread count); each
+    row's sum vectorizes under ``reassoc`` alone (see ``vector_update_sq``).
+    """
 
     def factored_update_sq(g, gs, row_var, col_var, rm, eps1sq, out):
         gs = as_dtype_of(gs, row_var)
         eps1sq = as_dtype_of(eps1sq, row_var)
         one = as_dtype_of(1.0, row_var)
         nb, nr, nc = g.shape
-        acc = 0.0
-        for b in range(nb):
+        part = np.zeros(nb * nr)
+        for br in prange(nb * nr):
+            b = br // nr
+            r = br - b * nr
             rb = rm[b]
             cb = col_var[b]
-            for r in range(nr):
-                rv = row_var[b, r]
-                gr = g[b, r]
-                for c in range(nc):
-                    v = rv * cb[c] / rb
-                    if v < eps1sq:
-                        v = eps1sq
-                    u = one / np.sqrt(v) * (gs * gr[c])
-                    acc += np.float64(u) * np.float64(u)
-        out[0] = acc
+            rv = row_var[b, r]
+            gr = g[b, r]
+            acc = 0.0
+            for c in range(nc):
+                v = rv * cb[c] / rb
+                if v < eps1sq:
+                    v = eps1sq
+                u = one / np.sqrt(v) * (gs * gr[c])
+                acc += np.float64(u) * np.float64(u)
+            part[br] = acc
+        total = 0.0
+        for br in range(nb * nr):
+            total += part[br]
+        out[0] = total
 
     return factored_update_sq
 
@@ -129,22 +139,38 @@ def factored_apply():
     return factored_apply
 
 
-@rule(NEVER_PARALLEL)
+@rule(LIGHT_THRESHOLD, frozenset({"reassoc"}))
 def vector_update_sq():
-    """out[0] = sum of u^2, u = (gs g) / sqrt(max(variance, eps1^2)), in float64."""
+    """out[0] = sum of u^2, u = (gs g) / sqrt(max(variance, eps1^2)), in float64.
+
+    Summed as 16 chunk partials added in order (as the reductions of ``reduce.py``: the
+    same result for any thread count, serial or parallel build); ``reassoc`` alone lets
+    each chunk's sum vectorize (without it the float64 additions run one after another,
+    4 ms per 1e6 elements here instead of 0.4).
+    """
 
     def vector_update_sq(g, gs, variance, eps1sq, out):
         gs = as_dtype_of(gs, variance)
         eps1sq = as_dtype_of(eps1sq, variance)
         one = as_dtype_of(1.0, variance)
-        acc = 0.0
-        for i in range(variance.size):
-            v = variance[i]
-            if v < eps1sq:
-                v = eps1sq
-            u = one / np.sqrt(v) * (gs * g[i])
-            acc += np.float64(u) * np.float64(u)
-        out[0] = acc
+        n = variance.size
+        k = 16
+        part = np.zeros(k)
+        for c in prange(k):
+            vs = variance[c * n // k : (c + 1) * n // k]
+            gc = g[c * n // k : (c + 1) * n // k]
+            acc = 0.0
+            for i in range(vs.size):
+                v = vs[i]
+                if v < eps1sq:
+                    v = eps1sq
+                u = one / np.sqrt(v) * (gs * gc[i])
+                acc += np.float64(u) * np.float64(u)
+            part[c] = acc
+        total = 0.0
+        for c in range(k):
+            total += part[c]
+        out[0] = total
 
     return vector_update_sq
 

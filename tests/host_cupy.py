@@ -391,6 +391,15 @@ def _host_reduction(self: Any, x: Any, *scalars: Any) -> Any:
         kernel, *(_unwrap(a) if isinstance(a, ndarray) else a for a in args)).reshape(1))
 
 
+def _host_rows(self: Any, *arrays2d: Any) -> Any:
+    """A multi-input reduction's row sums (``axis=1``), a host reduction per row."""
+    from tests.cuda_host import run_reduction
+
+    rows = [a._a for a in arrays2d]
+    return ndarray(np.array([run_reduction(self.kernel, *(r[i] for r in rows))
+                             for i in range(rows[0].shape[0])]))
+
+
 def install() -> None:
     """Patch the installed ``cupy`` (and fastgd's CUDA kernels) in this process."""
     import cupy
@@ -416,6 +425,7 @@ def install() -> None:
         lambda rule, flags=(): _HostElementwise(real_variant(rule, flags)))
     _elementwise.CudaRule._real_variant = real_variant  # type: ignore[attr-defined]
     reduce._Reduction.__call__ = _host_reduction  # type: ignore[method-assign]
+    reduce._RowsReduction._rows = _host_rows  # type: ignore[method-assign]
     reduce.clip_coef = _HostElementwise(reduce.clip_coef)
 
 

@@ -482,3 +482,24 @@ def test_a_multi_array_step_does_not_synchronize():
     with cupyx.allow_synchronize(False):
         opt.step(grads)
         opt.step([g * 0.5 for g in grads])  # new gradient arrays: a new table, no sync
+
+
+@pytest.mark.parametrize("n", [1000, 300_001])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dot_spreads_over_thread_blocks(monkeypatch, n, dtype):
+    from fastgd.kernels.cuda import reduce
+
+    from fastgd import _backend
+
+    rng = np.random.default_rng(7)
+    x, y = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    rows = []
+    real = reduce._RowsReduction._rows
+    monkeypatch.setattr(reduce._RowsReduction, "_rows",
+                        lambda self, *a: rows.append(a[0].shape) or real(self, *a))
+    got = _backend.reduce("dot", cp.asarray(x), cp.asarray(y))
+    assert got.shape == (1,)
+    want = np.dot(x.astype(np.float64), y.astype(np.float64))
+    np.testing.assert_allclose(float(got[0]), want, rtol=1e-12)
+    # from 2**17 elements: 1024 rows of one block each, the tail on its own
+    assert rows == ([(1024, n // 1024)] if n >= reduce._RowsReduction.MIN_SIZE else [])

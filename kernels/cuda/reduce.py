@@ -63,8 +63,39 @@ sumpow = _PowerSum()
 sumabs = _Reduction("sumabs", "T x", "fabs((double)x)", "a + b")
 
 
+class _RowsReduction(_Reduction):
+    """A reduction of several inputs, spread over many thread blocks.
+
+    CuPy reduces a whole array to one value on a single thread block (its simple
+    reduction gives each block a group of outputs) unless it takes its CUB path, which
+    needs a single input: a dot product of 1e6 elements ran on one block of 512 threads,
+    one multiprocessor of the GPU. From :attr:`MIN_SIZE` elements the arrays are reduced
+    as :attr:`ROWS` rows instead (one block each, ``axis=1``), the tail beyond the last
+    full row on its own, and the row sums by ``cupy.sum`` (one input: CUB): the same sum
+    in another order, a fixed one (the result does not depend on the GPU).
+    """
+
+    ROWS = 1024
+    MIN_SIZE = 1 << 17
+
+    def __call__(self, x, *arrays):
+        if x.size < self.MIN_SIZE:
+            return super().__call__(x, *arrays)
+        m = x.size // self.ROWS
+        head = self.ROWS * m
+        parts = self._rows(*(a[:head].reshape(self.ROWS, m) for a in (x, *arrays)))
+        total = cp.sum(parts)
+        if head < x.size:
+            total = total + super().__call__(x[head:], *(a[head:] for a in arrays))[0]
+        return total.reshape(1)
+
+    def _rows(self, *arrays2d):
+        """The float64 sums of the rows of 2-D arrays (one thread block per row)."""
+        return self.kernel(*arrays2d, axis=1)
+
+
 #: x . y in float64 (L-BFGS's inner products), as the CPU twin accumulates it
-dot = _Reduction("dot", "T x, T y", "(double)x * (double)y", "a + b")
+dot = _RowsReduction("dot", "T x, T y", "(double)x * (double)y", "a + b")
 absmax = _Reduction("absmax", "T x", "fabs((double)x)", _DOUBLE_NAN_MAX)
 nonfinite = _Reduction("nonfinite", "T x", "(double)x * 0.0", "a + b")
 

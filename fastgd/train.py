@@ -10,6 +10,7 @@ callback.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
@@ -290,6 +291,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         raise TypeError(f"plateau must be a ReduceLROnPlateau or BoldDriver, got {plateau!r}")
     step_loss = model.loss_and_grad
     prepare = getattr(model, "_prepare", None)
+    correct = None  # the count of correct predictions of the epoch's batches, if counted
     if batches is None:
         if X is None or y is None:
             raise ValueError("fit needs X and y, or a batches function")
@@ -314,6 +316,12 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
             # them, then skip the checks, and the loss stays on the GPU until the epoch ends
             X, y = prepare(X, y)
             step_loss = model._loss_and_grad
+            # classifiers: each batch's correct predictions are counted in its forward
+            # pass (before its update), on the device: the epoch's accuracy without a
+            # pass over the training data
+            if getattr(model, "_correct_units", lambda n: 0)(1):
+                correct = xp.zeros(1)
+                step_loss = functools.partial(model._loss_and_grad, correct=correct)
         else:
             model.loss(X[:1], y[:1])  # checks X and y once, before any step
         _finite("X", X)
@@ -403,13 +411,16 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
             it = batches(epoch)
             total = 0
         bar = _progress(total, progress, f"epoch {epoch + 1}/{epochs}") if total else None
-        loss_sum, count = 0.0, 0
+        loss_sum, count, scored = 0.0, 0, 0
+        if correct is not None:
+            correct[...] = 0.0
         with _backend.serial_kernels():  # BLAS threads and Numba threads would contend
             if dist is not None and batches is not None:
                 it = _agreed_batches(dist, it, epoch)
             for xb, yb in it:
                 if dist is None:
                     loss_sum += step_loss(xb, yb)
+                    scored += len(xb)
                 else:
                     if batches is None:  # this rank's shard of the global batch
                         n_total = len(xb)
@@ -420,6 +431,7 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                         n_total = dist.rows_in_step
                         loss_fn = step_loss
                     n_local = len(xb)
+                    scored += n_local
                     local = loss_fn(xb, yb) if n_local else 0.0
                     if not n_local:
                         model.flat.zero_grad()
@@ -436,6 +448,10 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                     break
         if bar is not None:
             bar.close()
+        if correct is not None:  # read once per epoch, with the loss
+            right = float(correct[0])
+            if dist is not None:
+                right, scored = dist.allreduce_scalar(right), dist.allreduce_scalar(scored)
         if dist is not None:
             loss_sum = dist.allreduce_scalar(float(loss_sum))
         logs: dict[str, float] = {"loss": float(loss_sum) / max(count, 1)}
@@ -447,7 +463,9 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
                 "their state before fit. The input data may contain large values and need "
                 "to be scaled, or the learning rate may be too large"
             )
-        if batches is None:
+        if correct is not None:
+            logs["accuracy"] = right / max(model._correct_units(int(scored)), 1)
+        elif batches is None:
             acc = _accuracy(model, X, y)
             if acc is not None:
                 logs["accuracy"] = acc

@@ -209,10 +209,28 @@ def test_fit_on_cupy_matches_numpy():
         hist = fastgd.fit(model, opt, xp.asarray(X), xp.asarray(y), epochs=3, batch_size=16,
                           seed=4, clip_norm=1.0, progress=False)
         params = [p.get() if xp is cp else p for p in model.params]
-        runs.append((hist.history["loss"], params))
+        runs.append((hist.history["loss"], params, hist.history["accuracy"]))
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-4)
     for pd, ph in zip(runs[1][1], runs[0][1]):
         np.testing.assert_allclose(pd, ph, rtol=1e-4, atol=1e-5)
+    # the batches' correct predictions, counted on the device (one row may flip on a
+    # near tie between the backends' roundings)
+    np.testing.assert_allclose(runs[1][2], runs[0][2], atol=1 / 64)
+
+
+def test_binary_fit_counts_correct_outputs_on_the_device():
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(48, 4)).astype(np.float64)
+    y = rng.integers(0, 2, size=(48, 2)).astype(np.float64)
+    runs = []
+    for xp in (np, cp):
+        model = MLP([4, 6, 2], output="multilabel", seed=0, xp=xp)
+        hist = fastgd.fit(model, fastgd.SGD(model.flat, lr=0.1), xp.asarray(X),
+                          xp.asarray(y), epochs=2, batch_size=16, seed=3, progress=False)
+        runs.append(hist.history["accuracy"])
+    assert runs[1] == runs[0]  # float64: the same predictions, the same counts
 
 
 def test_nonfinite_skip_and_accumulation_on_cupy():

@@ -162,6 +162,46 @@ def test_shuffled_epoch_equals_the_manual_loop_over_the_permutation():
     assert hist["loss"] == pytest.approx(losses, rel=1e-12)
 
 
+@pytest.mark.parametrize(("output", "k"), [("multiclass", 3), ("binary", 1),
+                                           ("multilabel", 2)])
+def test_accuracy_is_the_mean_over_the_epochs_batches_before_their_updates(output, k):
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(103, 5)).astype(np.float32)
+    y = (rng.integers(0, k, 103) if output == "multiclass"
+         else rng.integers(0, 2, (103, k)).astype(np.float32))
+    fitted, manual = (MLP([5, 8, k], output=output, seed=0) for _ in range(2))
+    opt_f, opt_m = fastgd.Adam(fitted.flat, lr=0.05), fastgd.Adam(manual.flat, lr=0.05)
+    hist = fastgd.fit(fitted, opt_f, X, y, epochs=3, batch_size=16,
+                      seed=np.random.default_rng(5), progress=False)
+    rng = np.random.default_rng(5)
+    accuracy = []
+    for _ in range(3):
+        perm = rng.permutation(103)
+        right = 0
+        for i in range(0, 103, 16):
+            rows = perm[i : i + 16]
+            pred = manual.predict(X[rows]).reshape(y[rows].shape)  # before the step
+            right += int((pred == y[rows]).sum())
+            manual.loss_and_grad(X[rows], y[rows])
+            opt_m.step()
+        accuracy.append(right / (103 if output == "multiclass" else 103 * k))
+    for a, b in zip(fitted.params, manual.params):
+        np.testing.assert_array_equal(a, b)
+    assert hist["accuracy"] == accuracy
+    assert len(set(accuracy)) > 1  # it changes from epoch to epoch: not a constant
+
+
+def test_fit_scores_no_pass_over_the_training_data(monkeypatch):
+    X, y = _blobs(200)
+    model = MLP([5, 8, 3], output="multiclass", seed=0)
+    rows = []
+    real = MLP._forward
+    monkeypatch.setattr(MLP, "_forward", lambda self, a: rows.append(len(a)) or real(self, a))
+    fastgd.fit(model, fastgd.Adam(model.flat, lr=0.01), X, y, epochs=2, batch_size=50,
+               progress=False)
+    assert rows == [50] * 8  # the training batches, and no forward pass over all rows
+
+
 def test_fit_never_copies_the_training_data_whole():
     import tracemalloc
 

@@ -325,9 +325,23 @@ class MLP:
         X = self._check_X(X)
         return X, self._check_y(y, X.shape[0])
 
-    def _loss_and_grad(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
-        """:meth:`loss_and_grad` on prepared inputs; the loss stays on the device for CuPy."""
-        loss, delta, ws = self._forward_loss(X, y, sample_weight)  # delta: dL/dZ_L
+    def _correct_units(self, n: int) -> int:
+        """How many predictions :meth:`_loss_and_grad`'s ``correct`` counts for ``n`` rows.
+
+        A row's class for a multiclass model, each output for binary and multilabel ones
+        (the units of ``fit``'s accuracy); 0 for regression, which has no accuracy.
+        """
+        if self.output == "regression":
+            return 0
+        return n if self.output == "multiclass" else n * self.layer_sizes[-1]
+
+    def _loss_and_grad(self, X: Any, y: Any, sample_weight: Any = None, correct: Any = None
+                       ) -> Any:
+        """:meth:`loss_and_grad` on prepared inputs; the loss stays on the device for CuPy.
+
+        ``correct``: see :meth:`_forward_loss` (the batch scored before its update).
+        """
+        loss, delta, ws = self._forward_loss(X, y, sample_weight, correct)  # delta: dL/dZ_L
         xp = self._xp
         p, g = self.flat.params, self.flat.grads
         for layer in range(self.n_layers - 1, -1, -1):
@@ -358,16 +372,24 @@ class MLP:
         w = self._check_weights(sample_weight, X.shape[0])
         return float(self._forward_loss(X, y, w)[0] + self._penalty())
 
-    def _forward_loss(self, X: Any, y: Any, sample_weight: Any = None
+    def _forward_loss(self, X: Any, y: Any, sample_weight: Any = None, correct: Any = None
                       ) -> tuple[Any, Any, dict[str, Any]]:
         """Forward and the fused loss kernel on prepared inputs.
 
         Returns ``(mean loss, dL/dZ_L, workspace)``; dL/dZ_L overwrites the output. The
-        loss is a float, or a 0-d device array for CuPy.
+        loss is a float, or a 0-d device array for CuPy. ``correct``: a 1-element float64
+        array (of the arrays' kind) to which the count of correct predictions is added
+        before the output is overwritten (classifiers; :meth:`_correct_units`).
         """
         out, ws = self._forward(X)
         softmax = self.loss_name == "softmax_xent"
         target = y.reshape(-1) if softmax else y
+        if correct is not None:
+            if softmax:  # correct_labels(z, y | out)
+                _backend.launch("nn", "correct_labels", (), out, target, correct)
+            else:  # correct_binary(z, y | out), over every output
+                _backend.launch("nn", "correct_binary", (), out.reshape(-1),
+                                target.reshape(-1), correct)
         loss_buf = ws["loss_rows"] if softmax else ws["loss"]
         return mean_loss_and_grad_(self.loss_name, out, target, loss_buf,
                                    self.huber_delta, sample_weight), out, ws

@@ -119,6 +119,41 @@ def colsum():
 
 
 @rule(NEVER_PARALLEL)
+def correct_labels():
+    """out[0] += rows whose largest output is the label (argmax z == y; first on ties)."""
+
+    def correct_labels(z, y, out):
+        rows, cols = z.shape
+        n = 0
+        for r in range(rows):
+            best = 0
+            for c in range(1, cols):
+                if z[r, c] > z[r, best]:
+                    best = c
+            if best == y[r]:
+                n += 1
+        out[0] += n
+
+    return correct_labels
+
+
+@rule(NEVER_PARALLEL)
+def correct_binary():
+    """out[0] += outputs whose sign matches the 0/1 target ((z > 0) == y)."""
+
+    def correct_binary(z, y, out):
+        one = as_dtype_of(1.0, z)
+        zero = as_dtype_of(0.0, z)
+        n = 0
+        for i in range(z.size):
+            if (z[i] > zero and y[i] == one) or (not z[i] > zero and y[i] == zero):
+                n += 1
+        out[0] += n
+
+    return correct_binary
+
+
+@rule(NEVER_PARALLEL)
 def softmax_xent():
     """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""
 

@@ -63,6 +63,18 @@ def colsum(x, out):
     cp.sum(x, axis=0, out=out)
 
 
+@cupy_call
+def correct_labels(z, y, out):
+    """out[0] += rows whose largest output is the label (CuPy's argmax: first on ties)."""
+    out += (z.argmax(axis=1) == y).sum()
+
+
+@cupy_call
+def correct_binary(z, y, out):
+    """out[0] += outputs whose sign matches the 0/1 target ((z > 0) == y)."""
+    out += ((z > 0) == y).sum()
+
+
 @rule("int64:y inv_n | raw:z loss")
 def softmax_xent():
     """Row-wise softmax cross-entropy on logits z with integer labels y (fused backward)."""

@@ -1045,30 +1045,47 @@ class Optimizer(ABC):
                 continue
             hp = hps[gi]
             segs = [seg for _, seg, _ in items]
-            names = self._state_names(hp)
-            spans = self._multi_spans(segs, hp, names, weights is not None)
-            layout = spans["params"].layout
-            # the gradients as given (the spans are new views each step): the same arrays
-            # as the last step's keep their address table
-            given = [gl[seg.index[0]] for seg in segs]
-            key = ("grads", *map(id, segs))
-            cached = self._multi_cache.get(key)
-            if cached is not None and len(cached[0]) == len(given) and all(
-                    a is b for a, b in zip(cached[0], given)):
-                g_ms = cached[1]
-            else:
-                g_ms = _backend.MultiSpan([pieces[0][2] for _, _, pieces in items], layout)
-                self._multi_cache[key] = (given, g_ms)
             seg_scale = scale[dtype] if isinstance(scale, dict) else scale
             gs = -seg_scale if hp.get("maximize", False) else seg_scale
-            extra = {"average": (spans[AVERAGE], *weights)} if weights is not None else {}
-            new = self._update(hp, segs[0].shared, gs, g_ms, spans["params"],
-                               [spans[n] for n in names], **extra)
-            for seg in segs:
-                seg.shared = new
-                if weights is not None:
+            # the gradients as given identify the address table (the spans are new views
+            # each step)
+            self._launch_together(hp, segs, [gl[seg.index[0]] for seg in segs],
+                                  lambda items=items: [p[0][2] for _, _, p in items], gs,
+                                  weights)
+            if weights is not None:
+                for seg in segs:
                     covered[id(seg)] = [(0, len(seg.index))]
         return rest
+
+    def _launch_together(self, hp: Mapping[str, Any], segs: list[_Segment],
+                         given: list[Any], grads: Callable[[], list[Any]], gs: Any,
+                         weights: tuple[float, float] | None = None) -> None:
+        """One multi-array launch updating ``segs`` (one group, dtype and scalar state).
+
+        Args:
+            hp: the group's hyperparameters.
+            segs: the segments, each updated whole.
+            given: per segment, the gradient object it was given: the same objects as at
+                the last launch over these segments reuse its address table.
+            grads: returns the segments' 1-D gradient spans (called for a new table).
+            gs: the gradient scale (sign included).
+            weights: the averaging weights of a fused weight average, or None.
+        """
+        names = self._state_names(hp)
+        spans = self._multi_spans(segs, hp, names, weights is not None)
+        key = ("grads", self._layout_version, *map(id, segs))
+        cached = self._multi_cache.get(key)
+        if cached is not None and len(cached[0]) == len(given) and all(
+                map(operator.is_, cached[0], given)):
+            g_ms = cached[1]
+        else:
+            g_ms = _backend.MultiSpan(grads(), spans["params"].layout)
+            self._multi_cache[key] = (given, g_ms)
+        extra = {"average": (spans[AVERAGE], *weights)} if weights is not None else {}
+        new = self._update(hp, segs[0].shared, gs, g_ms, spans["params"],
+                           [spans[n] for n in names], **extra)
+        for seg in segs:
+            seg.shared = new
 
     def _separate_groups(self) -> list[tuple[int, list[_Segment]]]:
         """Per group and dtype: its segments (kept per layout version)."""
@@ -1114,28 +1131,15 @@ class Optimizer(ABC):
             work.append((gi, segs, given))
         for gi, segs, given in work:
             hp = hps[gi]
-            names = self._state_names(hp)
             gs = -scale if hp.get("maximize", False) else scale
             if len(segs) == 1:
                 seg = segs[0]
-                state = self._ensure_state(seg, hp, names)
+                state = self._ensure_state(seg, hp, self._state_names(hp))
                 seg.shared = self._update(hp, seg.shared, gs, given[0].reshape(-1), seg.span,
                                           state)
-                continue
-            spans = self._multi_spans(segs, hp, names, False)
-            key = ("grads", self._layout_version, id(segs))
-            cached = self._multi_cache.get(key)
-            if cached is not None and len(cached[0]) == len(given) and all(
-                    map(operator.is_, cached[0], given)):
-                g_ms = cached[1]
             else:
-                g_ms = _backend.MultiSpan([g.reshape(-1) for g in given],
-                                          spans["params"].layout)
-                self._multi_cache[key] = (given, g_ms)
-            new = self._update(hp, segs[0].shared, gs, g_ms, spans["params"],
-                               [spans[n] for n in names])
-            for seg in segs:
-                seg.shared = new
+                self._launch_together(hp, segs, given,
+                                      lambda given=given: [g.reshape(-1) for g in given], gs)
         return True
 
     def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],

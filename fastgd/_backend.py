@@ -417,17 +417,12 @@ def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
 def _launch_multi_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
                        args: tuple[Any, ...]) -> None:
     """One ``RawKernel`` launch: a block per work item (``kernels/cuda/_elementwise``)."""
-    rule = _cuda_rules.get((module, name))
-    if rule is None:
-        rule = _cuda_rules[(module, name)] = kernel_rule(module, name, "cuda")
+    rule = _cuda_rule(module, name)
     last = args[-1]
     if not last.size:
         return
     like = last.arrays[0]
-    for i in rule.device_scalars:  # as in _launch_cuda: raw scalars live on the device
-        if not is_cupy(args[i]):
-            args = (*args[:i], device_scalar(float(args[i]), like), *args[i + 1 :])
-    args = rule.keep(flags, args)
+    args = rule.keep(flags, _on_device_scalars(rule, args, like))
     pattern = "".join("a" if type(a) is MultiSpan else "s" for a in args)
     kernel = rule.multi(flags, pattern, last.dtype)
     scalar = last.dtype.type
@@ -509,19 +504,33 @@ def device_scalar(value: float, like: Any) -> Any:
     return a
 
 
-def _launch_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
-                 args: tuple[Any, ...]) -> None:
+def _cuda_rule(module: str, name: str) -> Any:
+    """The CUDA twin of kernel ``name`` of ``module`` (looked up once)."""
     rule = _cuda_rules.get((module, name))
     if rule is None:
         rule = _cuda_rules[(module, name)] = kernel_rule(module, name, "cuda")
-    if not args[-1].size:
-        return
-    # a raw scalar (the gradient scale gs, Adafactor's step) is a 1-element device array
-    # there, so that one computed on the GPU reaches the kernel without a synchronization;
-    # a host number is put on the device (cached)
+    return rule
+
+
+def _on_device_scalars(rule: Any, args: tuple[Any, ...], like: Any) -> tuple[Any, ...]:
+    """``args`` with each raw scalar as a 1-element device array on ``like``'s device.
+
+    The raw scalars (the gradient scale gs, Adafactor's step) are device arrays so that
+    one computed on the GPU reaches the kernel without a synchronization; a host number is
+    put on the device (cached).
+    """
     for i in rule.device_scalars:
         if not is_cupy(args[i]):
-            args = (*args[:i], device_scalar(float(args[i]), args[-1]), *args[i + 1 :])
+            args = (*args[:i], device_scalar(float(args[i]), like), *args[i + 1 :])
+    return args
+
+
+def _launch_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],
+                 args: tuple[Any, ...]) -> None:
+    rule = _cuda_rule(module, name)
+    if not args[-1].size:
+        return
+    args = _on_device_scalars(rule, args, args[-1])
     # launched on the arrays' device, whichever is current (several GPUs)
     with on_device_of(args[-1]):
         rule(flags, *args)

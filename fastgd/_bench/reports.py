@@ -24,6 +24,23 @@ __all__ = ["CUDA_SIZES", "cuda_results_markdown", "report", "report_cuda",
 CUDA_SIZES = (1_000_000, 10_000_000, 100_000_000)
 
 
+def _fused_vs_separate(workload: Callable[[int, str], Any], sizes: Sequence[int], key: str,
+                       rounds: int, out: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Rows timing ``workload(n, impl)`` for ``"fused"``, ``"separate"`` and ``"torch"``."""
+    rows = []
+    for n in sizes:
+        fns = {impl: fn for impl in ("fused", "separate", "torch")
+               if (fn := workload(n, impl)) is not None}
+        t = measure(fns, rounds)
+        tt = t.get("torch")
+        out(f"  n={n:<9} fused {_fmt_time(t['fused'])}   separate "
+            f"{_fmt_time(t['separate'])} ({t['separate'] / t['fused']:.2f}x)"
+            + (f"   torch {_fmt_time(tt)} ({tt / t['fused']:.2f}x)" if tt else ""))
+        rows.append({"rule": "Adam", key: n, "fused_s": t["fused"],
+                     "separate_s": t["separate"], "torch_s": tt})
+    return rows
+
+
 def _ratio(t: dict[str, float], peer: str) -> str:
     """The peer's time over fastgd's as a column, or '-' when the peer is missing."""
     return f"{t[peer] / t['fastgd']:>9.2f}x" if peer in t else f"{'-':>10}"
@@ -89,28 +106,10 @@ def report(rules: Sequence[str] | None = None, sizes: Sequence[int] = W.SIZES,
                          "list_s": t["fastgd-list"], "torch_s": tt})
         out("")
         out("Adam with clip_norm=1.0: fused into the step vs clip_grad_norm_ then step")
-        for n in (1_000_000, 10_000_000):
-            fns = {impl: fn for impl in ("fused", "separate", "torch")
-                   if (fn := W.clipped(n, impl)) is not None}
-            t = measure(fns, rounds)
-            tt = t.get("torch")
-            out(f"  n={n:<9} fused {_fmt_time(t['fused'])}   separate "
-                f"{_fmt_time(t['separate'])} ({t['separate'] / t['fused']:.2f}x)"
-                + (f"   torch {_fmt_time(tt)} ({tt / t['fused']:.2f}x)" if tt else ""))
-            rows.append({"rule": "Adam", "clip_n": n, "fused_s": t["fused"],
-                         "separate_s": t["separate"], "torch_s": tt})
+        rows += _fused_vs_separate(W.clipped, (1_000_000, 10_000_000), "clip_n", rounds, out)
         out("")
         out("Adam with an EMA of the weights: in the step kernel vs a second pass")
-        for n in (1_000_000,):
-            fns = {impl: fn for impl in ("fused", "separate", "torch")
-                   if (fn := W.averaged(n, impl)) is not None}
-            t = measure(fns, rounds)
-            tt = t.get("torch")
-            out(f"  n={n:<9} fused {_fmt_time(t['fused'])}   separate "
-                f"{_fmt_time(t['separate'])} ({t['separate'] / t['fused']:.2f}x)"
-                + (f"   torch {_fmt_time(tt)} ({tt / t['fused']:.2f}x)" if tt else ""))
-            rows.append({"rule": "Adam", "average_n": n, "fused_s": t["fused"],
-                         "separate_s": t["separate"], "torch_s": tt})
+        rows += _fused_vs_separate(W.averaged, (1_000_000,), "average_n", rounds, out)
         out("")
         out("SparseAdam: 1e6 x 64 float32 table, 4096 touched rows (repeats coalesced)")
         fns = {impl: fn for impl in ("fastgd", "torch")

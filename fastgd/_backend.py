@@ -475,9 +475,20 @@ def launch_sized(size: int, module: str, name: str, flags: tuple[tuple[str, bool
         _launch_cuda(module, name, flags, args)
         return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
-    forced = _mode.size
-    parallel = (size if forced is None else forced) >= entry.threshold
+    parallel = runs_parallel(size, module, name, flags)
     (entry.builds[parallel] or _build(module, name, flags, parallel))(*args)
+
+
+def runs_parallel(size: int, module: str, name: str,
+                  flags: tuple[tuple[str, bool], ...] = ()) -> bool:
+    """Whether :func:`launch_sized` would run the CPU kernel's parallel build for ``size``.
+
+    The kernel's threshold, unless :func:`serial_kernels` or :func:`all_parallel_kernels`
+    is in force on this thread.
+    """
+    entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
+    forced = _mode.size
+    return (size if forced is None else forced) >= entry.threshold
 
 
 _cuda_rules: dict[tuple[str, str], Any] = {}

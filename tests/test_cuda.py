@@ -521,3 +521,27 @@ def test_dot_spreads_over_thread_blocks(monkeypatch, n, dtype):
     np.testing.assert_allclose(float(got[0]), want, rtol=1e-12)
     # from 2**17 elements: 1024 rows of one block each, the tail on its own
     assert rows == ([(1024, n // 1024)] if n >= reduce._RowsReduction.MIN_SIZE else [])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("output", "k"), [("multiclass", 6), ("binary", 1), ("multilabel", 3)])
+def test_linear_model_on_cupy_matches_the_one_pass_kernel(output, k, weighted):
+    # no hidden layer: the CPU's one-pass kernel (five chunks) against its CuPy twin
+    from fastgd import _backend
+    from tests.helpers import linear_case
+
+    host, X, y, w = linear_case(output, k, 1301, 40, seed=4)
+    dev, _, _, _ = linear_case(output, k, 1301, 40, seed=4, xp=cp)
+    w = w if weighted else None
+    Xh, yh = host._prepare(X, y)
+    Xd, yd = dev._prepare(cp.asarray(X), cp.asarray(y))
+    ch, cd = np.zeros(1), cp.zeros(1)
+    with _backend.all_parallel_kernels():
+        assert host._one_pass(Xh)
+        lh = host._loss_and_grad(Xh, yh, host._check_weights(w, 1301), ch)
+    ld = dev._loss_and_grad(Xd, yd,
+                            dev._check_weights(None if w is None else cp.asarray(w), 1301), cd)
+    assert float(ld) == pytest.approx(lh, rel=1e-12)
+    for gd, gh in zip(dev.grads, host.grads):
+        np.testing.assert_allclose(gd.get(), gh, rtol=1e-11, atol=1e-13)
+    assert float(cd[0]) == ch[0] > 0

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd import _backend
 from fastgd.models import ACTIVATIONS, MLP, LinearRegression, LogisticRegression
 from fastgd.models.activations import act_grad_, activate
 from fastgd.models.losses import loss_and_grad
-from tests.helpers import assert_unchanged, snapshot
+from tests.helpers import assert_unchanged, linear_case, snapshot
 
 H = 1e-6
 
@@ -242,3 +243,84 @@ def test_model_construction_errors():
         LogisticRegression(3, n_classes=1)
     with pytest.raises(ValueError, match="binary targets"):
         LogisticRegression(2).loss_and_grad(np.ones((2, 2)), np.array([0.0, 2.0]))
+
+
+# -- the one-pass kernel of models without hidden layers ----------------------------------
+
+def _two_pass(model, X, y, w, monkeypatch):
+    """loss, gradients and correct count by BLAS's two passes (the hidden-layer path)."""
+    with monkeypatch.context() as m:
+        m.setattr(MLP, "_one_pass", lambda self, X: False)
+        correct = np.zeros(1)
+        loss = model._loss_and_grad(X, y, w, correct)
+    return loss, [g.copy() for g in model.grads], correct[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("output", "k"), [("multiclass", 7), ("binary", 1), ("multilabel", 4)])
+def test_one_pass_linear_kernel_equals_the_two_pass_path(output, k, weighted, dtype,
+                                                         monkeypatch):
+    # 1301 rows: five chunks of 260-261 rows, each ending on an unpaired row
+    model, X, y, w = linear_case(output, k, 1301, 40, dtype)
+    X, y = model._prepare(X, y)
+    w = model._check_weights(w if weighted else None, X.shape[0])
+    with _backend.all_parallel_kernels():
+        assert model._one_pass(X)
+        correct = np.zeros(1)
+        loss = model._loss_and_grad(X, y, w, correct)
+        got = [g.copy() for g in model.grads]
+        want_loss, want, want_correct = _two_pass(model, X, y, w, monkeypatch)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    assert loss == pytest.approx(want_loss, rel=rtol)
+    for g, h in zip(got, want):
+        np.testing.assert_allclose(g, h, rtol=rtol, atol=rtol * np.abs(h).max())
+    assert correct[0] == want_correct > 0
+
+
+def test_one_pass_linear_kernel_is_the_gradient():
+    # the finite-difference check of the kernel itself (float64, weights, l1 and l2)
+    model, X, y, w = linear_case("multiclass", 3, 600, 2, np.float64)
+    with _backend.all_parallel_kernels():
+        assert model._one_pass(model._check_X(X))
+        _fd_check(model, X, y, sample_weight=w)
+
+
+def test_one_pass_linear_kernel_does_not_depend_on_the_thread_count():
+    import numba
+
+    model, X, y, _ = linear_case("multiclass", 10, 3000, 50, np.float64)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            with _backend.all_parallel_kernels():
+                loss = model.loss_and_grad(X, y)
+            results.append((loss, model.flat.grad_buffers[np.dtype(np.float64)].copy()))
+    finally:
+        numba.set_num_threads(threads)
+    assert all(r[0] == results[0][0] for r in results)
+    assert all(np.array_equal(r[1], results[0][1]) for r in results)
+
+
+def test_one_pass_is_chosen_only_where_it_runs_on_every_thread():
+    model, X, _, _ = linear_case("multiclass", 10, 4000, 100, np.float64)
+    assert model._one_pass(X)  # 4e6 multiply-adds over 15 chunks
+    assert not model._one_pass(X[:256])  # one chunk: BLAS is faster on one thread
+    with fastgd.serial_kernels():  # fit's mini-batches
+        assert not model._one_pass(X)
+    small = MLP([3, 2], output="multiclass")
+    assert not small._one_pass(np.zeros((4000, 3), np.float32))  # 24k multiply-adds
+
+
+def test_one_pass_linear_kernel_allocates_nothing_after_the_first_call():
+    model, X, y, _ = linear_case("multiclass", 10, 2048, 64, np.float32)
+    X, y = model._prepare(X, y)
+    with _backend.all_parallel_kernels():
+        model._loss_and_grad(X, y)
+        tracemalloc.start()
+        model._loss_and_grad(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 16_384  # the logits alone would be 2048 x 10 x 4 = 80 KiB

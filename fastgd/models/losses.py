@@ -41,6 +41,22 @@ def loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0)
     return float(mean_loss_and_grad_(name, z, y, loss_buf, delta))
 
 
+def inverse_total(name: str, rows: int, cols: int, weights: Any = None,
+                  weight_sum: float | None = None) -> float:
+    """The factor that turns a loss sum into the mean loss of :func:`mean_loss_and_grad_`.
+
+    One over the rows (or the sum of their weights), times the outputs per row for the
+    per-element losses (mse, huber); 1 where the total is 0.
+    """
+    if weights is None:
+        total = float(rows)
+    else:
+        total = float(weights.sum()) if weight_sum is None else float(weight_sum)
+    if name in _PER_ELEMENT:
+        total *= cols
+    return 1.0 / total if total > 0 else 1.0
+
+
 def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0,
                         weights: Any = None, weight_sum: float | None = None) -> Any:
     """:func:`loss_and_grad_` without reading the loss on the host.
@@ -61,13 +77,7 @@ def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float =
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     rows = z.shape[0]
-    if weights is None:
-        total = float(rows)
-    else:
-        total = float(weights.sum()) if weight_sum is None else float(weight_sum)
-    if name in _PER_ELEMENT:
-        total *= z.size // max(rows, 1)
-    inv = 1.0 / total if total > 0 else 1.0
+    inv = inverse_total(name, rows, z.size // max(rows, 1), weights, weight_sum)
     if name == "softmax_xent":
         _backend.launch("nn", "softmax_xent", (), y, inv, z, loss_buf)
     else:

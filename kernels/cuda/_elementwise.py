@@ -196,20 +196,26 @@ def rule(args: str, optional: dict[str, str] | None = None, average: bool = Fals
 
 
 class CupyCall:
-    """A twin that is a plain CuPy call rather than a generated kernel (data movement)."""
+    """A twin that is a plain CuPy call rather than a generated kernel.
+
+    The function's positional parameters are the CPU kernel's arguments; its keyword-only
+    parameters, if any, are the variant flags, passed from the launch's ``flags``.
+    """
 
     def __init__(self, fn: Callable[..., None]) -> None:
         import inspect
 
         self._fn = fn
-        self.arg_names = list(inspect.signature(fn).parameters)
+        params = inspect.signature(fn).parameters.values()
+        self.arg_names = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
+        self._flag_names = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
         self.device_scalars = [i for i, n in enumerate(self.arg_names) if n == "gs"]
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
 
     def __call__(self, flags: tuple[tuple[str, bool], ...], *args: Any) -> None:
         """Run on ``args`` given in the CPU kernel's order."""
-        self._fn(*args)
+        self._fn(*args, **{k: v for k, v in flags if k in self._flag_names})
 
 
 def cupy_call(fn: Callable[..., None]) -> CupyCall:

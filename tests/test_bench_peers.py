@@ -32,3 +32,42 @@ def test_peer_matches_the_reference_at_its_benchmark_configuration(name):
         ref.step([g.copy()])
         np.testing.assert_allclose(p, r, rtol=1e-12, atol=1e-14, err_msg=f"step {t}")
     assert not np.array_equal(p, rng.standard_normal(257))
+
+
+def test_sklearn_peer_runs_at_the_thread_setting_it_is_named_for():
+    pytest.importorskip("sklearn")
+    from threadpoolctl import threadpool_info
+
+    from fastgd._bench import workloads as W
+
+    class Probe:
+        def fit(self, X, y):
+            self.threads = {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+            return self
+
+    outside = {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+    assert W.fit_estimator(Probe(), None, None, "sklearn-1thread").threads == {
+        api: 1 for api in outside}
+    assert W.fit_estimator(Probe(), None, None, "sklearn").threads == outside
+    assert {i["internal_api"]: i["num_threads"] for i in threadpool_info()} == outside
+
+
+def test_estimator_report_compares_with_the_faster_sklearn_at_one_optimum(monkeypatch):
+    pytest.importorskip("sklearn")
+    from fastgd._bench import reports
+    from fastgd._bench import workloads as W
+
+    monkeypatch.setattr(W, "ESTIMATOR_DATA", ("digits",))
+    monkeypatch.setattr(W, "MLP_EPOCHS", {"digits": 2})
+    lines = []
+    rows = reports.report_estimators(rounds=1, out=lines.append)
+    assert [(r["kind"], r["data"]) for r in rows] == [("mlp", "digits"), ("logistic", "digits")]
+    for r in rows:
+        both = (r["sklearn_all_threads_s"], r["sklearn_1thread_s"])
+        assert r["sklearn_s"] == min(both)
+        assert r["sklearn_threads"] == ("1" if both[1] < both[0] else "all")
+    assert rows[0]["acc_fastgd"] == rows[0]["acc_sklearn"]  # the MLPs fit one model
+    assert rows[1]["acc_fastgd"] > 0.9 and rows[1]["acc_sklearn"] > 0.9
+    # at the benchmark's tolerance both logistic fits reach one optimum
+    assert abs(rows[1]["objective_rel"]) < 1e-6
+    assert any("LogisticRegression" in line and "digits" in line for line in lines)

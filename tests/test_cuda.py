@@ -545,3 +545,28 @@ def test_linear_model_on_cupy_matches_the_one_pass_kernel(output, k, weighted):
     for gd, gh in zip(dev.grads, host.grads):
         np.testing.assert_allclose(gd.get(), gh, rtol=1e-11, atol=1e-13)
     assert float(cd[0]) == ch[0] > 0
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_linear_xent_twin_sums_its_chunks_to_the_one_chunk_result(softmax):
+    # the CPU kernel's chunked layout on the twin: three chunks add up to one
+    from fastgd import _backend
+
+    twin = _backend.kernel_rule("nn", "linear_xent", "cuda")
+    rng = np.random.default_rng(6)
+    n, d, k = 301, 7, 4
+    x = cp.asarray(rng.normal(size=(n, d)))
+    wt = cp.asarray(rng.normal(size=(k, d)))
+    b = cp.asarray(rng.normal(size=k))
+    y = (cp.asarray(rng.integers(0, k, n)) if softmax
+         else cp.asarray(rng.integers(0, 2, (n, k)).astype(float)))
+    sw = cp.asarray(rng.uniform(0.0, 2.0, n))
+    out = {}
+    for chunks in (1, 3):
+        parts = (cp.empty((chunks, k, d)), cp.empty((chunks, k)), cp.empty(chunks),
+                 cp.empty(chunks))
+        twin((("softmax", softmax),), x, wt, b, y, sw, 1 / n, None, None, *parts)
+        out[chunks] = [p.get().sum(axis=0) for p in parts]
+    for one, three in zip(out[1], out[3]):
+        np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-14)
+    assert out[1][2] > 0  # some correct predictions counted

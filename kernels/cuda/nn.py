@@ -174,41 +174,34 @@ def csr_tmatmul(indptr, indices, data, d, out):
     out[...] = _csr(indptr, indices, data, (d.shape[0], out.shape[0])).T @ d
 
 
-def _linear_chunks(x, wt, b, sw, loss):
-    """The row chunks of the one-pass linear kernels: ``(t, lo, hi, z, weights)`` each."""
-    rows = x.shape[0]
-    chunks = loss.size
-    for t in range(chunks):
-        lo, hi = rows * t // chunks, rows * (t + 1) // chunks
-        z = x[lo:hi] @ wt.T
-        z += b
-        yield t, lo, hi, z, (sw[lo:hi].astype(x.dtype) if sw.size else None)
-
-
 @cupy_call
 def linear_xent(x, wt, b, y, sw, inv_n, zbuf, gbuf, gt, gb, correct, loss, *, softmax):
     """A linear model's cross-entropy and gradients: cuBLAS matmuls around CuPy's row
     softmax (``softmax``) or elementwise sigmoid, per chunk of rows as the CPU kernel
     splits them (no scratch needed)."""
-    for t, lo, hi, z, w in _linear_chunks(x, wt, b, sw, loss):
+    rows, chunks = x.shape[0], loss.size
+    inv = x.dtype.type(inv_n)
+    for t in range(chunks):
+        lo, hi = rows * t // chunks, rows * (t + 1) // chunks
+        z = x[lo:hi] @ wt.T
+        z += b
         yt = y[lo:hi]
-        inv = x.dtype.type(inv_n)
         if softmax:
             correct[t] = (z.argmax(axis=1) == yt).sum()
             m = z.max(axis=1, keepdims=True)
             e = cp.exp(z - m)
             s = e.sum(axis=1, keepdims=True)
-            rows = cp.arange(hi - lo)
-            per_row = (cp.log(s[:, 0]) + m[:, 0] - z[rows, yt]).astype(cp.float64)
+            idx = cp.arange(hi - lo)
+            per_row = (cp.log(s[:, 0]) + m[:, 0] - z[idx, yt]).astype(cp.float64)
             dz = e * (1 / s) * inv
-            dz[rows, yt] -= inv
+            dz[idx, yt] -= inv
         else:
             correct[t] = ((z > 0) == yt).sum()
             per = cp.maximum(z, 0) - z * yt + cp.log1p(cp.exp(-cp.abs(z)))
             per_row = per.astype(cp.float64).sum(axis=1)
             dz = (1 / (1 + cp.exp(-z)) - yt) * inv
-        if w is not None:
-            dz *= w[:, None]
+        if sw.size:
+            dz *= sw[lo:hi, None].astype(x.dtype)
             per_row *= sw[lo:hi]
         loss[t] = per_row.sum()
         gb[t] = dz.sum(axis=0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from fastgd._bench import SKLEARN_THREADS
+
 
 def _medians(config):
     session = getattr(config, "_benchmarksession", None)
@@ -79,7 +81,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
           "held-out accuracy)")
         for key in estimators:
             v = rows[key]
-            peers = [impl for impl in ("sklearn", "sklearn-1thread") if impl in v]
+            peers = [impl for impl in SKLEARN_THREADS if impl in v]
             if "fastgd" in v and peers:
                 peer = min(peers, key=lambda impl: v[impl][0])
                 (t, i), (ts, isk) = v["fastgd"], v[peer]

@@ -298,8 +298,7 @@ def reduce(name: str, x: Any, *scalars: float) -> Any:
     if type(x) is not np.ndarray:
         return kernel_rule("reduce", name, "cuda")(x, *scalars)
     entry = _variants("reduce", name, ())
-    forced = _mode.size
-    parallel = (x.size if forced is None else forced) >= entry.threshold
+    parallel = _parallel(entry, x.size)
     out = np.empty(REDUCE_CHUNKS if parallel else 1)
     (entry.builds[parallel] or _build("reduce", name, (), parallel))(x, *scalars, out)
     return out
@@ -398,8 +397,7 @@ def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
         return
     pattern = "".join("a" if type(a) is MultiSpan else "s" for a in args)
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
-    forced = _mode.size
-    parallel = (last.size if forced is None else forced) >= entry.threshold
+    parallel = _parallel(entry, last.size)
     key = (module, name, flags, pattern, last.dtype.str, parallel)
     fn = _multi_drivers.get(key)
     if fn is None:
@@ -458,8 +456,7 @@ def launch(module: str, name: str, flags: tuple[tuple[str, bool], ...], *args: A
             _launch_cuda(module, name, flags, args)
         return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
-    forced = _mode.size
-    parallel = (last.size if forced is None else forced) >= entry.threshold
+    parallel = _parallel(entry, last.size)
     (entry.builds[parallel] or _build(module, name, flags, parallel))(*args)
 
 
@@ -475,7 +472,7 @@ def launch_sized(size: int, module: str, name: str, flags: tuple[tuple[str, bool
         _launch_cuda(module, name, flags, args)
         return
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
-    parallel = runs_parallel(size, module, name, flags)
+    parallel = _parallel(entry, size)
     (entry.builds[parallel] or _build(module, name, flags, parallel))(*args)
 
 
@@ -487,6 +484,15 @@ def runs_parallel(size: int, module: str, name: str,
     is in force on this thread.
     """
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
+    return _parallel(entry, size)
+
+
+def _parallel(entry: Any, size: int) -> bool:
+    """Whether ``size`` elements of work take the parallel build of kernel ``entry``.
+
+    The kernel's threshold, unless :func:`serial_kernels` or :func:`all_parallel_kernels`
+    forces a size on this thread.
+    """
     forced = _mode.size
     return (size if forced is None else forced) >= entry.threshold
 

@@ -31,6 +31,7 @@ import numpy as np
 from fastgd import _backend
 from fastgd import _validate as V
 from fastgd.flat import FlatParams
+from fastgd.kernels.codes import LINEAR_BLOCK
 from fastgd.models.activations import ACTIVATIONS, act_grad_, bias_act_
 from fastgd.models.init import INITIALIZERS, initialize
 from fastgd.models.losses import inverse_total, mean_loss_and_grad_
@@ -42,8 +43,6 @@ _DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multilabel": "bce",
 _REGRESSION_LOSSES = ("mse", "squared_error", "huber", "poisson")
 #: Losses whose model without hidden layers has a one-pass kernel (``_linear_loss_and_grad``)
 _ONE_PASS_LOSSES = ("softmax_xent", "bce")
-#: Rows per chunk of that kernel, at least (``kernels/cpu/nn.py``'s LINEAR_BLOCK)
-_LINEAR_BLOCK = 256
 
 
 
@@ -160,7 +159,7 @@ class MLP:
             w = initialize(init, shapes[k], fan_in, fan_out, rng)
             self.flat.params[k][...] = _backend.to_module_of(w.astype(dtype), self.flat.params[k])
         self._ws: dict[int, dict[str, Any]] = {}
-        self._linear_parts: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+        self._linear_parts: dict[int, tuple[Any, ...]] = {}  # per chunk count
 
     @property
     def _xp(self) -> Any:
@@ -379,7 +378,7 @@ class MLP:
         """Row chunks of the one-pass linear kernel: a fixed count, whatever the threads."""
         if self._xp is not np:
             return 1
-        return max(1, min(_backend.REDUCE_CHUNKS, rows // _LINEAR_BLOCK))
+        return max(1, min(_backend.REDUCE_CHUNKS, rows // LINEAR_BLOCK))
 
     def _one_pass(self, X: Any) -> bool:
         """Whether :meth:`_linear_loss_and_grad` beats BLAS's two passes on ``X``.
@@ -415,10 +414,10 @@ class MLP:
         target = y.reshape(-1) if softmax else y
         inv = inverse_total(self.loss_name, rows, k, sample_weight)
         chunks = self._linear_chunks(rows)
-        parts = self._linear_parts.get((chunks, k, d))
+        parts = self._linear_parts.get(chunks)
         if parts is None:  # scratch and partial sums, kept: a later call allocates nothing
             f8, dt = np.float64, self.dtype
-            parts = self._linear_parts[(chunks, k, d)] = (
+            parts = self._linear_parts[chunks] = (
                 xp.empty((k, d), dt), xp.empty((chunks, 2, k), dt), xp.empty((chunks, k, d), dt),
                 xp.empty((chunks, k, d), f8), xp.empty((chunks, k), f8), xp.empty(chunks, f8),
                 xp.empty(chunks, f8), xp.empty((k, d), f8), xp.empty(k, f8),
@@ -426,7 +425,7 @@ class MLP:
         wt, zbuf, gbuf, gt, gbp, hits, losses, gsum, bsum, unweighted = parts
         wt[...] = w.T
         sw = unweighted if sample_weight is None else sample_weight
-        _backend.launch_sized(rows * d * k if chunks > 1 else 0, "nn", "linear_xent",
+        _backend.launch_sized(rows * d * k, "nn", "linear_xent",
                               (("softmax", softmax),), X, wt, b, target, sw, inv, zbuf, gbuf,
                               gt, gbp, hits, losses)
         xp.sum(gt, axis=0, out=gsum)

@@ -14,12 +14,12 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from ..codes import ACT_CODES
+from ..codes import ACT_CODES, LINEAR_BLOCK
 from ._jit import NEVER_PARALLEL, as_dtype_of, rule
 
-#: Multiply-adds (rows x features x outputs) from which the one-pass linear kernels run on
-#: every thread (the caller passes 0 for a launch of one chunk). A pass over digits'
-#: 1437 x 64 x 10 (0.9e6) took 0.44 ms on two threads and 0.78 ms on one here.
+#: Multiply-adds (rows x features x outputs) from which the one-pass linear kernel runs on
+#: every thread. A pass over digits' 1437 x 64 x 10 (0.9e6) took 0.44 ms on two threads
+#: and 0.78 ms on one here.
 LINEAR_THRESHOLD = 1 << 18
 
 _RELU, _LEAKY, _SIGMOID, _TANH, _SOFTPLUS, _GELU = (
@@ -324,13 +324,6 @@ def csr_tmatmul():
                     out[k, c] += v * d[r, c]
 
     return csr_tmatmul
-
-
-#: Rows whose weight gradient is summed in the array's dtype before it is added into the
-#: float64 partial sums of :func:`linear_xent` (float32 sums
-#: over a whole data set would lose digits; a float64 sum per row would halve the vector
-#: width).
-LINEAR_BLOCK = 256
 
 
 @register_jitable(inline="always")

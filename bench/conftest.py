@@ -87,6 +87,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 (t, i), (ts, isk) = v["fastgd"], v[peer]
                 w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  {peer} {ts:8.3f} s  "
                   f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}")
+    linear = sorted(k for k in rows if k[0] == "linear")
+    if linear:
+        w("")
+        w("one-pass loss and gradient (no hidden layer, 10 classes, float64) vs two BLAS passes")
+        for key in linear:
+            v = rows[key]
+            if "one-pass" not in v:
+                continue
+            t = v["one-pass"][0]
+            w(f"{key[1]:<10}{key[2]:>8} rows  one-pass {t * 1e3:8.3f} ms"
+              + "".join(f"  {impl} {v[impl][0] * 1e3:8.3f} ms ({v[impl][0] / t:.2f}x)"
+                        for impl in ("one-pass-1thread", "blas", "blas-2threads") if impl in v))
     thresholds = sorted(k for k in rows if k[0] == "threshold")
     if thresholds:
         w("")

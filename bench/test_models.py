@@ -1,7 +1,8 @@
 """Model benchmarks: an MLP training step against torch, scikit-learn and the GEMM floor
-(the same forward and backward matmuls alone), and a multinomial logistic-regression epoch.
+(the same forward and backward matmuls alone), a multinomial logistic-regression epoch, and the
+one-pass loss-and-gradient kernel of models without hidden layers against two BLAS passes.
 
-``fastgd bench --models`` prints the same as one table.
+``fastgd bench --models`` prints the MLP step and the logistic epoch as one table.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fastgd import _bench
-from fastgd._bench.workloads import MLP_SHAPES
+from fastgd._bench.workloads import LINEAR_SHAPES, MLP_SHAPES
 
 
 @pytest.mark.parametrize("impl", ["fastgd", "gemm", "torch", "sklearn"])
@@ -33,3 +34,15 @@ def test_logistic_epoch(benchmark, impl):
     benchmark.group = "logistic epoch"
     benchmark.extra_info.update(suite="logistic", rule="logistic", n=200_000, impl=impl)
     benchmark.pedantic(fn, rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("impl", ["one-pass", "one-pass-1thread", "blas", "blas-2threads"])
+@pytest.mark.parametrize("data", list(LINEAR_SHAPES))
+def test_linear_eval(benchmark, data, impl):
+    """The one-pass loss-and-gradient kernel against BLAS's two passes (one L-BFGS
+    evaluation of a multinomial logistic regression)."""
+    fn = _bench.linear_eval(data, impl)
+    fn()
+    benchmark.group = f"linear eval {data}"
+    benchmark.extra_info.update(suite="linear", rule=data, n=LINEAR_SHAPES[data][0], impl=impl)
+    benchmark(fn)

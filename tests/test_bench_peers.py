@@ -71,3 +71,17 @@ def test_estimator_report_compares_with_the_faster_sklearn_at_one_optimum(monkey
     # at the benchmark's tolerance both logistic fits reach one optimum
     assert abs(rows[1]["objective_rel"]) < 1e-6
     assert any("LogisticRegression" in line and "digits" in line for line in lines)
+
+
+def test_linear_eval_workloads_compute_one_loss():
+    """The one-pass benchmark times the same evaluation on each path: equal losses."""
+    from fastgd._bench.workloads import LINEAR_SHAPES, linear_eval
+
+    assert LINEAR_SHAPES["digits"] == (1437, 64)
+    losses = {impl: linear_eval("digits", impl)()
+              for impl in ("one-pass", "one-pass-1thread", "blas", "blas-2threads")}
+    assert all(np.isfinite(v) and v > 0 for v in losses.values())
+    for impl, v in losses.items():
+        assert v == pytest.approx(losses["blas"], rel=1e-12), impl
+    with pytest.raises(ValueError, match="impl"):
+        linear_eval("digits", "bogus")

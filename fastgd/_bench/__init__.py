@@ -25,6 +25,7 @@ from fastgd._bench.reports import (
 from fastgd._bench.timing import isolated, measure
 from fastgd._bench.workloads import (
     ESTIMATOR_DATA,
+    LINEAR_SHAPES,
     MLP_EPOCHS,
     SIZES,
     SKLEARN_THREADS,
@@ -37,6 +38,7 @@ from fastgd._bench.workloads import (
     estimator_data,
     fit_estimator,
     lbfgs,
+    linear_eval,
     logistic_epoch,
     logistic_objective,
     model,
@@ -50,6 +52,7 @@ from fastgd._bench.workloads import (
 __all__ = [
     "CUDA_SIZES",
     "ESTIMATOR_DATA",
+    "LINEAR_SHAPES",
     "MLP_EPOCHS",
     "SIZES",
     "SKLEARN_THREADS",
@@ -64,6 +67,7 @@ __all__ = [
     "fit_estimator",
     "isolated",
     "lbfgs",
+    "linear_eval",
     "logistic_epoch",
     "logistic_objective",
     "measure",

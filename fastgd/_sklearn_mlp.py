@@ -367,8 +367,9 @@ class _BaseMLP(BaseEstimator):
         with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
             if self.solver == "lbfgs":
                 self._fit_lbfgs(X, y, sample_weight)
-            else:
-                self._fit_stochastic(X, y, sample_weight, incremental)
+            else:  # mini-batch steps: every kernel serial, as fastgd.fit runs them
+                with fastgd.serial_kernels():
+                    self._fit_stochastic(X, y, sample_weight, incremental)
         if not all(np.isfinite(w).all() for w in (*self.coefs_, *self.intercepts_)):
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")

@@ -312,3 +312,25 @@ def test_training_that_produces_non_finite_weights_is_an_error():
     with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
         MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=1.0,
                      max_iter=5).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_mini_batch_fit_runs_every_kernel_serially(solver, monkeypatch):
+    """Inside a stochastic fit no parallel Numba kernel meets BLAS's threads (the
+    contention the README measures); outside it the caller's mode is back."""
+    from fastgd import _backend
+
+    modes = []
+    real = _backend.launch
+
+    def recording(*args, **kwargs):
+        modes.append(_backend._mode.size)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_backend, "launch", recording)
+    X, y = np.random.default_rng(0).standard_normal((300, 20)), np.arange(300) % 3
+    before = _backend._mode.size
+    MLPClassifier(hidden_layer_sizes=(8,), solver=solver, max_iter=3).fit(X, y)
+    assert modes and set(modes) == {_backend._SERIAL}
+    assert _backend._mode.size == before

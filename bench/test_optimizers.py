@@ -93,3 +93,15 @@ def test_step_overhead(benchmark, n, impl):
     benchmark.group = "opt.step overhead"
     benchmark.extra_info.update(suite="overhead", rule="Adam", n=n, impl=impl)
     benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "torch"))
+def test_step_overhead_300_arrays(benchmark, impl):
+    # 300 arrays of 4 elements: the per-step cost of a 300-array model beside its kernel
+    fn = _bench.model("Adam", impl, sizes=_bench.OVERHEAD_SIZES)
+    if fn is None:
+        pytest.skip("torch not installed")
+    fn()
+    benchmark.group = "opt.step overhead, 300 arrays of 4"
+    benchmark.extra_info.update(suite="overhead", rule="Adam", n=4, arrays=300, impl=impl)
+    benchmark(fn)

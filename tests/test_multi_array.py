@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -162,3 +163,41 @@ def test_the_drivers_go_to_a_writable_folder(tmp_path, monkeypatch):
                         lambda p, real=multi._writable: not p.startswith(str(tmp_path / "ro"))
                         and real(p))
     assert not multi._folder().startswith(str(tmp_path / "ro"))
+
+
+def test_gradients_passed_again_are_checked_again(rng):
+    # the same gradient objects as the step before pass a shorter check: a shape or dtype
+    # changed in place since, a None or a strided view in their place, is still refused
+    # with the error of the full check, and the refused step changes nothing
+    params = [rng.standard_normal(4), rng.standard_normal(6)]
+    grads = [rng.standard_normal(4), rng.standard_normal(6)]
+    opt = fastgd.SGD(params, lr=0.1, momentum=0.9)
+    opt.step(grads)
+    opt.step(grads)
+    before = [p.copy() for p in params]
+    state = copy.deepcopy(opt.state_dict())
+
+    def unchanged():
+        for p, b in zip(params, before):
+            np.testing.assert_array_equal(p, b)
+        after = opt.state_dict()
+        assert after["param_groups"] == state["param_groups"]
+        for i, s in state["state"].items():
+            for k, v in s.items():
+                np.testing.assert_array_equal(after["state"][i][k], v)
+
+    grads[1].shape = (2, 3)
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape \(2, 3\), params\[1\] has "
+                                         r"shape \(6,\)"):
+        opt.step(grads)
+    unchanged()
+    grads[1].shape = (6,)
+    grads[0].dtype = np.float32  # 4 float64 read as 8 float32
+    with pytest.raises(ValueError, match=r"grads\[0\] has shape \(8,\)"):
+        opt.step(grads)
+    unchanged()
+    grads[0].dtype = np.float64
+    strided = [grads[0], np.ones(12)[::2]]  # a new list: a view with strides, copied
+    opt.step(strided)
+    np.testing.assert_array_equal(
+        params[1], before[1] - 0.1 * (0.9 * state["state"][1]["momentum_buffer"] + 1.0))

@@ -205,13 +205,19 @@ def model_sizes(seed: int = 0) -> list[int]:
     return [int(s) for s in sizes * (2_000_000 / sizes.sum())]
 
 
-def model(rule: str, impl: str, xp: Any = np) -> Callable[[], None] | None:
-    """One step over the 300-tensor model.
+#: 300 arrays of 4 elements: a step over them is the per-call overhead of a 300-array model.
+OVERHEAD_SIZES = (4,) * 300
+
+
+def model(rule: str, impl: str, xp: Any = np, sizes: Sequence[int] | None = None
+          ) -> Callable[[], None] | None:
+    """One step over the 300-tensor model (or over tensors of the given ``sizes``).
 
     ``impl``: a FlatParams (``"fastgd"``), the same tensors as a list of separate arrays
-    (``"fastgd-list"``) or torch tensors (``"torch"``).
+    (``"fastgd-list"``) or torch tensors (``"torch"``). With tiny ``sizes`` (300 arrays of
+    4 elements, :data:`OVERHEAD_SIZES`) the step is its per-call overhead.
     """
-    sizes = model_sizes()
+    sizes = model_sizes() if sizes is None else list(sizes)
     rng = np.random.default_rng(1)
     if impl == "fastgd":
         flat = fastgd.FlatParams([(s,) for s in sizes], xp=xp)

@@ -23,6 +23,7 @@ import operator
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,6 +51,11 @@ Scalars = dict[str, float]
 #: Piece bounds ``(k0, k1)`` that stand for "the whole segment, at its shared scalar state"
 #: in a step's plan (see :meth:`Optimizer._plan`): no parameter range needs slicing out.
 WHOLE_SEGMENT = (-1, -1)
+
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_C_CONTIGUOUS = operator.attrgetter("flags.c_contiguous")
+_SHARED = operator.attrgetter("shared")
 
 
 class _Segment:
@@ -830,6 +836,8 @@ class Optimizer(ABC):
                 f"expected {n} gradients (one per parameter, None to skip one), got {len(grads)}"
             )
         out = list(grads)
+        if self._dense_grads_match(out):
+            return out
         for i, (g, p) in enumerate(zip(out, self._params)):
             if g is None:
                 continue
@@ -852,6 +860,33 @@ class Optimizer(ABC):
             if not g.flags.c_contiguous:
                 out[i] = _backend.xp_of(g).ascontiguousarray(g)
         return out
+
+    def _dense_grads_match(self, grads: list[Any]) -> bool:
+        """Whether ``grads`` are C-contiguous NumPy arrays matching the parameters.
+
+        The common case of :meth:`_check_grads`, checked a list at a time (a few C-level
+        passes instead of a Python loop per array); anything else goes through the loop,
+        which accepts it or raises the error that names it.
+        """
+        if self.sparse_gradients or self._cuda:
+            return False
+        cached = self._multi_cache.get("shapes")
+        if cached is None or cached[0] != self._layout_version:
+            cached = self._multi_cache["shapes"] = [
+                self._layout_version, list(map(_SHAPE, self._params)),
+                list(map(_DTYPE, self._params)), None]
+        # the arrays that passed last time are NumPy arrays, C-contiguous still (an
+        # in-place shape change keeps that; setting strides is deprecated): their shapes
+        # and dtypes are what can have changed
+        last = cached[3]
+        if last is None or len(last) != len(grads) or not all(
+                map(operator.is_, grads, last)):
+            if not (all(map(operator.is_, map(type, grads), repeat(np.ndarray)))
+                    and all(map(_C_CONTIGUOUS, grads))):
+                return False
+        ok = list(map(_SHAPE, grads)) == cached[1] and list(map(_DTYPE, grads)) == cached[2]
+        cached[3] = grads if ok else None
+        return ok
 
     def _check_sparse(self, g: Any, p: Any, i: int) -> Any:
         """A gradient for an optimizer of sparse gradients, or a sparse one for another."""
@@ -1059,7 +1094,8 @@ class Optimizer(ABC):
 
     def _launch_together(self, hp: Mapping[str, Any], segs: list[_Segment],
                          given: list[Any], grads: Callable[[], list[Any]], gs: Any,
-                         weights: tuple[float, float] | None = None) -> None:
+                         weights: tuple[float, float] | None = None,
+                         ids: tuple[int, ...] | None = None) -> None:
         """One multi-array launch updating ``segs`` (one group, dtype and scalar state).
 
         Args:
@@ -1070,10 +1106,13 @@ class Optimizer(ABC):
             grads: returns the segments' 1-D gradient spans (called for a new table).
             gs: the gradient scale (sign included).
             weights: the averaging weights of a fused weight average, or None.
+            ids: ``tuple(map(id, segs))``, if known.
         """
+        if ids is None:
+            ids = tuple(map(id, segs))
         names = self._state_names(hp)
-        spans = self._multi_spans(segs, hp, names, weights is not None)
-        key = ("grads", self._layout_version, *map(id, segs))
+        spans = self._multi_spans(segs, hp, names, weights is not None, ids)
+        key = ("grads", self._layout_version, ids)
         cached = self._multi_cache.get(key)
         if cached is not None and len(cached[0]) == len(given) and all(
                 map(operator.is_, cached[0], given)):
@@ -1087,8 +1126,13 @@ class Optimizer(ABC):
         for seg in segs:
             seg.shared = new
 
-    def _separate_groups(self) -> list[tuple[int, list[_Segment]]]:
-        """Per group and dtype: its segments (kept per layout version)."""
+    def _separate_groups(self) -> list[tuple[int, list[_Segment], list[int] | None,
+                                             tuple[int, ...]]]:
+        """Per group and dtype: its segments (kept per layout version).
+
+        With each, the parameter index of every segment where each segment is one
+        parameter (else None), and the segments' ids.
+        """
         cached = self._multi_cache.get("separate")
         if cached is not None and cached[0] == self._layout_version:
             return cached[1]
@@ -1097,7 +1141,10 @@ class Optimizer(ABC):
             by_dtype: dict[Any, list[_Segment]] = {}
             for seg in segs:
                 by_dtype.setdefault(seg.span.dtype, []).append(seg)
-            out.extend((gi, group) for group in by_dtype.values())
+            for group in by_dtype.values():
+                single = ([seg.index[0] for seg in group]
+                          if all(len(seg.index) == 1 for seg in group) else None)
+                out.append((gi, group, single, tuple(map(id, group))))
         self._multi_cache["separate"] = (self._layout_version, out)
         return out
 
@@ -1110,26 +1157,30 @@ class Optimizer(ABC):
         same launches and results as :meth:`_update_together`. Returns False, having
         changed nothing, where it does not apply (then the general step runs).
         """
-        if any(g is None for g in gl):
-            return False
-        groups = self._separate_groups()
+        dense = self._multi_cache.get("shapes")
+        if (dense is None or dense[3] is not gl) and any(map(operator.is_, gl, repeat(None))):
+            return False  # (gradients that matched as dense arrays hold no None)
         work = []
-        for gi, segs in groups:
+        for gi, segs, single, ids in self._separate_groups():
             first = segs[0].shared
-            if first is None or (any(seg.shared is not first for seg in segs[1:]) and any(
-                    seg.shared != first for seg in segs[1:])):
+            if first is None or (
+                    not all(map(operator.is_, map(_SHARED, segs), repeat(first)))
+                    and any(seg.shared != first for seg in segs[1:])):
                 return False  # differing step counts: the general step splits them
-            given = []
-            for seg in segs:
-                if len(seg.index) == 1:
-                    given.append(gl[seg.index[0]])
-                else:  # views of one buffer (or size-0 arrays beside one): one span
-                    g = _backend.span([gl[i] for i in seg.index])
-                    if g is None:
-                        return False
-                    given.append(g)
-            work.append((gi, segs, given))
-        for gi, segs, given in work:
+            if single is not None:  # one array per segment: its gradient
+                given = list(map(gl.__getitem__, single))
+            else:
+                given = []
+                for seg in segs:
+                    if len(seg.index) == 1:
+                        given.append(gl[seg.index[0]])
+                    else:  # views of one buffer (or size-0 arrays beside one): one span
+                        g = _backend.span([gl[i] for i in seg.index])
+                        if g is None:
+                            return False
+                        given.append(g)
+            work.append((gi, segs, given, ids))
+        for gi, segs, given, ids in work:
             hp = hps[gi]
             gs = -scale if hp.get("maximize", False) else scale
             if len(segs) == 1:
@@ -1139,13 +1190,15 @@ class Optimizer(ABC):
                                           state)
             else:
                 self._launch_together(hp, segs, given,
-                                      lambda given=given: [g.reshape(-1) for g in given], gs)
+                                      lambda given=given: [g.reshape(-1) for g in given], gs,
+                                      ids=ids)
         return True
 
     def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],
-                     names: tuple[str, ...], average: bool) -> dict[str, Any]:
+                     names: tuple[str, ...], average: bool,
+                     ids: tuple[int, ...]) -> dict[str, Any]:
         """The MultiSpans of some segments' parameters and state (kept per layout)."""
-        key = ("state", *map(id, segs))
+        key = ("state", ids)
         cached = self._multi_cache.get(key)
         wanted = {"params", *names, *((AVERAGE,) if average else ())}
         # state buffers are only ever added within a layout version (a new layout or a

@@ -29,7 +29,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 import fastgd
-from fastgd import _backend
 from fastgd._threads import blas_threads
 from fastgd.models import MLP
 from fastgd.models.mlp import _CSR, _is_sparse
@@ -309,8 +308,7 @@ def _linear(X: Any, coef: Any, intercept: Any) -> Any:
     W = np.ascontiguousarray(np.atleast_2d(coef).T, dtype=dtype)
     out = np.empty((X.shape[0], W.shape[1]), dtype)
     if _is_sparse(X):
-        m = _CSR(X, dtype)
-        _backend.launch("nn", "csr_matmul", (), m.indptr, m.indices, m.data, W, out)
+        _CSR(X, dtype).matmul(W, out)
     else:
         np.matmul(np.ascontiguousarray(X), W, out=out)
     out += np.asarray(intercept, dtype)
@@ -410,13 +408,13 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         def matvec(v: Any) -> Any:
             v = np.ascontiguousarray(np.asarray(v, np.float64).reshape(d, 1))
             out = np.empty((n, 1))
-            _backend.launch("nn", "csr_matmul", (), m.indptr, m.indices, m.data, v, out)
+            m.matmul(v, out)
             return (out[:, 0] - x_off @ v[:, 0]) * root
 
         def rmatvec(u: Any) -> Any:
             u = np.ascontiguousarray((np.asarray(u, np.float64) * root).reshape(n, 1))
             out = np.empty((d, 1))
-            _backend.launch("nn", "csr_tmatmul", (), m.indptr, m.indices, m.data, u, out)
+            m.tmatmul(u, out)
             return out[:, 0] - x_off * u.sum()
 
         op = LinearOperator((n, d), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)

@@ -324,3 +324,94 @@ def test_one_pass_linear_kernel_allocates_nothing_after_the_first_call():
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak < 16_384  # the logits alone would be 2048 x 10 x 4 = 80 KiB
+
+
+def _mostly_zero(n, d, density, rng, dtype=np.float64):
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < density)
+    X[::7] = 0.0  # empty rows too
+    return X.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cols", [1, 7, 100])
+def test_csr_products_equal_dense_products_on_any_rows(dtype, cols):
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(5)
+    X = _mostly_zero(300, 40, 0.2, rng, dtype)
+    w = rng.normal(size=(40, cols)).astype(dtype)
+    rows = np.concatenate([rng.permutation(300)[:90], [3, 3, 7]])  # repeats, empty rows
+    A = _CSR.from_dense(X).take(rows)
+    d = rng.normal(size=(rows.size, cols)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    results = []
+    for mode in (fastgd.serial_kernels, _backend.all_parallel_kernels):
+        out, gw = np.full((rows.size, cols), np.nan, dtype), np.full((40, cols), np.nan, dtype)
+        with mode():
+            A.matmul(w, out)
+            A.tmatmul(d, gw)
+        np.testing.assert_allclose(out, X[rows] @ w, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gw, X[rows].T @ d, rtol=tol, atol=tol)
+        results.append((out, gw))
+    # one build or the other, the same bits: each sum runs in one order
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
+
+
+def test_csr_weight_gradient_does_not_depend_on_its_blocks():
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(6)
+    A = _CSR.from_dense(_mostly_zero(200, 50, 0.3, rng)).take(rng.permutation(200)[:120])
+    d = rng.normal(size=(120, 9))
+    rule = _backend._variants("nn", "csr_tmatmul", ())
+    outs = []
+    for blocks in (1, 2, 3, 7, 50, 64):
+        out = np.full((50, 9), np.nan)
+        rule.builds[False](A.indptr, A.indices, A.data, A.rows, d, blocks, out)
+        outs.append(out)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+
+
+def test_csr_input_sorts_unsorted_indices_and_takes_rows_as_views():
+    sp = pytest.importorskip("scipy.sparse")
+    from fastgd.models.mlp import _CSR
+
+    X = np.array([[0.0, 2.0, 3.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # the same matrix with each row's entries stored in reverse order
+    m = sp.csr_matrix((np.array([3.0, 2.0, 1.0]), np.array([2, 1, 0]), np.array([0, 2, 3, 3])),
+                      shape=(3, 3))
+    A = _CSR(m, np.dtype(np.float64))
+    assert list(A.indices) == [1, 2, 0]
+    out = np.empty((3, 2))
+    A.tmatmul(np.ones((3, 2)), out)
+    np.testing.assert_array_equal(out, X.T @ np.ones((3, 2)))
+    B = _CSR.from_dense(X)
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(B, name), getattr(sp.csr_matrix(X), name))
+    part = B.take(np.array([2, 0]))
+    assert part.shape == (2, 3) and part.data is B.data and list(part.rows) == [2, 0]
+    assert list(part.take(np.array([1])).rows) == [0]  # positions within the selection
+
+
+def test_mostly_zero_dense_input_takes_the_csr_kernels():
+    import numba
+
+    from fastgd.models.mlp import _CSR, SPARSE_DENSITY
+
+    rng = np.random.default_rng(7)
+    model = MLP([30, 8, 3], output="multiclass", dtype=np.float64, seed=0)
+    limit = SPARSE_DENSITY[min(numba.get_num_threads(), 2)]
+    sparse = _mostly_zero(50, 30, limit / 2, rng)
+    dense = rng.normal(size=(50, 30))
+    assert isinstance(model._fast_input(sparse), _CSR)
+    assert model._fast_input(dense) is dense
+    assert model._fast_input(sparse[:0]).shape == (0, 30)
+    linear = MLP([30, 3], output="multiclass", dtype=np.float64)
+    assert linear._fast_input(sparse) is sparse  # its one-pass kernel reads X once
+    y = rng.integers(0, 3, 50)
+    Xs, ys = model._prepare(sparse, y)
+    loss = model._loss_and_grad(Xs, ys)
+    grads = model.flat.grad_buffers[np.dtype(np.float64)].copy()
+    assert model._loss_and_grad(model._fast_input(Xs), ys) == pytest.approx(loss, rel=1e-14)
+    np.testing.assert_allclose(model.flat.grad_buffers[np.dtype(np.float64)], grads,
+                               rtol=1e-12, atol=1e-15)

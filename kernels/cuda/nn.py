@@ -163,15 +163,15 @@ def _csr(indptr, indices, data, shape):
 
 
 @cupy_call
-def csr_matmul(indptr, indices, data, w, out):
-    """out <- X W for X in CSR form (cuSPARSE through CuPy)."""
-    out[...] = _csr(indptr, indices, data, (out.shape[0], w.shape[0])) @ w
+def csr_matmul(indptr, indices, data, rows, w, out):
+    """out[i] <- X[rows[i]] W for X in CSR form (cuSPARSE through CuPy)."""
+    out[...] = _csr(indptr, indices, data, (indptr.size - 1, w.shape[0]))[rows] @ w
 
 
 @cupy_call
-def csr_tmatmul(indptr, indices, data, d, out):
-    """out <- X^T D for X in CSR form."""
-    out[...] = _csr(indptr, indices, data, (d.shape[0], out.shape[0])).T @ d
+def csr_tmatmul(indptr, indices, data, rows, d, blocks, out):
+    """out <- X[rows]^T D for X in CSR form (``blocks``: the CPU kernel's split, unused)."""
+    out[...] = _csr(indptr, indices, data, (indptr.size - 1, out.shape[0]))[rows].T @ d
 
 
 @cupy_call

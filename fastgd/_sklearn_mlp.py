@@ -15,13 +15,16 @@ learning-rate schedules (applied at the end of each epoch), the stopping rule (`
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import numbers
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -35,10 +38,10 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 import fastgd
 from fastgd import _backend
 from fastgd._sklearn_linear import _sample_weight
-from fastgd._threads import blas_threads
+from fastgd._threads import blas_threads, kernel_threads
 from fastgd.models import MLP
 from fastgd.models.activations import ACTIVATIONS
-from fastgd.models.mlp import _CSR
+from fastgd.models.mlp import _CSR, _is_sparse
 from fastgd.optim import by_name
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -151,7 +154,7 @@ class _BaseMLP(BaseEstimator):
                  nesterovs_momentum: bool = True, early_stopping: bool = False,
                  validation_fraction: float = 0.1, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: Any = 10,
-                 max_fun: int = 15000) -> None:
+                 max_fun: int = 15000, n_jobs: int | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -175,6 +178,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.n_jobs = n_jobs
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -207,6 +211,10 @@ class _BaseMLP(BaseEstimator):
             _interval("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
         if self.batch_size != "auto":
             _interval("batch_size", self.batch_size, 1, integer=True)
+        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral)
+                                        or isinstance(self.n_jobs, bool) or self.n_jobs == 0):
+            raise ValueError("The 'n_jobs' parameter must be None or an int other than 0. Got "
+                             f"{self.n_jobs!r} instead.")
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"The '{name}' parameter must be a bool. Got "
@@ -366,20 +374,24 @@ class _BaseMLP(BaseEstimator):
                              f"hidden_layer_sizes ask for {layer_units}")
         if X.dtype != model.dtype:
             X = X.astype(model.dtype)
-        with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
+        n_jobs = effective_n_jobs(self.n_jobs)
+        csr = model._csr_pays(X, n_jobs)  # a mostly-zero dense X: the CSR first layer
+        with (_fit_threads(n_jobs, csr or _is_sparse(X)),
+              np.errstate(over="ignore", invalid="ignore")):
             if self.solver == "lbfgs":
-                self._fit_lbfgs(X, y, sample_weight)
-            else:  # BLAS on one thread, so Numba's threads do not contend with it
-                self._fit_stochastic(X, y, sample_weight, incremental)
+                self._fit_lbfgs(X, y, sample_weight, csr)
+            else:
+                self._fit_stochastic(X, y, sample_weight, incremental, csr)
         if not all(np.isfinite(w).all() for w in (*self.coefs_, *self.intercepts_)):
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
         return self
 
-    def _fit_lbfgs(self, X: Any, y: Any, sample_weight: Any) -> None:
+    def _fit_lbfgs(self, X: Any, y: Any, sample_weight: Any, csr: bool) -> None:
         model = self._model
         Xm, yt = model._prepare(X, self._targets(y))
-        Xm = model._fast_input(Xm)
+        if csr:
+            Xm = _CSR.from_dense(Xm)
         sample_weight = model._check_weights(sample_weight, Xm.shape[0])
         opt = fastgd.LBFGS(model.flat, lr=1.0, max_iter=self.max_iter, max_eval=self.max_fun,
                            tolerance_grad=self.tol, tolerance_change=_LBFGS_FTOL,
@@ -398,7 +410,8 @@ class _BaseMLP(BaseEstimator):
                           "in:\n    https://scikit-learn.org/stable/modules/"
                           "preprocessing.html", ConvergenceWarning, stacklevel=3)
 
-    def _fit_stochastic(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> None:
+    def _fit_stochastic(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
+                        csr: bool) -> None:
         model = self._model
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = _Solver(self, model.flat)
@@ -434,7 +447,8 @@ class _BaseMLP(BaseEstimator):
                               "going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         Xm, yt = model._prepare(X_train, self._targets(y_train))
-        Xm = model._fast_input(Xm)
+        if csr:
+            Xm = _CSR.from_dense(Xm)
         sw_train = model._check_weights(sw_train, Xm.shape[0])
         step = self._optimizer.optimizer.step
         rows = _Rows(Xm, batch_size)
@@ -591,6 +605,21 @@ class _Rows:
         return out
 
 
+@contextlib.contextmanager
+def _fit_threads(n_jobs: int, sparse_first: bool) -> Iterator[None]:
+    """A fit's threads go to whichever does its first layer's products, never to both.
+
+    ``n_jobs`` 1: BLAS on one thread, fastgd's kernels serial. More: BLAS's GEMMs take
+    them for a dense input (fastgd's kernels stay serial), the CSR kernels for a sparse or
+    mostly-zero one (BLAS on one thread). Both pools at once stall each other: OpenBLAS's
+    threads spin after each call and Numba's wait for the cores (a 200k x 100 fit took
+    20.8 s that way here, 0.74 s with BLAS alone on two threads).
+    """
+    blas, kernels = (n_jobs, 1) if n_jobs > 1 and not sparse_first else (1, n_jobs)
+    with blas_threads(blas), kernel_threads(kernels):
+        yield
+
+
 def _shuffled(sample_idx: Any, random_state: Any) -> Any:
     """``sklearn.utils.shuffle(sample_idx, random_state=random_state)``: the same draw.
 
@@ -742,7 +771,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  momentum: float = 0.9, nesterovs_momentum: bool = True,
                  early_stopping: bool = False, validation_fraction: float = 0.1,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
-                 n_iter_no_change: Any = 10, max_fun: int = 15000) -> None:
+                 n_iter_no_change: Any = 10, max_fun: int = 15000,
+                 n_jobs: int | None = None) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -751,7 +781,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun)
+            max_fun=max_fun, n_jobs=n_jobs)
         self.loss = loss
 
     def _check_params(self) -> list[int]:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["blas_threads"]
+__all__ = ["blas_threads", "kernel_threads"]
 
 _lock = threading.Lock()
 _controller: Any = None
@@ -50,3 +50,26 @@ def blas_threads(n: int | None) -> Iterator[None]:
         return
     with _blas_controller().limit(limits=n, user_api="blas"):
         yield
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int) -> Iterator[None]:
+    """Within the block, fastgd's parallel kernels run on ``n`` threads (1: serial builds).
+
+    ``n`` is capped at the threads Numba started with. Numba's thread count is the calling
+    thread's own, and is restored after the block.
+    """
+    from fastgd import _backend
+
+    if n <= 1:
+        with _backend.serial_kernels():
+            yield
+        return
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)

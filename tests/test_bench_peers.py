@@ -67,6 +67,8 @@ def test_estimator_report_compares_with_the_faster_sklearn_at_one_optimum(monkey
         assert r["sklearn_s"] == min(both)
         assert r["sklearn_threads"] == ("1" if both[1] < both[0] else "all")
     assert rows[0]["acc_fastgd"] == rows[0]["acc_sklearn"]  # the MLPs fit one model
+    assert rows[0]["acc_fastgd_all_threads"] == rows[0]["acc_fastgd"]  # n_jobs=-1 too
+    assert rows[0]["fastgd_all_threads_s"] > 0 and rows[1]["fastgd_all_threads_s"] is None
     assert rows[1]["acc_fastgd"] > 0.9 and rows[1]["acc_sklearn"] > 0.9
     # at the benchmark's tolerance both logistic fits reach one optimum
     assert abs(rows[1]["objective_rel"]) < 1e-6

@@ -341,7 +341,10 @@ def test_csr_products_equal_dense_products_on_any_rows(dtype, cols):
     X = _mostly_zero(300, 40, 0.2, rng, dtype)
     w = rng.normal(size=(40, cols)).astype(dtype)
     rows = np.concatenate([rng.permutation(300)[:90], [3, 3, 7]])  # repeats, empty rows
-    A = _CSR.from_dense(X).take(rows)
+    whole = _CSR.from_dense(X)
+    empty = whole.take(np.array([0, 7, 14]))  # no entries: the sort's scratch starts empty
+    empty.tmatmul(np.ones((3, cols), dtype), np.empty((40, cols), dtype))
+    A = whole.take(rows)  # shares (and grows) that scratch
     d = rng.normal(size=(rows.size, cols)).astype(dtype)
     tol = 1e-12 if dtype == np.float64 else 2e-5
     results = []
@@ -357,22 +360,7 @@ def test_csr_products_equal_dense_products_on_any_rows(dtype, cols):
     assert all(np.array_equal(a, b) for a, b in zip(*results))
 
 
-def test_csr_weight_gradient_does_not_depend_on_its_blocks():
-    from fastgd.models.mlp import _CSR
-
-    rng = np.random.default_rng(6)
-    A = _CSR.from_dense(_mostly_zero(200, 50, 0.3, rng)).take(rng.permutation(200)[:120])
-    d = rng.normal(size=(120, 9))
-    rule = _backend._variants("nn", "csr_tmatmul", ())
-    outs = []
-    for blocks in (1, 2, 3, 7, 50, 64):
-        out = np.full((50, 9), np.nan)
-        rule.builds[False](A.indptr, A.indices, A.data, A.rows, d, blocks, out)
-        outs.append(out)
-    assert all(np.array_equal(o, outs[0]) for o in outs)
-
-
-def test_csr_input_sorts_unsorted_indices_and_takes_rows_as_views():
+def test_csr_input_with_unsorted_indices_and_rows_as_views():
     sp = pytest.importorskip("scipy.sparse")
     from fastgd.models.mlp import _CSR
 
@@ -381,10 +369,12 @@ def test_csr_input_sorts_unsorted_indices_and_takes_rows_as_views():
     m = sp.csr_matrix((np.array([3.0, 2.0, 1.0]), np.array([2, 1, 0]), np.array([0, 2, 3, 3])),
                       shape=(3, 3))
     A = _CSR(m, np.dtype(np.float64))
-    assert list(A.indices) == [1, 2, 0]
+    d = np.arange(6.0).reshape(3, 2)
     out = np.empty((3, 2))
-    A.tmatmul(np.ones((3, 2)), out)
-    np.testing.assert_array_equal(out, X.T @ np.ones((3, 2)))
+    A.tmatmul(d, out)
+    np.testing.assert_array_equal(out, X.T @ d)
+    A.matmul(d[:, ::-1].copy(), out)
+    np.testing.assert_array_equal(out, X @ d[:, ::-1])
     B = _CSR.from_dense(X)
     for name in ("indptr", "indices", "data"):
         np.testing.assert_array_equal(getattr(B, name), getattr(sp.csr_matrix(X), name))
@@ -394,24 +384,22 @@ def test_csr_input_sorts_unsorted_indices_and_takes_rows_as_views():
 
 
 def test_mostly_zero_dense_input_takes_the_csr_kernels():
-    import numba
-
     from fastgd.models.mlp import _CSR, SPARSE_DENSITY
 
     rng = np.random.default_rng(7)
     model = MLP([30, 8, 3], output="multiclass", dtype=np.float64, seed=0)
-    limit = SPARSE_DENSITY[min(numba.get_num_threads(), 2)]
-    sparse = _mostly_zero(50, 30, limit / 2, rng)
-    dense = rng.normal(size=(50, 30))
-    assert isinstance(model._fast_input(sparse), _CSR)
-    assert model._fast_input(dense) is dense
-    assert model._fast_input(sparse[:0]).shape == (0, 30)
+    for threads in (1, 2, 8):
+        limit = SPARSE_DENSITY[min(threads, 2)]
+        assert model._csr_pays(_mostly_zero(50, 30, limit * 0.8, rng), threads)
+        assert not model._csr_pays(_mostly_zero(50, 30, limit * 1.5, rng), threads)
+    sparse = _mostly_zero(50, 30, 0.1, rng)
+    assert not model._csr_pays(sparse[:0], 1)
     linear = MLP([30, 3], output="multiclass", dtype=np.float64)
-    assert linear._fast_input(sparse) is sparse  # its one-pass kernel reads X once
+    assert not linear._csr_pays(sparse, 1)  # its one-pass kernel reads X once
     y = rng.integers(0, 3, 50)
     Xs, ys = model._prepare(sparse, y)
     loss = model._loss_and_grad(Xs, ys)
     grads = model.flat.grad_buffers[np.dtype(np.float64)].copy()
-    assert model._loss_and_grad(model._fast_input(Xs), ys) == pytest.approx(loss, rel=1e-14)
+    assert model._loss_and_grad(_CSR.from_dense(Xs), ys) == pytest.approx(loss, rel=1e-14)
     np.testing.assert_allclose(model.flat.grad_buffers[np.dtype(np.float64)], grads,
                                rtol=1e-12, atol=1e-15)

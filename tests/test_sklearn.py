@@ -5,6 +5,7 @@ scikit-learn's own test files run against these estimators in tests/test_sklearn
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 
@@ -118,6 +119,57 @@ def test_mostly_zero_input_fits_the_same_model_on_the_csr_kernels(solver, monkey
         for a, b in zip(_params(ours), _params(theirs)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+@pytest.mark.parametrize("zeros", [False, True], ids=["dense", "mostly-zero"])
+def test_n_jobs_gives_the_threads_to_the_first_layer_and_fits_the_same_model(
+        solver, zeros, monkeypatch):
+    """n_jobs=None (the default, like 1): BLAS on one thread, fastgd's kernels serial.
+    n_jobs=-1: every thread to the first layer's products, BLAS's for a dense input (fastgd's
+    kernels serial), the CSR kernels' for a mostly-zero one (BLAS on one thread). The
+    fitted model is the same (to the bit on fastgd's kernels)."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from fastgd import _backend
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    X, y = _digits()
+    if zeros:
+        X = np.where(X > 0.85, X, 0.0)
+    threads, cores, outside = numba.get_num_threads(), os.cpu_count(), blas_threads()
+    seen = []
+    real = _backend.launch
+
+    def recording(*args, **kwargs):
+        if len(seen) < 2:
+            seen.append((_backend._mode.size, numba.get_num_threads(), blas_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_backend, "launch", recording)
+    args = {"hidden_layer_sizes": (24,), "max_iter": 8, "random_state": 0, "solver": solver}
+    serial = MLPClassifier(**args).fit(X, y)
+    assert seen and all(mode == _backend._SERIAL and blas == {1} for mode, _, blas in seen)
+    seen.clear()
+    threaded = MLPClassifier(**args, n_jobs=-1).fit(X, y)
+    for mode, n, blas in seen:
+        if zeros:
+            assert (mode, n, blas) == (None, min(cores, numba.config.NUMBA_NUM_THREADS), {1})
+        else:
+            assert mode == _backend._SERIAL and blas == {cores}
+    assert numba.get_num_threads() == threads and _backend._mode.size is None
+    assert blas_threads() == outside
+    for a, b in zip(_params(serial), _params(threaded)):
+        if zeros:  # fastgd's kernels give the same bits on any thread count
+            np.testing.assert_array_equal(a, b)
+        else:  # BLAS on several threads may add in another order
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    if solver != "lbfgs" and zeros:
+        assert serial.loss_curve_ == threaded.loss_curve_
 
 
 def test_shuffle_draws_scikit_learns_permutation():
@@ -319,6 +371,9 @@ def test_linear_regression_is_scikit_learns_least_squares(sparse, kw):
     (MLPClassifier(validation_fraction=1.5), "'validation_fraction' parameter"),
     (MLPClassifier(hidden_layer_sizes=(3, 0)), "hidden_layer_sizes must be > 0"),
     (MLPClassifier(n_iter_no_change=0), "'n_iter_no_change' parameter"),
+    (MLPClassifier(n_jobs=0), r"'n_jobs' parameter .* Got 0 instead"),
+    (MLPRegressor(n_jobs=1.5), r"'n_jobs' parameter .* Got 1.5 instead"),
+    (MLPClassifier(n_jobs=True), r"'n_jobs' parameter .* Got True instead"),
     (LogisticRegression(C=-1.0), "'C' parameter"),
     (LogisticRegression(solver="saga"), "solver='saga' is not supported"),
     (LogisticRegression(l1_ratio=0.5), "l1_ratio=0.5 is not supported"),
@@ -362,11 +417,14 @@ def test_training_that_produces_non_finite_weights_is_an_error():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "mostly-zero"])
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
-def test_mini_batch_fit_keeps_blas_on_one_thread(solver, monkeypatch):
-    """Inside a stochastic fit BLAS runs on one thread, so fastgd's parallel kernels
-    (the sparse first layer's) never meet BLAS's spinning threads; the caller's BLAS
-    threads and kernel mode are back afterwards."""
+def test_mini_batch_fit_runs_every_kernel_serially_and_blas_on_one_thread(
+        solver, sparse, monkeypatch):
+    """Inside a stochastic fit no parallel Numba kernel meets another thread's work (the
+    contention the README measures: BLAS's spinning threads, or a busy core, stall a
+    parallel kernel), the sparse first layer's CSR kernels included; outside it the
+    caller's BLAS threads and kernel mode are back."""
     from threadpoolctl import threadpool_info
 
     from fastgd import _backend
@@ -374,18 +432,28 @@ def test_mini_batch_fit_keeps_blas_on_one_thread(solver, monkeypatch):
     def blas_threads():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
-    seen = []
-    real = _backend.launch
+    modes, seen = [], []
+    real, real_sized = _backend.launch, _backend.launch_sized
 
     def recording(*args, **kwargs):
+        modes.append(_backend._mode.size)
         if not seen:
             seen.append(blas_threads())
         return real(*args, **kwargs)
 
+    def recording_sized(size, module, name, *args, **kwargs):
+        modes.append(_backend._mode.size)
+        return real_sized(size, module, name, *args, **kwargs)
+
     monkeypatch.setattr(_backend, "launch", recording)
-    X, y = np.random.default_rng(0).standard_normal((300, 20)), np.arange(300) % 3
+    monkeypatch.setattr(_backend, "launch_sized", recording_sized)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, 20)), np.arange(300) % 3
+    if sparse:
+        X *= rng.random(X.shape) < 0.1
     before, mode = blas_threads(), _backend._mode.size
     MLPClassifier(hidden_layer_sizes=(8,), solver=solver, max_iter=3).fit(X, y)
+    assert modes and set(modes) == {_backend._SERIAL}
     assert seen == [{1}]
     assert blas_threads() == before
     assert _backend._mode.size == mode

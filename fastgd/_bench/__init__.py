@@ -25,6 +25,7 @@ from fastgd._bench.reports import (
 from fastgd._bench.timing import isolated, measure
 from fastgd._bench.workloads import (
     ESTIMATOR_DATA,
+    FASTGD_THREADS,
     LINEAR_SHAPES,
     MLP_EPOCHS,
     OVERHEAD_SIZES,
@@ -53,6 +54,7 @@ from fastgd._bench.workloads import (
 __all__ = [
     "CUDA_SIZES",
     "ESTIMATOR_DATA",
+    "FASTGD_THREADS",
     "LINEAR_SHAPES",
     "MLP_EPOCHS",
     "OVERHEAD_SIZES",

@@ -287,19 +287,23 @@ def report_estimators(rounds: int = 3, out: Callable[[str], None] = print
     alternately, ``rounds`` times each after one untimed round; the median fit time is
     shown. scikit-learn is timed at both of
     :data:`~fastgd._bench.workloads.SKLEARN_THREADS` and compared at the faster (the
-    ``threads`` column). The MLPs train for equal epochs; the logistic regressions to their
+    ``threads`` column); fastgd's MLP at both of
+    :data:`~fastgd._bench.workloads.FASTGD_THREADS` (the default, serial kernels, and
+    ``n_jobs=-1``). The MLPs train for equal epochs; the logistic regressions to their
     stopping rule (the table shows how far fastgd's objective is from scikit-learn's,
     relatively).
     """
     out(f"scikit-learn estimators: fastgd.sklearn vs scikit-learn {_sklearn_version()} "
         f"(at its faster thread setting), median of {rounds} fits each, float64")
     head = (f"{'estimator':<22}{'data':<11}{'fastgd':>10}{'sklearn':>10}{'threads':>9}"
-            f"{'speed-up':>10}{'acc fastgd':>12}{'acc sklearn':>12}{'objective':>11}")
+            f"{'speed-up':>10}{'n_jobs=-1':>11}{'speed-up':>10}{'acc fastgd':>12}"
+            f"{'acc sklearn':>12}{'objective':>11}")
     out(head)
     out("-" * len(head))
-    impls = ("fastgd", *W.SKLEARN_THREADS)
     rows: list[dict[str, Any]] = []
     for kind in ("mlp", "logistic"):
+        ours = tuple(W.FASTGD_THREADS) if kind == "mlp" else ("fastgd",)
+        impls = (*ours, *W.SKLEARN_THREADS)
         for data in W.ESTIMATOR_DATA:
             split = W.estimator_data(data)
             if split is None:
@@ -318,21 +322,26 @@ def report_estimators(rounds: int = 3, out: Callable[[str], None] = print
                     fitted[impl] = est
             t = {k: float(np.median(v)) for k, v in times.items()}
             peer = min(W.SKLEARN_THREADS, key=lambda k: t[k])
-            acc = {k: float(fitted[k].score(Xte, yte)) for k in ("fastgd", peer)}
+            acc = {k: float(fitted[k].score(Xte, yte)) for k in (*ours, peer)}
             rel = None
             if kind == "logistic":
                 f = {k: W.logistic_objective(fitted[k], Xtr, ytr) for k in ("fastgd", peer)}
                 rel = (f["fastgd"] - f[peer]) / abs(f[peer])
             threads = "all" if W.SKLEARN_THREADS[peer] is None else str(W.SKLEARN_THREADS[peer])
             name = ("MLPClassifier(100,)" if kind == "mlp" else "LogisticRegression")
+            tj = t.get("fastgd-n_jobs=-1")
+            jobs = (f"{_fmt_time(tj):>11}{t[peer] / tj:>9.2f}x" if tj is not None
+                    else " " * 21)
             out(f"{name:<22}{data:<11}{_fmt_time(t['fastgd']):>10}{_fmt_time(t[peer]):>10}"
-                f"{threads:>9}{t[peer] / t['fastgd']:>9.2f}x{acc['fastgd']:>12.4f}"
+                f"{threads:>9}{t[peer] / t['fastgd']:>9.2f}x{jobs}{acc['fastgd']:>12.4f}"
                 f"{acc[peer]:>12.4f}" + (f"{rel:>+11.1e}" if rel is not None else ""))
             rows.append({"kind": kind, "data": data, "fastgd_s": t["fastgd"],
+                         "fastgd_all_threads_s": tj,
                          "sklearn_s": t[peer], "sklearn_threads": threads,
                          "sklearn_all_threads_s": t["sklearn"],
                          "sklearn_1thread_s": t["sklearn-1thread"],
                          "acc_fastgd": acc["fastgd"], "acc_sklearn": acc[peer],
+                         "acc_fastgd_all_threads": acc.get("fastgd-n_jobs=-1"),
                          "objective_rel": rel})
     return rows
 

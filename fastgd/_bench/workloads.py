@@ -541,16 +541,22 @@ def estimator_data(name: str) -> tuple[Any, Any, Any, Any] | None:
 def estimator(kind: str, data: str, impl: str) -> Any:
     """An unfitted estimator of the benchmark: ``kind`` ``"mlp"`` or ``"logistic"``.
 
-    ``impl``: ``"fastgd"`` (fastgd.sklearn) or ``"sklearn"`` / ``"sklearn-1thread"``
-    (scikit-learn's; :func:`fit_estimator` sets the threads). The MLP: 100 hidden units,
+    ``impl``: ``"fastgd"`` (fastgd.sklearn at its defaults: serial kernels),
+    ``"fastgd-n_jobs=-1"`` (the MLP's kernels on every thread, :data:`FASTGD_THREADS`) or
+    ``"sklearn"`` / ``"sklearn-1thread"`` (scikit-learn's; :func:`fit_estimator` sets the
+    threads). The MLP: 100 hidden units,
     Adam, :data:`MLP_EPOCHS` epochs for both (no early stop); logistic regression:
     scikit-learn's defaults (L2, C=1) but ``tol=1e-6`` (:data:`LOGISTIC_TOL`), with room to
     converge (``max_iter=5000``): at the default 1e-4 the two stop at different points of
     an ill-conditioned problem (on MNIST-5k both ~1e-3 above the optimum, 4.6e-4 apart),
     at 1e-6 both reach the same optimum (1e-7 apart), so their times compare.
     """
-    if impl == "fastgd":
+    extra = {}
+    if impl in FASTGD_THREADS:
         from fastgd import sklearn as mod
+
+        if FASTGD_THREADS[impl] is not None:
+            extra["n_jobs"] = FASTGD_THREADS[impl]
     else:
         from sklearn import linear_model, neural_network
 
@@ -558,8 +564,15 @@ def estimator(kind: str, data: str, impl: str) -> Any:
     if kind == "mlp":
         epochs = MLP_EPOCHS[data]
         return mod.MLPClassifier(hidden_layer_sizes=(100,), max_iter=epochs, tol=0.0,
-                                 n_iter_no_change=epochs + 1, random_state=0)
+                                 n_iter_no_change=epochs + 1, random_state=0, **extra)
+    if extra:
+        raise ValueError(f"{impl} is for the MLP (LogisticRegression has no n_jobs)")
     return mod.LogisticRegression(max_iter=5000, tol=LOGISTIC_TOL)
+
+
+#: fastgd's MLP settings in the estimator benchmark: ``n_jobs`` None (the default: fastgd's
+#: kernels serial, robust on a busy machine) and -1 (every thread; BLAS on one thread).
+FASTGD_THREADS = {"fastgd": None, "fastgd-n_jobs=-1": -1}
 
 
 #: The scikit-learn peer's thread settings: its default (BLAS and OpenMP on every core) and
@@ -571,8 +584,9 @@ SKLEARN_THREADS = {"sklearn": None, "sklearn-1thread": 1}
 def fit_estimator(est: Any, X: Any, y: Any, impl: str) -> Any:
     """``est.fit(X, y)`` with warnings silenced; scikit-learn under ``impl``'s threads.
 
-    ``impl``: ``"fastgd"`` (fastgd chooses its own threads inside ``fit``) or a key of
-    :data:`SKLEARN_THREADS` (threadpoolctl limits BLAS and OpenMP around the fit).
+    ``impl``: a key of :data:`FASTGD_THREADS` (fastgd chooses its own threads inside
+    ``fit``) or of :data:`SKLEARN_THREADS` (threadpoolctl limits BLAS and OpenMP around
+    the fit).
     """
     import contextlib
     import warnings

@@ -56,35 +56,36 @@ def _range(y: Any) -> tuple[Any, Any]:
 class _CSR:
     """A CSR matrix as the model's kernels take it, or a selection of its rows.
 
-    ``indptr, indices, data`` hold the whole matrix (indices sorted within each row);
-    ``rows`` lists the rows this input stands for, in order (all of them, or a mini-batch
-    picked by :meth:`take` without copying), and ``shape`` is ``(len(rows), features)``.
+    ``indptr, indices, data`` hold the whole matrix; ``rows`` lists the rows this input
+    stands for, in order (all of them, or a mini-batch picked by :meth:`take` without
+    copying), and ``shape`` is ``(len(rows), features)``. The matrix and its selections
+    share one scratch for the weight gradient's sort, kept between calls.
     """
 
-    __slots__ = ("data", "indices", "indptr", "rows", "shape")
+    __slots__ = ("_scratch", "_whole", "data", "indices", "indptr", "rows", "shape")
 
     def __init__(self, m: Any, dtype: np.dtype) -> None:
         m = m.tocsr()
-        if not m.has_sorted_indices:  # the weight gradient's bisection needs them sorted
-            m = m.sorted_indices()
-        self.indptr = np.ascontiguousarray(m.indptr)
-        self.indices = np.ascontiguousarray(m.indices)
-        self.data = np.ascontiguousarray(m.data, dtype=dtype)
-        self.rows = np.arange(m.shape[0], dtype=np.intp)
-        self.shape = m.shape
+        self._set(m.indptr, m.indices, np.asarray(m.data, dtype=dtype), m.shape)
+
+    def _set(self, indptr: Any, indices: Any, data: Any, shape: tuple[int, int]) -> None:
+        self.indptr = np.ascontiguousarray(indptr)
+        self.indices = np.ascontiguousarray(indices)
+        self.data = np.ascontiguousarray(data)
+        self.rows = np.arange(shape[0], dtype=np.intp)
+        self.shape = tuple(shape)
+        self._whole = True
+        self._scratch: list[Any] = []
 
     @classmethod
     def from_dense(cls, X: Any) -> _CSR:
         """The nonzeros of a dense 2-D NumPy array, row by row (no SciPy needed)."""
-        part = object.__new__(cls)
         mask = X != 0
-        part.indptr = np.zeros(X.shape[0] + 1, np.int64)
-        np.cumsum(np.count_nonzero(mask, axis=1), out=part.indptr[1:])
-        part.indices = np.ascontiguousarray(np.nonzero(mask)[1])
-        part.data = np.ascontiguousarray(X[mask])
-        part.rows = np.arange(X.shape[0], dtype=np.intp)
-        part.shape = X.shape
-        return part
+        indptr = np.zeros(X.shape[0] + 1, np.int64)
+        np.cumsum(np.count_nonzero(mask, axis=1), out=indptr[1:])
+        out = object.__new__(cls)
+        out._set(indptr, np.nonzero(mask)[1], X[mask], X.shape)
+        return out
 
     def take(self, idx: Any) -> _CSR:
         """Rows ``idx`` of this input (positions in ``rows``), sharing its arrays."""
@@ -92,6 +93,8 @@ class _CSR:
         part.indptr, part.indices, part.data = self.indptr, self.indices, self.data
         part.rows = np.ascontiguousarray(self.rows[idx], dtype=np.intp)
         part.shape = (part.rows.size, self.shape[1])
+        part._whole = False
+        part._scratch = self._scratch
         return part
 
     def _work(self, cols: int) -> int:
@@ -105,13 +108,17 @@ class _CSR:
                               self.indices, self.data, self.rows, w, out)
 
     def tmatmul(self, d: Any, out: Any) -> None:
-        """``out <- X^T d`` by the CSR kernel: a block of output rows per thread."""
-        work = self._work(out.shape[1])
-        from numba import get_num_threads
-
-        blocks = get_num_threads() if _backend.runs_parallel(work, "nn", "csr_tmatmul") else 1
-        _backend.launch_sized(work, "nn", "csr_tmatmul", (), self.indptr, self.indices,
-                              self.data, self.rows, d, blocks, out)
+        """``out <- X^T d`` by the CSR kernel (the entries sorted by feature first)."""
+        ip = self.indptr
+        entries = (self.data.size if self._whole
+                   else int(ip[self.rows + 1].sum() - ip[self.rows].sum()))
+        scratch = self._scratch
+        if not scratch or scratch[0].size != out.shape[0] + 1 or scratch[1].size < entries:
+            size = entries if self._whole else 2 * entries  # batches vary: room for more
+            scratch[:] = [np.empty(out.shape[0] + 1, np.int64), np.empty(size, np.intp),
+                          np.empty(size, self.data.dtype)]
+        _backend.launch_sized(self._work(out.shape[1]), "nn", "csr_tmatmul", (), ip,
+                              self.indices, self.data, self.rows, d, out, *scratch)
 
 
 def _is_sparse(X: Any) -> bool:
@@ -120,13 +127,14 @@ def _is_sparse(X: Any) -> bool:
 
 
 _WORKSPACES = 4  # batch sizes kept at once
-#: The largest fraction of nonzero entries for which :meth:`MLP._fast_input` turns a dense
-#: input into CSR, by Numba's threads (1, 2 or more). The CSR products against BLAS's
-#: gather and two GEMMs on one thread, a 200-row batch, 100 hidden units, float64, here:
-#: 784 features at densities 0.1 / 0.2 / 0.3 / 0.4 / 0.5 / 0.6: 5.2 / 3.1 / 1.8 / 1.23 /
-#: 1.31 / 0.91x as fast on two threads, 2.7 / 1.6 / 0.94 / 0.72x on one; 64 features: 4.7 /
-#: 2.6 / 1.78 / 1.45 / 1.11 / 0.99x on two threads, 3.2 / 1.9 / 1.2 / 0.87x on one.
-SPARSE_DENSITY = {1: 0.2, 2: 0.4}
+#: The largest fraction of nonzero entries for which :meth:`MLP._csr_pays`, by the threads
+#: of the CSR kernels (1, 2 or more). The CSR products against BLAS's gather and two GEMMs
+#: on one thread, a 200-row batch of random sparsity, 100 hidden units, float64, here: at
+#: densities 0.1 / 0.2 / 0.3 / 0.4 / 0.5, 784 features: 5.5 / 3.2 / 1.44 / 1.14 / 0.99x as
+#: fast on two threads, 3.2 / 1.7 / 1.08 / 0.81x on one; 100 features: 3.9 / 2.4 / 1.47 /
+#: 1.08 / 0.75x on two, 3.0 / 1.63 / 1.11 / 0.62x on one; 64 features: 3.9 / 2.6 / 1.9 /
+#: 1.32 / 1.05x on two, 2.9 / 1.75 / 1.24 / 0.97x on one.
+SPARSE_DENSITY = {1: 0.25, 2: 0.4}
 
 
 class MLP:
@@ -367,24 +375,19 @@ class MLP:
         return float(self._loss_and_grad(X, y, self._check_weights(sample_weight,
                                                                    X.shape[0])))
 
-    def _fast_input(self, X: Any) -> Any:
-        """A prepared input as the first layer multiplies it fastest.
+    def _csr_pays(self, X: Any, threads: int) -> bool:
+        """Whether the first layer multiplies the dense NumPy ``X`` faster as CSR.
 
-        A dense NumPy ``X`` with few nonzeros (at most :data:`SPARSE_DENSITY` of its
-        entries, by the threads Numba has) becomes CSR, so the first layer's products (``X
-        W``, ``X^T delta``) run on the CSR kernels, whose multiply-adds scale with the
-        nonzeros; row selections (mini-batches) of it are views. Other inputs, and models
-        without hidden layers (their one-pass kernel reads ``X`` once), are returned as they
-        are. The model computes the same function either way (sums in another order).
+        True where ``X`` has few nonzeros: at most :data:`SPARSE_DENSITY` of its entries,
+        by the ``threads`` the CSR kernels would run on. The CSR products' multiply-adds
+        scale with the nonzeros (``X W``, ``X^T delta``), and row selections (mini-batches)
+        of a :class:`_CSR` input are views. Models without hidden layers keep ``X`` (their
+        one-pass kernel reads it once). The model computes the same function either way
+        (sums in another order).
         """
         if type(X) is not np.ndarray or self.n_layers < 2 or X.size == 0:
-            return X
-        from numba import get_num_threads
-
-        limit = SPARSE_DENSITY[min(get_num_threads(), 2)]
-        if np.count_nonzero(X) > limit * X.size:
-            return X
-        return _CSR.from_dense(X)
+            return False
+        return np.count_nonzero(X) <= SPARSE_DENSITY[min(max(threads, 1), 2)] * X.size
 
     def _check_weights(self, sample_weight: Any, n: int) -> Any:
         if sample_weight is None:

@@ -344,40 +344,61 @@ def csr_matmul():
 def csr_tmatmul():
     """out <- X[rows]^T D for X in CSR form: the sparse first layer's weight gradient.
 
-    The output's rows (features) are split into ``blocks`` blocks; each block walks
-    every batch row and adds only its features' entries (found by bisection: a row's
-    indices are sorted), so no two threads write one output row and every sum runs over
-    the batch rows in order: the result does not depend on ``blocks`` (the caller passes
-    the thread count to the parallel build, 1 to the serial one).
+    The batch's entries are first sorted by feature (a counting sort into ``starts``,
+    ``batch_rows``, ``values``: scratch of ``features + 1`` and at least the batch's
+    entry count), so each output row is summed in place, four entries per pass over it,
+    and written once (scattering row by row re-reads and re-writes an output row per
+    entry: 558 against 413 us for an MNIST batch here). Output rows are independent (split
+    between the threads) and each sums its entries in batch-row order: the same bits on
+    any thread count.
     """
 
-    def csr_tmatmul(indptr, indices, data, rows, d, blocks, out):
+    def csr_tmatmul(indptr, indices, data, rows, d, out, starts, batch_rows, values):
         features, cols = out.shape
         zero = as_dtype_of(0.0, out)
-        for b in prange(blocks):
-            k0 = features * b // blocks
-            k1 = features * (b + 1) // blocks
-            for k in range(k0, k1):
+        for k in range(features + 1):
+            starts[k] = 0
+        for i in range(rows.size):
+            r = rows[i]
+            for j in range(indptr[r], indptr[r + 1]):
+                starts[indices[j] + 1] += 1
+        for k in range(features):
+            starts[k + 1] += starts[k]
+        for i in range(rows.size):  # starts[k] runs up to the end of feature k's entries
+            r = rows[i]
+            for j in range(indptr[r], indptr[r + 1]):
+                k = indices[j]
+                at = starts[k]
+                batch_rows[at] = i
+                values[at] = data[j]
+                starts[k] = at + 1
+        for k in range(features, 0, -1):  # back to the starts
+            starts[k] = starts[k - 1]
+        starts[0] = 0
+        for k in prange(features):
+            hi = starts[k + 1]
+            for c in range(cols):
+                out[k, c] = zero
+            j = starts[k]
+            while j + 4 <= hi:
+                v0 = values[j]
+                v1 = values[j + 1]
+                v2 = values[j + 2]
+                v3 = values[j + 3]
+                i0 = batch_rows[j]
+                i1 = batch_rows[j + 1]
+                i2 = batch_rows[j + 2]
+                i3 = batch_rows[j + 3]
                 for c in range(cols):
-                    out[k, c] = zero
-            for i in range(rows.size):
-                r = rows[i]
-                hi = indptr[r + 1]
-                a = indptr[r]
-                z = hi
-                while a < z:  # the row's first entry of a feature >= k0
-                    m = (a + z) // 2
-                    if indices[m] < k0:
-                        a = m + 1
-                    else:
-                        z = m
-                j = a
-                while j < hi and indices[j] < k1:
-                    v = data[j]
-                    k = indices[j]
-                    for c in range(cols):
-                        out[k, c] += v * d[i, c]
-                    j += 1
+                    out[k, c] += (v0 * d[i0, c] + v1 * d[i1, c]) + (v2 * d[i2, c]
+                                                                     + v3 * d[i3, c])
+                j += 4
+            while j < hi:
+                v0 = values[j]
+                i0 = batch_rows[j]
+                for c in range(cols):
+                    out[k, c] += v0 * d[i0, c]
+                j += 1
 
     return csr_tmatmul
 

@@ -645,8 +645,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     scikit-learn's momentum, Nesterov and learning-rate schedules) or ``"lbfgs"``
     (fastgd.LBFGS with a strong-Wolfe line search; scikit-learn uses SciPy's L-BFGS-B, so
     the iterates differ while the optimum is the same). ``solver`` also takes any fastgd
-    optimizer's name, and ``activation`` fastgd's other activations, as extras. ``X`` of
-    float32 trains in float32.
+    optimizer's name, ``activation`` fastgd's other activations, and ``n_jobs`` the
+    threads of ``fit`` (None: one, robust on a busy machine; -1: every core, given to BLAS
+    for a dense ``X`` or to the CSR kernels of a sparse or mostly-zero one), as extras.
+    ``X`` of float32 trains in float32.
 
     Attributes are scikit-learn's: ``classes_``, ``loss_``, ``best_loss_``,
     ``loss_curve_``, ``validation_scores_``, ``best_validation_score_``, ``t_``,

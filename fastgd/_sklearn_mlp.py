@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -374,6 +373,8 @@ class _BaseMLP(BaseEstimator):
                              f"hidden_layer_sizes ask for {layer_units}")
         if X.dtype != model.dtype:
             X = X.astype(model.dtype)
+        from joblib import effective_n_jobs  # scikit-learn's dependency: n_jobs as it means it
+
         n_jobs = effective_n_jobs(self.n_jobs)
         csr = model._csr_pays(X, n_jobs)  # a mostly-zero dense X: the CSR first layer
         with (_fit_threads(n_jobs, csr or _is_sparse(X)),

@@ -292,9 +292,42 @@ def rowscale():
     return rowscale
 
 
+@register_jitable(inline="always")
+def _add_scaled_rows(out, o, src, at, vals, lo, hi):
+    """out[o, :] <- sum of vals[j] * src[at[j], :] over j in [lo, hi), in order of j.
+
+    Four entries are added per pass over the output row, so it is loaded and stored a
+    quarter as often (the CSR products' inner loop; the sum's order is fixed).
+    """
+    cols = out.shape[1]
+    zero = as_dtype_of(0.0, out)
+    for c in range(cols):
+        out[o, c] = zero
+    j = lo
+    while j + 4 <= hi:
+        v0 = vals[j]
+        v1 = vals[j + 1]
+        v2 = vals[j + 2]
+        v3 = vals[j + 3]
+        k0 = at[j]
+        k1 = at[j + 1]
+        k2 = at[j + 2]
+        k3 = at[j + 3]
+        for c in range(cols):
+            out[o, c] += (v0 * src[k0, c] + v1 * src[k1, c]) + (v2 * src[k2, c]
+                                                                 + v3 * src[k3, c])
+        j += 4
+    while j < hi:
+        v0 = vals[j]
+        k0 = at[j]
+        for c in range(cols):
+            out[o, c] += v0 * src[k0, c]
+        j += 1
+
+
 #: Multiply-adds (stored entries x output columns) from which the CSR products run on every
 #: thread (``launch_sized``): an MNIST batch (200 rows, 30k entries, 100 columns) took
-#: 366 / 187 us (X W) and 512 / 250 us (X^T D) on one / two threads here.
+#: 312-335 / 149-159 us (X W) and 444-466 / 346-440 us (X^T D) on one / two threads here.
 CSR_THRESHOLD = 1 << 16
 
 
@@ -302,40 +335,15 @@ CSR_THRESHOLD = 1 << 16
 def csr_matmul():
     """out[i] <- X[rows[i]] W for X in CSR form (indptr, indices, data): a sparse first layer.
 
-    ``rows`` picks the rows of X (a mini-batch, without copying it). Four stored entries
-    are added per pass over the output row, so the row is loaded and stored a quarter as
-    often; rows are independent (split between the threads), and each sum runs in the
-    order of the row's entries whatever the threads.
+    ``rows`` picks the rows of X (a mini-batch, without copying it). Rows are independent
+    (split between the threads), and each sums the row's entries in order
+    (:func:`_add_scaled_rows`) whatever the threads.
     """
 
     def csr_matmul(indptr, indices, data, rows, w, out):
-        n, cols = out.shape
-        zero = as_dtype_of(0.0, out)
-        for i in prange(n):
+        for i in prange(out.shape[0]):
             r = rows[i]
-            hi = indptr[r + 1]
-            for c in range(cols):
-                out[i, c] = zero
-            j = indptr[r]
-            while j + 4 <= hi:
-                v0 = data[j]
-                v1 = data[j + 1]
-                v2 = data[j + 2]
-                v3 = data[j + 3]
-                k0 = indices[j]
-                k1 = indices[j + 1]
-                k2 = indices[j + 2]
-                k3 = indices[j + 3]
-                for c in range(cols):
-                    out[i, c] += (v0 * w[k0, c] + v1 * w[k1, c]) + (v2 * w[k2, c]
-                                                                     + v3 * w[k3, c])
-                j += 4
-            while j < hi:
-                v0 = data[j]
-                k0 = indices[j]
-                for c in range(cols):
-                    out[i, c] += v0 * w[k0, c]
-                j += 1
+            _add_scaled_rows(out, i, w, indices, data, indptr[r], indptr[r + 1])
 
     return csr_matmul
 
@@ -346,16 +354,16 @@ def csr_tmatmul():
 
     The batch's entries are first sorted by feature (a counting sort into ``starts``,
     ``batch_rows``, ``values``: scratch of ``features + 1`` and at least the batch's
-    entry count), so each output row is summed in place, four entries per pass over it,
-    and written once (scattering row by row re-reads and re-writes an output row per
-    entry: 558 against 413 us for an MNIST batch here). Output rows are independent (split
+    entry count), so each output row is summed in place (:func:`_add_scaled_rows`) and
+    written once (scattering row by row re-reads and re-writes an output row per
+    entry: 512-558 against 413-466 us for an MNIST batch here, serially; the sort is serial,
+    so two threads gain less than on X W). Output rows are independent (split
     between the threads) and each sums its entries in batch-row order: the same bits on
     any thread count.
     """
 
     def csr_tmatmul(indptr, indices, data, rows, d, out, starts, batch_rows, values):
-        features, cols = out.shape
-        zero = as_dtype_of(0.0, out)
+        features = out.shape[0]
         for k in range(features + 1):
             starts[k] = 0
         for i in range(rows.size):
@@ -376,29 +384,7 @@ def csr_tmatmul():
             starts[k] = starts[k - 1]
         starts[0] = 0
         for k in prange(features):
-            hi = starts[k + 1]
-            for c in range(cols):
-                out[k, c] = zero
-            j = starts[k]
-            while j + 4 <= hi:
-                v0 = values[j]
-                v1 = values[j + 1]
-                v2 = values[j + 2]
-                v3 = values[j + 3]
-                i0 = batch_rows[j]
-                i1 = batch_rows[j + 1]
-                i2 = batch_rows[j + 2]
-                i3 = batch_rows[j + 3]
-                for c in range(cols):
-                    out[k, c] += (v0 * d[i0, c] + v1 * d[i1, c]) + (v2 * d[i2, c]
-                                                                     + v3 * d[i3, c])
-                j += 4
-            while j < hi:
-                v0 = values[j]
-                i0 = batch_rows[j]
-                for c in range(cols):
-                    out[k, c] += v0 * d[i0, c]
-                j += 1
+            _add_scaled_rows(out, k, d, batch_rows, values, starts[k], starts[k + 1])
 
     return csr_tmatmul
 

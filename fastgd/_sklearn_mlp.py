@@ -589,7 +589,8 @@ class _Rows:
 
     A CSR input gives views of its arrays (:meth:`_CSR.take`); a dense one is gathered by
     fastgd's row kernel into one buffer, reused by every batch (NumPy's fancy indexing
-    allocates a new array each time, at three to four times the cost here).
+    allocates a new array each time: 41 against 32 us for 200 rows of 100 floats from a
+    122 MB array here, 4.7 against 3.0 us on the digits).
     """
 
     def __init__(self, X: Any, batch_size: int) -> None:
@@ -625,7 +626,8 @@ def _shuffled(sample_idx: Any, random_state: Any) -> Any:
     """``sklearn.utils.shuffle(sample_idx, random_state=random_state)``: the same draw.
 
     scikit-learn shuffles ``arange(n)`` with the RandomState and indexes by it; this does
-    the same without its input checks (a third of the digits' epoch overhead here).
+    the same without its input checks (the digits' 1437 indices: 24 against 209 us here,
+    once per epoch).
     """
     order = np.arange(sample_idx.size)
     random_state.shuffle(order)

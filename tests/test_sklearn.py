@@ -5,7 +5,6 @@ scikit-learn's own test files run against these estimators in tests/test_sklearn
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 
@@ -144,7 +143,9 @@ def test_n_jobs_gives_the_threads_to_the_first_layer_and_fits_the_same_model(
     X, y = _digits()
     if zeros:
         X = np.where(X > 0.85, X, 0.0)
-    threads, cores, outside = numba.get_num_threads(), os.cpu_count(), blas_threads()
+    from joblib import effective_n_jobs
+
+    threads, cores, outside = numba.get_num_threads(), effective_n_jobs(-1), blas_threads()
     seen = []
     real = _backend.launch
 
@@ -159,6 +160,7 @@ def test_n_jobs_gives_the_threads_to_the_first_layer_and_fits_the_same_model(
     assert seen and all(mode == _backend._SERIAL and blas == {1} for mode, _, blas in seen)
     seen.clear()
     threaded = MLPClassifier(**args, n_jobs=-1).fit(X, y)
+    assert seen
     for mode, n, blas in seen:
         if zeros:
             assert (mode, n, blas) == (None, min(cores, numba.config.NUMBA_NUM_THREADS), {1})

@@ -360,6 +360,37 @@ def test_csr_products_equal_dense_products_on_any_rows(dtype, cols):
     assert all(np.array_equal(a, b) for a, b in zip(*results))
 
 
+def test_csr_weight_gradient_sorts_a_matrix_once_and_each_batch_anew(monkeypatch):
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(8)
+    X = _mostly_zero(120, 30, 0.3, rng)
+    whole = _CSR.from_dense(X)
+    sorts = []
+    real = _backend.launch_sized
+
+    def recording(size, module, name, *args):
+        if name == "csr_tmatmul":
+            sorts.append(args[6])  # the sort flag
+        return real(size, module, name, *args)
+
+    monkeypatch.setattr(_backend, "launch_sized", recording)
+    out = np.empty((30, 4))
+    for _ in range(3):  # L-BFGS's evaluations: one sort
+        d = rng.normal(size=(120, 4))
+        whole.tmatmul(d, out)
+        np.testing.assert_allclose(out, X.T @ d, rtol=1e-12, atol=1e-13)
+    idx = rng.permutation(120)[:50]
+    batch = whole.take(idx)  # shares the scratch and overwrites it
+    db = rng.normal(size=(50, 4))
+    batch.tmatmul(db, out)
+    np.testing.assert_allclose(out, X[idx].T @ db, rtol=1e-12, atol=1e-13)
+    whole.tmatmul(d, out)  # sorted again: the scratch held the batch
+    np.testing.assert_allclose(out, X.T @ d, rtol=1e-12, atol=1e-13)
+    whole.take(idx).tmatmul(db, out)  # a new selection of the same rows: sorted anew
+    assert sorts == [1, 0, 0, 1, 1, 1]
+
+
 def test_csr_input_with_unsorted_indices_and_rows_as_views():
     sp = pytest.importorskip("scipy.sparse")
     from fastgd.models.mlp import _CSR

@@ -542,7 +542,7 @@ def estimator(kind: str, data: str, impl: str) -> Any:
     """An unfitted estimator of the benchmark: ``kind`` ``"mlp"`` or ``"logistic"``.
 
     ``impl``: ``"fastgd"`` (fastgd.sklearn at its defaults: serial kernels),
-    ``"fastgd-n_jobs=-1"`` (the MLP's kernels on every thread, :data:`FASTGD_THREADS`) or
+    ``"fastgd-n_jobs=-1"`` (the MLP fit on every core, :data:`FASTGD_THREADS`) or
     ``"sklearn"`` / ``"sklearn-1thread"`` (scikit-learn's; :func:`fit_estimator` sets the
     threads). The MLP: 100 hidden units,
     Adam, :data:`MLP_EPOCHS` epochs for both (no early stop); logistic regression:
@@ -570,8 +570,9 @@ def estimator(kind: str, data: str, impl: str) -> Any:
     return mod.LogisticRegression(max_iter=5000, tol=LOGISTIC_TOL)
 
 
-#: fastgd's MLP settings in the estimator benchmark: ``n_jobs`` None (the default: fastgd's
-#: kernels serial, robust on a busy machine) and -1 (every thread; BLAS on one thread).
+#: fastgd's MLP settings in the estimator benchmark: ``n_jobs`` None (the default: BLAS on
+#: one thread, fastgd's kernels serial) and -1 (every core, for BLAS's GEMMs on a dense
+#: input or for the CSR kernels on a mostly-zero one).
 FASTGD_THREADS = {"fastgd": None, "fastgd-n_jobs=-1": -1}
 
 

@@ -108,17 +108,25 @@ class _CSR:
                               self.indices, self.data, self.rows, w, out)
 
     def tmatmul(self, d: Any, out: Any) -> None:
-        """``out <- X^T d`` by the CSR kernel (the entries sorted by feature first)."""
+        """``out <- X^T d`` by the CSR kernel (the entries sorted by feature first).
+
+        The sort is kept with the rows it was made for: the whole matrix (L-BFGS's every
+        evaluation, LSQR's every product) is sorted once, each new mini-batch anew.
+        """
         ip = self.indptr
-        entries = (self.data.size if self._whole
-                   else int(ip[self.rows + 1].sum() - ip[self.rows].sum()))
-        scratch = self._scratch
-        if not scratch or scratch[0].size != out.shape[0] + 1 or scratch[1].size < entries:
-            size = entries if self._whole else 2 * entries  # batches vary: room for more
-            scratch[:] = [np.empty(out.shape[0] + 1, np.int64), np.empty(size, np.intp),
-                          np.empty(size, self.data.dtype)]
+        scratch = self._scratch  # [starts, batch rows, values, the rows sorted]
+        sort = not scratch or scratch[3] is not self.rows or scratch[0].size != out.shape[0] + 1
+        if sort:
+            entries = (self.data.size if self._whole
+                       else int(ip[self.rows + 1].sum() - ip[self.rows].sum()))
+            if not scratch or scratch[0].size != out.shape[0] + 1 or scratch[1].size < entries:
+                size = entries if self._whole else 2 * entries  # batches vary: room for more
+                scratch[:] = [np.empty(out.shape[0] + 1, np.int64), np.empty(size, np.intp),
+                              np.empty(size, self.data.dtype), None]
+            scratch[3] = self.rows
         _backend.launch_sized(self._work(out.shape[1]), "nn", "csr_tmatmul", (), ip,
-                              self.indices, self.data, self.rows, d, out, *scratch)
+                              self.indices, self.data, self.rows, d, int(sort), out,
+                              *scratch[:3])
 
 
 def _is_sparse(X: Any) -> bool:

@@ -354,7 +354,8 @@ def csr_tmatmul():
 
     The batch's entries are first sorted by feature (a counting sort into ``starts``,
     ``batch_rows``, ``values``: scratch of ``features + 1`` and at least the batch's
-    entry count), so each output row is summed in place (:func:`_add_scaled_rows`) and
+    entry count; ``sort`` 0 reuses the order a previous call left there for the same rows),
+    so each output row is summed in place (:func:`_add_scaled_rows`) and
     written once (scattering row by row re-reads and re-writes an output row per
     entry: 512-558 against 413-466 us for an MNIST batch here, serially; the sort is serial,
     so two threads gain less than on X W). Output rows are independent (split
@@ -362,27 +363,28 @@ def csr_tmatmul():
     any thread count.
     """
 
-    def csr_tmatmul(indptr, indices, data, rows, d, out, starts, batch_rows, values):
+    def csr_tmatmul(indptr, indices, data, rows, d, sort, out, starts, batch_rows, values):
         features = out.shape[0]
-        for k in range(features + 1):
-            starts[k] = 0
-        for i in range(rows.size):
-            r = rows[i]
-            for j in range(indptr[r], indptr[r + 1]):
-                starts[indices[j] + 1] += 1
-        for k in range(features):
-            starts[k + 1] += starts[k]
-        for i in range(rows.size):  # starts[k] runs up to the end of feature k's entries
-            r = rows[i]
-            for j in range(indptr[r], indptr[r + 1]):
-                k = indices[j]
-                at = starts[k]
-                batch_rows[at] = i
-                values[at] = data[j]
-                starts[k] = at + 1
-        for k in range(features, 0, -1):  # back to the starts
-            starts[k] = starts[k - 1]
-        starts[0] = 0
+        if sort:
+            for k in range(features + 1):
+                starts[k] = 0
+            for i in range(rows.size):
+                r = rows[i]
+                for j in range(indptr[r], indptr[r + 1]):
+                    starts[indices[j] + 1] += 1
+            for k in range(features):
+                starts[k + 1] += starts[k]
+            for i in range(rows.size):  # starts[k] runs up to the end of feature k's entries
+                r = rows[i]
+                for j in range(indptr[r], indptr[r + 1]):
+                    k = indices[j]
+                    at = starts[k]
+                    batch_rows[at] = i
+                    values[at] = data[j]
+                    starts[k] = at + 1
+            for k in range(features, 0, -1):  # back to the starts
+                starts[k] = starts[k - 1]
+            starts[0] = 0
         for k in prange(features):
             _add_scaled_rows(out, k, d, batch_rows, values, starts[k], starts[k + 1])
 

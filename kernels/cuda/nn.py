@@ -169,7 +169,7 @@ def csr_matmul(indptr, indices, data, rows, w, out):
 
 
 @cupy_call
-def csr_tmatmul(indptr, indices, data, rows, d, out, starts, batch_rows, values):
+def csr_tmatmul(indptr, indices, data, rows, d, sort, out, starts, batch_rows, values):
     """out <- X[rows]^T D for X in CSR form (the CPU kernel's sorting scratch unused)."""
     out[...] = _csr(indptr, indices, data, (indptr.size - 1, out.shape[0]))[rows].T @ d
 

@@ -175,6 +175,49 @@ def test_softmax_xent_is_stable_for_huge_logits():
     assert loss == pytest.approx(800.0) and np.isfinite(g).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorized_exp_is_within_one_ulp_of_the_exact_value(dtype):
+    from fastgd.kernels.cpu.nn import vexp
+    from numba import njit
+
+    @njit
+    def exp_each(x, out):
+        for i in range(x.size):
+            out[i] = vexp(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-800, 800, 400_001), rng.uniform(-110, 100, 200_000),
+                        rng.normal(0, 1, 200_000), [np.nan, np.inf, -np.inf, 0.0, -0.0]]
+                       ).astype(dtype)
+    out = np.empty_like(x)
+    exp_each(x, out)
+    with np.errstate(over="ignore"):  # float32: the float64 value, rounded once
+        want = np.exp(x.astype(np.float64)).astype(dtype)
+    same = (out == want) | (np.isnan(out) & np.isnan(want))
+    assert same[-5:].all() and same.mean() > 0.8
+    finite = np.isfinite(want) & ~np.isnan(x)
+    assert (np.abs(out - want)[finite] <= np.spacing(want[finite])).all()
+    assert (out[~finite] == want[~finite])[~np.isnan(x[~finite])].all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_xent_batch_matches_the_float64_formula(dtype):
+    rng = np.random.default_rng(1)
+    z = (rng.normal(size=(256, 10)) * 5).astype(dtype)
+    y = rng.integers(0, 10, 256)
+    loss, g = loss_and_grad("softmax_xent", z, y)
+    zz = z.astype(np.float64)
+    m = zz.max(axis=1, keepdims=True)
+    e = np.exp(zz - m)
+    s = e.sum(axis=1, keepdims=True)
+    want = (e / s - np.eye(10)[y]) / 256
+    eps = float(np.finfo(dtype).eps)
+    assert g.dtype == dtype
+    np.testing.assert_allclose(g, want, rtol=0, atol=4 * eps / 256)
+    want_loss = np.mean(np.log(s[:, 0]) + m[:, 0] - zz[np.arange(256), y])
+    assert loss == pytest.approx(want_loss, rel=8 * eps)
+
+
 def test_hand_worked_linear_regression_step():
     # y = X w + b with w = 0, b = 0: loss = mean(y^2) = (1 + 4) / 2 = 2.5,
     # dL/dw = 2/N X^T (0 - y) = -(1*1 + 2*3) = -7, dL/db = -(1 + 2) = -3.

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import operator
 import os
 import sys
 import threading
 from collections.abc import Iterator
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -387,6 +389,10 @@ class MultiSpan:
 
 
 _multi_drivers: dict[tuple[Any, ...], Any] = {}
+#: A multi-array driver's argument pattern, per argument type: "a" (a MultiSpan: an
+#: address table) or "s" (a scalar).
+_PATTERN = {MultiSpan: "a"}
+_TABLE = operator.attrgetter("table")
 
 
 def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
@@ -395,21 +401,31 @@ def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
     if last.cuda:
         _launch_multi_cuda(module, name, flags, args)
         return
-    pattern = "".join("a" if type(a) is MultiSpan else "s" for a in args)
+    kinds = list(map(_PATTERN.get, map(type, args), repeat("s")))
+    pattern = "".join(kinds)
     entry = _kernel_cache.get((module, name, flags)) or _variants(module, name, flags)
     parallel = _parallel(entry, last.size)
     key = (module, name, flags, pattern, last.dtype.str, parallel)
-    fn = _multi_drivers.get(key)
-    if fn is None:
+    driver = _multi_drivers.get(key)
+    if driver is None:
+        from numba import get_num_threads
+
         from fastgd.kernels.cpu import multi
 
-        fn = _multi_drivers[key] = multi.driver(module, name, flags, pattern,
-                                                last.dtype.type, parallel)
+        fn = multi.driver(module, name, flags, pattern, last.dtype.type, parallel)
+        # where the pattern is an array, scalars, then arrays only (every rule's order):
+        # the index of the trailing arrays, to pass their tables without a Python loop
+        tail = len(pattern.rstrip("a"))
+        split = tail if tail > 1 and "a" not in pattern[1:tail] else None
+        driver = _multi_drivers[key] = (fn, split, get_num_threads)
+    fn, split, threads = driver
     layout = last.layout
-    from numba import get_num_threads
-
-    fn(*[a.table if type(a) is MultiSpan else a for a in args], layout.chunk_sizes,
-       layout.bounds(get_num_threads() if parallel else 1))
+    bounds = layout.bounds(threads() if parallel else 1)
+    if split is None:
+        fn(*[a.table if type(a) is MultiSpan else a for a in args], layout.chunk_sizes, bounds)
+    else:
+        fn(args[0].table, *args[1:split], *map(_TABLE, args[split:]), layout.chunk_sizes,
+           bounds)
 
 
 def _launch_multi_cuda(module: str, name: str, flags: tuple[tuple[str, bool], ...],

@@ -394,7 +394,7 @@ class Optimizer(ABC):
     #: What a pickle keeps besides the param groups (the layout is rebuilt from them).
     _LAYOUT_FIELDS = ("_params", "_attached", "_scalars", "_segments", "_checked", "_flats",
                       "_attached_all", "_group_refs", "_groups_seen", "_layout_seen",
-                      "_plain", "_edits", "param_groups", "_multi_cache")
+                      "_plain", "_edits", "param_groups", "_multi_cache", "_together")
 
     def __getstate__(self) -> dict[str, Any]:
         """The optimizer as plain data: its param groups and its state dict.
@@ -451,6 +451,10 @@ class Optimizer(ABC):
         self._plain = False  # some group container is not ours: check it every step
         # MultiSpans (raw addresses) of segments updated together; see _update_together
         self._multi_cache: dict[tuple[Any, ...], Any] = {}
+        # per group of separate segments (their ids) that _step_separate last launched:
+        # (layout version, the scalar state it gave every one of them); cleared by any
+        # other step, which may give some of them another
+        self._together: dict[tuple[int, ...], tuple[int, Scalars]] = {}
 
     # -- construction ----------------------------------------------------------------
 
@@ -980,6 +984,7 @@ class Optimizer(ABC):
                 and self._step_separate(gl, hps, scale)):
             self.steps_applied += 1
             return True
+        self._together.clear()
         plan = self._plan(gl, attached)
         if clip_norm is not None or self.nonfinite != "propagate":
             spans = [_flat_grad(g) for _, _, pieces in plan for _, _, g in pieces]
@@ -1095,8 +1100,10 @@ class Optimizer(ABC):
     def _launch_together(self, hp: Mapping[str, Any], segs: list[_Segment],
                          given: list[Any], grads: Callable[[], list[Any]], gs: Any,
                          weights: tuple[float, float] | None = None,
-                         ids: tuple[int, ...] | None = None) -> None:
+                         ids: tuple[int, ...] | None = None) -> Scalars:
         """One multi-array launch updating ``segs`` (one group, dtype and scalar state).
+
+        Returns the scalar state it gave every segment.
 
         Args:
             hp: the group's hyperparameters.
@@ -1125,6 +1132,7 @@ class Optimizer(ABC):
                            [spans[n] for n in names], **extra)
         for seg in segs:
             seg.shared = new
+        return new
 
     def _separate_groups(self) -> list[tuple[int, list[_Segment], list[int] | None,
                                              tuple[int, ...]]]:
@@ -1161,11 +1169,14 @@ class Optimizer(ABC):
         if (dense is None or dense[3] is not gl) and any(map(operator.is_, gl, repeat(None))):
             return False  # (gradients that matched as dense arrays hold no None)
         work = []
+        together = self._together
         for gi, segs, single, ids in self._separate_groups():
             first = segs[0].shared
-            if first is None or (
-                    not all(map(operator.is_, map(_SHARED, segs), repeat(first)))
-                    and any(seg.shared != first for seg in segs[1:])):
+            last = together.get(ids)
+            if (last is None or last[1] is not first or last[0] != self._layout_version) and (
+                    first is None or (
+                        not all(map(operator.is_, map(_SHARED, segs), repeat(first)))
+                        and any(seg.shared != first for seg in segs[1:]))):
                 return False  # differing step counts: the general step splits them
             if single is not None:  # one array per segment: its gradient
                 given = list(map(gl.__getitem__, single))
@@ -1189,9 +1200,9 @@ class Optimizer(ABC):
                 seg.shared = self._update(hp, seg.shared, gs, given[0].reshape(-1), seg.span,
                                           state)
             else:
-                self._launch_together(hp, segs, given,
-                                      lambda given=given: [g.reshape(-1) for g in given], gs,
-                                      ids=ids)
+                together[ids] = (self._layout_version, self._launch_together(
+                    hp, segs, given, lambda given=given: [g.reshape(-1) for g in given], gs,
+                    ids=ids))
         return True
 
     def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],

@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -459,7 +459,7 @@ class _BaseMLP(BaseEstimator):
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
                 accumulated = 0.0
-                for batch in gen_batches(n_samples, batch_size):
+                for batch in _batches(n_samples, batch_size):
                     idx = sample_idx[batch] if self.shuffle else batch
                     sw = None if sw_train is None else sw_train[idx]
                     loss = self._loss_and_grad(rows(idx), yt[idx], sw)
@@ -620,6 +620,15 @@ def _fit_threads(n_jobs: int, sparse_first: bool) -> Iterator[None]:
     blas, kernels = (n_jobs, 1) if n_jobs > 1 and not sparse_first else (1, n_jobs)
     with blas_threads(blas), kernel_threads(kernels):
         yield
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    """``sklearn.utils.gen_batches(n, size)``'s slices, without its parameter checks.
+
+    Those took 24 us a call here, 3 us per mini-batch of the digits (one call an epoch).
+    """
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
 
 
 def _shuffled(sample_idx: Any, random_state: Any) -> Any:

@@ -194,6 +194,15 @@ def test_shuffle_draws_scikit_learns_permutation():
         np.testing.assert_array_equal(_shuffled(idx, a), shuffle(idx, random_state=b))
 
 
+def test_batches_are_scikit_learns():
+    from sklearn.utils import gen_batches
+
+    from fastgd._sklearn_mlp import _batches
+
+    for n, size in [(1437, 200), (1400, 200), (5, 200), (1, 1), (10, 3), (200, 200)]:
+        assert list(_batches(n, size)) == list(gen_batches(n, size))
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("loss", ["squared_error", "poisson"])
 def test_mlp_regressor_fits_scikit_learns_model(loss):

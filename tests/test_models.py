@@ -218,6 +218,25 @@ def test_softmax_xent_batch_matches_the_float64_formula(dtype):
     assert loss == pytest.approx(want_loss, rel=8 * eps)
 
 
+def test_float32_model_kernels_compute_in_float32():
+    # an int literal or a float64 scalar in a float32 loop makes Numba compute in float64
+    # (half the SIMD width): the relu derivative's `x * 0` ran at half speed that way
+    from fastgd.kernels.codes import ACT_CODES
+    from fastgd.kernels.cpu import nn
+    from numba import njit, types
+
+    m, v = types.Array(types.float32, 2, "C"), types.Array(types.float32, 1, "C")
+    f64 = types.float64
+    cases = [(nn.bias_act, {"act": c}, (v, f64, m, m)) for c in ACT_CODES.values()]
+    cases += [(nn.act_grad, {"act": c}, (m, m, f64, m)) for c in ACT_CODES.values()]
+    cases += [(getattr(nn, n), {}, (v, f64, v, v)) for n in ("mse", "bce_logits", "poisson")]
+    cases += [(nn.huber, {}, (v, f64, f64, v, v))]
+    for rule, flags, sig in cases:
+        fn = njit(error_model="numpy")(rule._factory(**flags))
+        fn.compile(sig)
+        assert "fpext" not in fn.inspect_llvm(sig), (rule.__name__, flags)
+
+
 def test_hand_worked_linear_regression_step():
     # y = X w + b with w = 0, b = 0: loss = mean(y^2) = (1 + 4) / 2 = 2.5,
     # dL/dw = 2/N X^T (0 - y) = -(1*1 + 2*3) = -7, dL/db = -(1 + 2) = -3.

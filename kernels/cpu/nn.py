@@ -139,7 +139,7 @@ def bias_act(act):
                 elif act == _TANH:
                     y = np.tanh(x)
                 elif act == _SOFTPLUS:
-                    y = max(x, x * 0) + np.log1p(np.exp(-abs(x)))
+                    y = max(x, x * zero) + np.log1p(np.exp(-abs(x)))
                 elif act == _GELU:
                     y = half * x * (one + np.tanh(k * (x + c3 * x * x * x)))
                 a[r, c] = y
@@ -153,7 +153,9 @@ def act_grad(act):
 
     def act_grad(z, a, alpha, d):
         alpha = as_dtype_of(alpha, d)
+        zero = as_dtype_of(0.0, d)
         one = as_dtype_of(1.0, d)
+        three = as_dtype_of(3.0, d)
         half = as_dtype_of(0.5, d)
         k = as_dtype_of(0.7978845608028654, d)
         c3 = as_dtype_of(0.044715, d)
@@ -165,7 +167,7 @@ def act_grad(act):
                 f = one
                 if act == _RELU:
                     if not x > 0:
-                        f = x * 0
+                        f = x * zero  # (an int 0 would make the loop float64)
                 elif act == _LEAKY:
                     if not x > 0:
                         f = alpha
@@ -182,7 +184,7 @@ def act_grad(act):
                 elif act == _GELU:
                     t = np.tanh(k * (x + c3 * x * x * x))
                     f = half * (one + t) + half * x * (one - t * t) * k * (
-                        one + 3 * c3 * x * x)
+                        one + three * c3 * x * x)
                 d[r, c] = d[r, c] * f
 
     return act_grad
@@ -302,11 +304,12 @@ def bce_logits():
 
     def bce_logits(y, inv_n, z, loss):
         inv_n = as_dtype_of(inv_n, z)
+        zero = as_dtype_of(0.0, z)
         one = as_dtype_of(1.0, z)
         for i in prange(z.size):
             x = z[i]
             t = y[i]
-            loss[i] = max(x, x * 0) - x * t + np.log1p(np.exp(-abs(x)))
+            loss[i] = max(x, x * zero) - x * t + np.log1p(np.exp(-abs(x)))
             if x >= 0:
                 s = one / (one + np.exp(-x))
             else:
@@ -323,10 +326,11 @@ def mse():
 
     def mse(y, inv_n, z, loss):
         inv_n = as_dtype_of(inv_n, z)
+        two = as_dtype_of(2.0, z)
         for i in prange(z.size):
             r = z[i] - y[i]
             loss[i] = r * r
-            z[i] = 2 * r * inv_n
+            z[i] = two * r * inv_n
 
     return mse
 

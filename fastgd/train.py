@@ -125,6 +125,21 @@ def _shuffled_batches(X: Any, y: Any, perm: Any, Xb: Any, yb: Any
         yield Xb[:m], yb[:m]
 
 
+def _csr_batches(X: Any, y: Any, perm: Any, yb: Any) -> Iterator[tuple[Any, Any]]:
+    """:func:`_shuffled_batches` for a :class:`~fastgd.models.mlp._CSR` ``X``.
+
+    A batch of ``X`` is a selection of its rows (no copy); ``y``'s rows are gathered into
+    ``yb``, overwritten by the next batch.
+    """
+    n, size = len(X), yb.shape[0]
+    for i in range(0, n, size):
+        rows = perm[i : i + size]
+        m = rows.shape[0]
+        _backend.launch("gather", "gather_rows", (), y.reshape(n, -1), rows,
+                        yb[:m].reshape(m, -1))
+        yield X.take(rows), yb[:m]
+
+
 def _agree(dist: Any, what: str, info: dict[str, Any]) -> None:
     """Raise ValueError on every rank unless all ranks pass the same ``info``."""
     infos = dist.comm.allgather(info)
@@ -391,20 +406,32 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
     # what fit restores if training diverges: the model and optimizer as they came in
     start = ({dt: b.copy() for dt, b in model.flat.buffers.items()}, optimizer.state_dict())
     shuffle = shuffle and batches is None and batch_size < n  # a full batch has no order
+    # a mostly-zero X (a fastgd MLP's input with few nonzeros, see MLP._csr_pays): its
+    # nonzeros are gathered once and the first layer's products run on the CSR kernels
+    # (serially, as every kernel in this loop), a batch being a selection of its rows
+    Xc = None
+    if (batches is None and dist is None and callable(getattr(model, "_csr_pays", None))
+            and model._csr_pays(X, 1)):
+        from fastgd.models.mlp import _CSR
+
+        Xc = _CSR.from_dense(X)
     if shuffle:
         X, y = xp.ascontiguousarray(X), xp.ascontiguousarray(y)
         # one batch of rows at a time is gathered (in the serial loop below) into these:
         # the data is never copied whole, and each gathered batch is still in cache
-        X_buf = xp.empty((batch_size, *X.shape[1:]), X.dtype)
+        X_buf = None if Xc is not None else xp.empty((batch_size, *X.shape[1:]), X.dtype)
         y_buf = xp.empty((batch_size, *y.shape[1:]), y.dtype)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         if batches is None:
             if shuffle:
-                it: Iterable[tuple[Any, Any]] = _shuffled_batches(
-                    X, y, xp.asarray(rng.permutation(n)), X_buf, y_buf)
+                perm = xp.asarray(rng.permutation(n))
+                it: Iterable[tuple[Any, Any]] = (
+                    _shuffled_batches(X, y, perm, X_buf, y_buf) if Xc is None
+                    else _csr_batches(Xc, y, perm, y_buf))
             else:
-                it = ((X[i : i + batch_size], y[i : i + batch_size])
+                it = ((X[i : i + batch_size] if Xc is None
+                       else Xc.take(slice(i, i + batch_size)), y[i : i + batch_size])
                       for i in range(0, n, batch_size))
             total = math.ceil(n / batch_size)
         else:

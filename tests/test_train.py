@@ -191,6 +191,35 @@ def test_accuracy_is_the_mean_over_the_epochs_batches_before_their_updates(outpu
     assert len(set(accuracy)) > 1  # it changes from epoch to epoch: not a constant
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_mostly_zero_X_trains_on_the_csr_kernels_to_the_same_model(shuffle, monkeypatch):
+    from fastgd import _backend
+    from fastgd.models import mlp
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(203, 40))
+    X[rng.random(X.shape) > 0.15] = 0.0  # 15 % nonzero
+    y = rng.integers(0, 3, 203)
+    calls = []
+    real = _backend.launch_sized
+    monkeypatch.setattr(_backend, "launch_sized",
+                        lambda size, module, name, *a: calls.append(name)
+                        or real(size, module, name, *a))
+    hists, params = [], []
+    for density in (mlp.SPARSE_DENSITY, {1: 0.0, 2: 0.0}):  # the CSR path, the dense one
+        monkeypatch.setattr(mlp, "SPARSE_DENSITY", density)
+        calls.clear()
+        model = MLP([40, 16, 3], output="multiclass", seed=0, dtype=np.float64)
+        hists.append(fastgd.fit(model, fastgd.Adam(model.flat, lr=0.01), X, y, epochs=3,
+                                batch_size=32, shuffle=shuffle, seed=1, progress=False))
+        params.append([p.copy() for p in model.params])
+        assert ({"csr_matmul", "csr_tmatmul"} <= set(calls)) == (len(params) == 1)
+    for a, b in zip(*params):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert hists[0]["loss"] == pytest.approx(hists[1]["loss"], rel=1e-12)
+    assert hists[0]["accuracy"] == hists[1]["accuracy"]
+
+
 def test_fit_scores_no_pass_over_the_training_data(monkeypatch):
     X, y = _blobs(200)
     model = MLP([5, 8, 3], output="multiclass", seed=0)

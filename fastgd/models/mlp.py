@@ -87,6 +87,9 @@ class _CSR:
         out._set(indptr, np.nonzero(mask)[1], X[mask], X.shape)
         return out
 
+    def __len__(self) -> int:
+        return self.shape[0]
+
     def take(self, idx: Any) -> _CSR:
         """Rows ``idx`` of this input (positions in ``rows``), sharing its arrays."""
         part = object.__new__(_CSR)

@@ -131,10 +131,10 @@ def bias_act(act):
                     if x < 0:
                         y = alpha * x
                 elif act == _SIGMOID:
+                    e = vexp(-abs(x))  # e^-x or e^x: never overflows
                     if x >= 0:
-                        y = one / (one + np.exp(-x))
+                        y = one / (one + e)
                     else:
-                        e = np.exp(x)
                         y = e / (one + e)
                 elif act == _TANH:
                     y = np.tanh(x)
@@ -176,10 +176,10 @@ def act_grad(act):
                 elif act == _TANH:
                     f = one - y * y
                 elif act == _SOFTPLUS:
+                    e = vexp(-abs(x))
                     if x >= 0:
-                        f = one / (one + np.exp(-x))
+                        f = one / (one + e)
                     else:
-                        e = np.exp(x)
                         f = e / (one + e)
                 elif act == _GELU:
                     t = np.tanh(k * (x + c3 * x * x * x))

@@ -201,6 +201,33 @@ def test_vectorized_exp_is_within_one_ulp_of_the_exact_value(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorized_tanh_is_within_one_ulp_of_the_exact_value(dtype):
+    from fastgd.kernels.cpu.nn import vtanh
+    from numba import njit
+
+    @njit
+    def tanh_each(x, out):
+        for i in range(x.size):
+            out[i] = vtanh(x[i])
+
+    rng = np.random.default_rng(0)
+    tiny = 10.0 ** rng.uniform(-300, 0, 100_000) * rng.choice([-1.0, 1.0], 100_000)
+    x = np.concatenate([np.linspace(-25, 25, 400_001), rng.normal(0, 0.5, 200_000), tiny,
+                        [0.55, -0.55, np.nextafter(0.55, 0), 5e-324, np.nan, np.inf,
+                         -np.inf, 0.0, -0.0]]).astype(dtype)
+    out = np.empty_like(x)
+    tanh_each(x, out)
+    # the exact value rounded once: float64 through long double, float32 through float64
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    want = np.tanh(x.astype(wide)).astype(dtype)
+    same = (out == want) | (np.isnan(out) & np.isnan(want))
+    assert same[-5:].all() and same.mean() > 0.9
+    assert (np.signbit(out) == np.signbit(want))[~np.isnan(x)].all()  # -0.0 stays -0.0
+    ok = ~np.isnan(x) & (want != 0)
+    assert (np.abs(out - want)[ok] <= np.spacing(np.abs(want[ok]))).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_xent_batch_matches_the_float64_formula(dtype):
     rng = np.random.default_rng(1)
     z = (rng.normal(size=(256, 10)) * 5).astype(dtype)

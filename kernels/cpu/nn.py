@@ -100,6 +100,74 @@ def _vexp(x):  # pragma: no cover - runs inside Numba's type inference
     return None
 
 
+# tanh(x) = sign(x) t(|x|): below |x| = 0.55 the odd Taylor series of tanh (a + a^3 q(a^2),
+# its coefficients 2^2n (2^2n - 1) B_2n / (2n)!; 20 terms in float64, 10 in float32:
+# truncation below 2^-56 / 2^-26 relative), from 0.55 on 1 - 2 / (e^2a + 1) (>= 0.5: no
+# cancellation; e^2a from the exponential above, inf for large a). Within 1 ulp of the
+# exact value (tested); a loop of it vectorizes where libm's tanh is a scalar call (200 x
+# 100: 64 against 290 us in float64, 19 against 330 us in float32). Inlined into the
+# caller's IR (LLVM would not inline the call): only for kernels without fast-math flags.
+@njit(inline="always", **_JIT_OPTIONS)
+def _tanh64(x):  # pragma: no cover - compiled
+    a = abs(x)
+    s = a * a
+    q = -2.859136662305254e-08
+    q = q * s + 7.054636946400968e-08
+    q = q * s + -1.7406618963571648e-07
+    q = q * s + 4.294911078273806e-07
+    q = q * s + -1.0597268320104654e-06
+    q = q * s + 2.6147711512907546e-06
+    q = q * s + -6.451689215655431e-06
+    q = q * s + 1.5918905069328964e-05
+    q = q * s + -3.927832388331683e-05
+    q = q * s + 9.691537956929451e-05
+    q = q * s + -0.00023912911424355248
+    q = q * s + 0.000590027440945586
+    q = q * s + -0.0014558343870513183
+    q = q * s + 0.003592128036572481
+    q = q * s + -0.008863235529902197
+    q = q * s + 0.021869488536155203
+    q = q * s + -0.05396825396825397
+    q = q * s + 0.13333333333333333
+    q = q * s + -0.3333333333333333
+    small = a + a * s * q
+    large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
+    return np.copysign(small if a < 0.55 else large, x)
+
+
+@njit(inline="always", **_JIT_OPTIONS)
+def _tanh32(x):  # pragma: no cover - compiled
+    a = abs(x)
+    s = a * a
+    q = np.float32(-0.00023912911424355248)
+    q = q * s + np.float32(0.000590027440945586)
+    q = q * s + np.float32(-0.0014558343870513183)
+    q = q * s + np.float32(0.003592128036572481)
+    q = q * s + np.float32(-0.008863235529902197)
+    q = q * s + np.float32(0.021869488536155203)
+    q = q * s + np.float32(-0.05396825396825397)
+    q = q * s + np.float32(0.13333333333333333)
+    q = q * s + np.float32(-0.3333333333333333)
+    small = a + a * s * q
+    one = np.float32(1.0)
+    large = one - np.float32(2.0) / (_exp32(a + a) + one)
+    return np.copysign(small if a < np.float32(0.55) else large, x)
+
+
+def vtanh(x: Any) -> Any:
+    """tanh(x), within 1 ulp, in a form a kernel's loop vectorizes (float32/64)."""
+    return np.tanh(x)
+
+
+@overload(vtanh, inline="always")
+def _vtanh(x):  # pragma: no cover - runs inside Numba's type inference
+    if x == types.float64:
+        return lambda x: _tanh64(x)
+    if x == types.float32:
+        return lambda x: _tanh32(x)
+    return None
+
+
 
 _RELU, _LEAKY, _SIGMOID, _TANH, _SOFTPLUS, _GELU = (
     ACT_CODES[k] for k in ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu"))
@@ -137,11 +205,11 @@ def bias_act(act):
                     else:
                         y = e / (one + e)
                 elif act == _TANH:
-                    y = np.tanh(x)
+                    y = vtanh(x)
                 elif act == _SOFTPLUS:
                     y = max(x, x * zero) + np.log1p(np.exp(-abs(x)))
                 elif act == _GELU:
-                    y = half * x * (one + np.tanh(k * (x + c3 * x * x * x)))
+                    y = half * x * (one + vtanh(k * (x + c3 * x * x * x)))
                 a[r, c] = y
 
     return bias_act
@@ -182,7 +250,7 @@ def act_grad(act):
                     else:
                         f = e / (one + e)
                 elif act == _GELU:
-                    t = np.tanh(k * (x + c3 * x * x * x))
+                    t = vtanh(k * (x + c3 * x * x * x))
                     f = half * (one + t) + half * x * (one - t * t) * k * (
                         one + three * c3 * x * x)
                 d[r, c] = d[r, c] * f

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
@@ -622,6 +622,19 @@ def _fit_threads(n_jobs: int, sparse_first: bool) -> Iterator[None]:
         yield
 
 
+def _accuracy(y: Any, y_pred: Any, sample_weight: Any = None) -> float:
+    """``accuracy_score(y, y_pred, sample_weight=...)`` on labels the fit already checked.
+
+    The validation score of early stopping, once per epoch: scikit-learn's function checks
+    and classifies its inputs first (1.9 ms a call on the digits' 144 validation rows, a
+    third of a digits epoch). A row counts when all its labels match (multilabel).
+    """
+    right = y == y_pred
+    if right.ndim > 1:
+        right = right.all(axis=1)
+    return float(np.average(right, weights=sample_weight))
+
+
 def _batches(n: int, size: int) -> Iterator[slice]:
     """``sklearn.utils.gen_batches(n, size)``'s slices, without its parameter checks.
 
@@ -735,7 +748,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_binarizer.inverse_transform(y_pred)
 
     def _score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        return self._score_with_function(X, y, sample_weight, accuracy_score)
+        return self._score_with_function(X, y, sample_weight, _accuracy)
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities ``(n_samples, n_classes)`` in ``classes_`` order."""

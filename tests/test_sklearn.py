@@ -194,6 +194,21 @@ def test_shuffle_draws_scikit_learns_permutation():
         np.testing.assert_array_equal(_shuffled(idx, a), shuffle(idx, random_state=b))
 
 
+def test_validation_accuracy_is_scikit_learns_accuracy_score():
+    from sklearn.metrics import accuracy_score
+
+    from fastgd._sklearn_mlp import _accuracy
+
+    rng = np.random.default_rng(0)
+    w = rng.random(50)
+    for y, p in [(rng.integers(0, 4, 50), rng.integers(0, 4, 50)),
+                 (rng.choice(["a", "b"], 50), rng.choice(["a", "b"], 50)),
+                 (rng.integers(0, 2, (50, 3)), rng.integers(0, 2, (50, 3)))]:
+        for sw in (None, w):
+            assert _accuracy(y, p, sw) == accuracy_score(y, p, sample_weight=sw)
+        assert 0 < _accuracy(y, p) < 1
+
+
 def test_batches_are_scikit_learns():
     from sklearn.utils import gen_batches
 

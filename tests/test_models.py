@@ -449,6 +449,24 @@ def test_csr_products_equal_dense_products_on_any_rows(dtype, cols):
     assert all(np.array_equal(a, b) for a, b in zip(*results))
 
 
+def test_csr_products_of_one_column_are_the_first_column_of_wider_ones():
+    # a single column sums in a register, in the same order as the wider products' loop
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(6)
+    X = _mostly_zero(200, 30, 0.3, rng)
+    A = _CSR.from_dense(X)
+    w, d = rng.normal(size=(30, 3)), rng.normal(size=(200, 3))
+    wide, gwide = np.empty((200, 3)), np.empty((30, 3))
+    one, gone = np.empty((200, 1)), np.empty((30, 1))
+    A.matmul(w, wide)
+    A.matmul(np.ascontiguousarray(w[:, :1]), one)
+    A.tmatmul(d, gwide)
+    A.tmatmul(np.ascontiguousarray(d[:, :1]), gone)
+    np.testing.assert_array_equal(one[:, 0], wide[:, 0])
+    np.testing.assert_array_equal(gone[:, 0], gwide[:, 0])
+
+
 def test_csr_weight_gradient_sorts_a_matrix_once_and_each_batch_anew(monkeypatch):
     from fastgd.models.mlp import _CSR
 

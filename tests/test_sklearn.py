@@ -398,6 +398,21 @@ def test_linear_regression_is_scikit_learns_least_squares(sparse, kw):
         np.testing.assert_allclose(ours.predict(Xin), theirs.predict(X), rtol=1e-7, atol=1e-9)
 
 
+def test_linear_regression_cuts_off_singular_values_as_scikit_learn():
+    # a column nearly a copy of another (1e-9 apart): under the default tol=1e-6 both treat
+    # X as rank-deficient and return the same minimum-norm solution
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4))
+    X = np.column_stack([X, X[:, 0] + 1e-9 * rng.normal(size=200)])
+    y = X[:, :4] @ rng.normal(size=4) + 0.01 * rng.normal(size=200)
+    ours, theirs = LinearRegression().fit(X, y), sk_linear.LinearRegression().fit(X, y)
+    assert ours.rank_ == theirs.rank_ == 4
+    np.testing.assert_allclose(ours.singular_, theirs.singular_, rtol=1e-10)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-8, atol=1e-10)
+    assert abs(ours.coef_[0] - ours.coef_[4]) < 1e-6  # the copies share the weight
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize(("est", "match"), [
     (MLPClassifier(alpha=-1.0), "'alpha' parameter"),
     (MLPClassifier(activation="softmax"), "'activation' parameter"),

@@ -470,6 +470,18 @@ def _add_scaled_rows(out, o, src, at, vals, lo, hi):
     """
     cols = out.shape[1]
     zero = as_dtype_of(0.0, out)
+    if cols == 1:  # a vector (LSQR's products): the same sums, in a register
+        acc = zero
+        j = lo
+        while j + 4 <= hi:
+            acc += (vals[j] * src[at[j], 0] + vals[j + 1] * src[at[j + 1], 0]) + (
+                vals[j + 2] * src[at[j + 2], 0] + vals[j + 3] * src[at[j + 3], 0])
+            j += 4
+        while j < hi:
+            acc += vals[j] * src[at[j], 0]
+            j += 1
+        out[o, 0] = acc
+        return
     for c in range(cols):
         out[o, c] = zero
     j = lo

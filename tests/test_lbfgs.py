@@ -105,6 +105,34 @@ def test_converges_on_rosenbrock():
     np.testing.assert_allclose(x, [1.0, 1.0], atol=1e-6)
 
 
+def _quadratic_fit(A, b, line_search_fn):
+    x = np.zeros(b.size)
+    opt = fastgd.LBFGS([x], history_size=5, max_iter=30, line_search_fn=line_search_fn)
+    opt.step(lambda: (float(0.5 * x @ A @ x - b @ x), [A @ x - b]))
+    return x
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_small_float64_vectors_take_numpy_with_the_kernels_results(monkeypatch, line_search_fn):
+    from fastgd import _backend
+    from fastgd.optim import lbfgs
+
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(30, 30))
+    A = A @ A.T + 30 * np.eye(30)
+    b = rng.normal(size=30)
+    launched = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda *a: launched.append(a[1]) or real(*a))
+    small = _quadratic_fit(A, b, line_search_fn)  # NumPy's calls
+    assert not launched
+    monkeypatch.setattr(lbfgs, "_SMALL", 0)
+    kernels = _quadratic_fit(A, b, line_search_fn)
+    assert launched
+    np.testing.assert_allclose(small, kernels, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(small, 0)
+
+
 def test_state_dict_resume_and_checkpoint(tmp_path):
     def run(x, opt, steps):
         for _ in range(steps):

@@ -228,6 +228,29 @@ def test_vectorized_tanh_is_within_one_ulp_of_the_exact_value(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorized_log1p_on_the_unit_interval_is_within_two_ulp(dtype):
+    from fastgd.kernels.cpu.nn import vlog1p_unit
+    from numba import njit
+
+    @njit
+    def each(x, out):
+        for i in range(x.size):
+            out[i] = vlog1p_unit(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(0, 1, 400_001), 10.0 ** rng.uniform(-320, 0, 200_000),
+                        [0.0, 1.0, 5e-324, np.nan]]).astype(dtype)
+    out = np.empty_like(x)
+    each(x, out)
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    want = np.log1p(x.astype(wide)).astype(dtype)
+    assert np.isnan(out[-1]) and (out[x == 0] == 0).all()
+    ok = want > 0
+    assert (np.abs(out - want)[ok] <= 2 * np.spacing(want[ok])).all()
+    assert np.abs(out - want)[ok].max() > 0  # not libm's own log1p
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_xent_batch_matches_the_float64_formula(dtype):
     rng = np.random.default_rng(1)
     z = (rng.normal(size=(256, 10)) * 5).astype(dtype)

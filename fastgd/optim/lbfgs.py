@@ -46,29 +46,53 @@ def _line_search(name: str, value: Any) -> str | None:
     return value
 
 
+#: Elements up to which float64 NumPy vectors take NumPy's calls instead of fastgd's
+#: kernels: an iteration makes ~4 vector operations per history pair, and on a small model
+#: each kernel call's ~3 us (a binary logistic regression on the digits, 65 parameters)
+#: made L-BFGS slower than SciPy's Fortran (11.4 against 7.5 ms a fit here). The results
+#: are the same but for the order of a dot product's sum (float64 either way).
+_SMALL = 4096
+
+
+def _small(x: Any) -> bool:
+    return type(x) is np.ndarray and x.size <= _SMALL and x.dtype == np.float64
+
+
 def _dot(x: Any, y: Any) -> float:
+    if _small(x):
+        return float(np.dot(x, y))
     return float(_backend.reduce("dot", x, y).sum())
 
 
 def _absmax(x: Any) -> float:
-    return float(_backend.reduce("absmax", x).max()) if x.size else 0.0
+    if not x.size:
+        return 0.0
+    if _small(x):
+        return float(np.abs(x).max())
+    return float(_backend.reduce("absmax", x).max())
 
 
 def _axpy(a: float, x: Any, y: Any) -> None:
     """Y <- y + a x."""
-    if y.size:
+    if _small(y):
+        y += a * x
+    elif y.size:
         _backend.launch("axpy", "axpy", (), x, a, y)
 
 
 def _scaled(a: float, x: Any, out: Any) -> None:
     """Out <- a x (``out`` may be ``x``)."""
-    if out.size:
+    if _small(out):
+        np.multiply(x, a, out=out)
+    elif out.size:
         _backend.launch("axpy", "scaled", (), x, a, out)
 
 
 def _difference(x: Any, y: Any, out: Any) -> None:
     """Out <- x - y."""
-    if out.size:
+    if _small(out):
+        np.subtract(x, y, out=out)
+    elif out.size:
         _backend.launch("axpy", "lincomb", (), x, y, 1.0, -1.0, out)
 
 

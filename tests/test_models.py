@@ -175,79 +175,53 @@ def test_softmax_xent_is_stable_for_huge_logits():
     assert loss == pytest.approx(800.0) and np.isfinite(g).all()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vectorized_exp_is_within_one_ulp_of_the_exact_value(dtype):
-    from fastgd.kernels.cpu.nn import vexp
-    from numba import njit
+#: The kernels' vectorizable math (kernels/cpu/nn.py): its reference and its bound in ulp.
+VECTOR_MATH = {"vexp": (np.exp, 1), "vtanh": (np.tanh, 1), "vlog1p_unit": (np.log1p, 2)}
 
-    @njit
-    def exp_each(x, out):
-        for i in range(x.size):
-            out[i] = vexp(x[i])
 
-    rng = np.random.default_rng(0)
-    x = np.concatenate([np.linspace(-800, 800, 400_001), rng.uniform(-110, 100, 200_000),
-                        rng.normal(0, 1, 200_000), [np.nan, np.inf, -np.inf, 0.0, -0.0]]
-                       ).astype(dtype)
-    out = np.empty_like(x)
-    exp_each(x, out)
-    with np.errstate(over="ignore"):  # float32: the float64 value, rounded once
-        want = np.exp(x.astype(np.float64)).astype(dtype)
-    same = (out == want) | (np.isnan(out) & np.isnan(want))
-    assert same[-5:].all() and same.mean() > 0.8
-    finite = np.isfinite(want) & ~np.isnan(x)
-    assert (np.abs(out - want)[finite] <= np.spacing(want[finite])).all()
-    assert (out[~finite] == want[~finite])[~np.isnan(x[~finite])].all()
+def _math_inputs(name, rng):
+    if name == "vexp":
+        return [np.linspace(-800, 800, 400_001), rng.uniform(-110, 100, 200_000),
+                rng.normal(0, 1, 200_000), [np.nan, np.inf, -np.inf, 0.0, -0.0]]
+    if name == "vtanh":
+        tiny = 10.0 ** rng.uniform(-300, 0, 100_000) * rng.choice([-1.0, 1.0], 100_000)
+        return [np.linspace(-25, 25, 400_001), rng.normal(0, 0.5, 200_000), tiny,
+                [0.55, -0.55, np.nextafter(0.55, 0), 5e-324, np.nan, np.inf, -np.inf, 0.0,
+                 -0.0]]
+    return [np.linspace(0, 1, 400_001), 10.0 ** rng.uniform(-320, 0, 200_000),
+            [0.0, 1.0, 5e-324, np.nan]]  # vlog1p_unit: e^-|z| in [0, 1]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vectorized_tanh_is_within_one_ulp_of_the_exact_value(dtype):
-    from fastgd.kernels.cpu.nn import vtanh
+@pytest.mark.parametrize("name", list(VECTOR_MATH))
+def test_vectorized_math_is_within_its_bound_of_the_exact_value(name, dtype):
+    from fastgd.kernels.cpu import nn
     from numba import njit
 
-    @njit
-    def tanh_each(x, out):
-        for i in range(x.size):
-            out[i] = vtanh(x[i])
-
-    rng = np.random.default_rng(0)
-    tiny = 10.0 ** rng.uniform(-300, 0, 100_000) * rng.choice([-1.0, 1.0], 100_000)
-    x = np.concatenate([np.linspace(-25, 25, 400_001), rng.normal(0, 0.5, 200_000), tiny,
-                        [0.55, -0.55, np.nextafter(0.55, 0), 5e-324, np.nan, np.inf,
-                         -np.inf, 0.0, -0.0]]).astype(dtype)
-    out = np.empty_like(x)
-    tanh_each(x, out)
-    # the exact value rounded once: float64 through long double, float32 through float64
-    wide = np.longdouble if dtype == np.float64 else np.float64
-    want = np.tanh(x.astype(wide)).astype(dtype)
-    same = (out == want) | (np.isnan(out) & np.isnan(want))
-    assert same[-5:].all() and same.mean() > 0.9
-    assert (np.signbit(out) == np.signbit(want))[~np.isnan(x)].all()  # -0.0 stays -0.0
-    ok = ~np.isnan(x) & (want != 0)
-    assert (np.abs(out - want)[ok] <= np.spacing(np.abs(want[ok]))).all()
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vectorized_log1p_on_the_unit_interval_is_within_two_ulp(dtype):
-    from fastgd.kernels.cpu.nn import vlog1p_unit
-    from numba import njit
+    fn = getattr(nn, name)
+    reference, ulps = VECTOR_MATH[name]
 
     @njit
     def each(x, out):
         for i in range(x.size):
-            out[i] = vlog1p_unit(x[i])
+            out[i] = fn(x[i])
 
-    rng = np.random.default_rng(0)
-    x = np.concatenate([np.linspace(0, 1, 400_001), 10.0 ** rng.uniform(-320, 0, 200_000),
-                        [0.0, 1.0, 5e-324, np.nan]]).astype(dtype)
+    x = np.concatenate(_math_inputs(name, np.random.default_rng(0))).astype(dtype)
     out = np.empty_like(x)
     each(x, out)
+    # the exact value rounded once: float64 through long double, float32 through float64
     wide = np.longdouble if dtype == np.float64 else np.float64
-    want = np.log1p(x.astype(wide)).astype(dtype)
-    assert np.isnan(out[-1]) and (out[x == 0] == 0).all()
-    ok = want > 0
-    assert (np.abs(out - want)[ok] <= 2 * np.spacing(want[ok])).all()
-    assert np.abs(out - want)[ok].max() > 0  # not libm's own log1p
+    with np.errstate(over="ignore"):
+        want = reference(x.astype(wide)).astype(dtype)
+    nan = np.isnan(x)
+    assert np.isnan(out[nan]).all()
+    edge = ~nan & (~np.isfinite(want) | (want == 0))  # 0, inf, underflow, overflow
+    assert (out[edge] == want[edge]).all()
+    assert (np.signbit(out) == np.signbit(want))[~nan].all()  # -0.0 stays -0.0
+    ok = ~nan & ~edge
+    err = np.abs(out - want)[ok]
+    assert (err <= ulps * np.spacing(np.abs(want[ok]))).all()
+    assert (err == 0).mean() > 0.6 and err.max() > 0  # mostly exact; not the reference
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

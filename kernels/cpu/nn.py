@@ -265,7 +265,7 @@ def bias_act(act):
                 elif act == _TANH:
                     y = vtanh(x)
                 elif act == _SOFTPLUS:
-                    y = max(x, x * zero) + np.log1p(np.exp(-abs(x)))
+                    y = max(x, x * zero) + vlog1p_unit(vexp(-abs(x)))
                 elif act == _GELU:
                     y = half * x * (one + vtanh(k * (x + c3 * x * x * x)))
                 a[r, c] = y

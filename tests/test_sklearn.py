@@ -209,6 +209,45 @@ def test_validation_accuracy_is_scikit_learns_accuracy_score():
         assert 0 < _accuracy(y, p) < 1
 
 
+def test_known_labels_are_the_label_binarizers_transform():
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastgd._sklearn_mlp import _known_labels
+
+    rng = np.random.default_rng(0)
+    for labels in (np.array([3, 5, 9]), np.array(["cat", "dog"]), np.array([0, 1, 2, 3])):
+        lb = LabelBinarizer().fit(labels)
+        y = rng.choice(labels, 40)
+        np.testing.assert_array_equal(_known_labels(lb, y, every=False),
+                                      lb.transform(y).astype(bool))
+        assert _known_labels(lb, y[y != labels[0]], every=True) is None  # a class missing
+        assert _known_labels(lb, y[y != labels[0]], every=False) is not None
+    lb = LabelBinarizer().fit(np.array([3, 5, 9]))
+    for other in (np.array([3, 4]), np.array(["3", "5"]), np.array([3.0, 5.5]),
+                  np.array([[3, 5]]), [3, 5]):  # unseen, other kinds, 2-D, not an array
+        assert _known_labels(lb, other, every=False) is None
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_partial_fit_with_known_labels_fits_as_scikit_learns_checks_would(monkeypatch):
+    from fastgd import _sklearn_mlp
+
+    X, y = _digits()
+    models = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(_sklearn_mlp, "_known_labels", lambda *a, **k: None)
+        clf = MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
+        clf.partial_fit(X[:200], y[:200], classes=np.arange(10))
+        for i in range(200, 1000, 200):
+            clf.partial_fit(X[i : i + 200], y[i : i + 200])
+        models.append(clf)
+    for a, b in zip(_params(models[0]), _params(models[1])):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"`y` has classes not in `self\.classes_`"):
+        models[0].partial_fit(X[:5], np.array([0, 1, 2, 3, 11]))
+
+
 def test_batches_are_scikit_learns():
     from sklearn.utils import gen_batches
 

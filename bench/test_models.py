@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fastgd import _bench
-from fastgd._bench.workloads import LINEAR_SHAPES, MLP_SHAPES
+from fastgd._bench.workloads import ELEMENTWISE_KERNELS, LINEAR_SHAPES, MLP_SHAPES
 
 
 @pytest.mark.parametrize("impl", ["fastgd", "gemm", "torch", "sklearn"])
@@ -45,4 +45,18 @@ def test_linear_eval(benchmark, data, impl):
     fn()
     benchmark.group = f"linear eval {data}"
     benchmark.extra_info.update(suite="linear", rule=data, n=LINEAR_SHAPES[data][0], impl=impl)
+    benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ["fastgd", "numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel", ELEMENTWISE_KERNELS)
+def test_elementwise_kernel(benchmark, kernel, dtype, impl):
+    """An activation (200 x 100) or loss kernel against NumPy's vectorized calls."""
+    from fastgd._bench.workloads import elementwise
+
+    fn = elementwise(kernel, dtype, impl)
+    fn()
+    benchmark.group = f"{kernel} {dtype}"
+    benchmark.extra_info.update(suite="elementwise", rule=kernel, n=dtype, impl=impl)
     benchmark(fn)

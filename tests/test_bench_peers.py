@@ -87,3 +87,18 @@ def test_linear_eval_workloads_compute_one_loss():
         assert v == pytest.approx(losses["blas"], rel=1e-12), impl
     with pytest.raises(ValueError, match="impl"):
         linear_eval("digits", "bogus")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_elementwise_kernel_peers_compute_the_kernels_values(dtype):
+    from fastgd._bench.workloads import ELEMENTWISE_KERNELS, elementwise
+
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for kernel in ELEMENTWISE_KERNELS:
+        ours, numpy = elementwise(kernel, dtype, "fastgd"), elementwise(kernel, dtype, "numpy")
+        ours()
+        numpy()
+        assert ours.out.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(ours.out, numpy.out, rtol=tol, atol=tol * 1e-2,
+                                   err_msg=kernel)
+        assert np.abs(ours.out).max() > 0

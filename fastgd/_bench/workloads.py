@@ -20,7 +20,8 @@ from fastgd import _backend
 from fastgd._bench.peers import numpy_step
 from fastgd.optim.registry import RULES
 
-__all__ = ["SIZES", "axpy", "bytes_per_step", "clipped", "device_copy", "logistic_epoch",
+__all__ = ["ELEMENTWISE_KERNELS", "SIZES", "axpy", "bytes_per_step", "clipped", "device_copy",
+           "elementwise", "logistic_epoch",
            "model", "model_sizes", "model_step", "single", "sparse_table"]
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
@@ -409,6 +410,104 @@ def model_step(shape: Sequence[int], impl: str, batch: int = 256) -> Callable[[]
 
         return sstep
     raise ValueError(f"unknown impl {impl!r}")
+
+
+#: The elementwise model kernels timed against NumPy: activations (forward and derivative)
+#: on a 200 x 100 layer, losses on their batch (softmax: 256 x 10 logits; bce: 20000).
+ELEMENTWISE_KERNELS = ("tanh", "sigmoid", "softplus", "gelu", "relu", "tanh-derivative",
+                       "softplus-derivative", "softmax_xent", "bce")
+
+
+def elementwise(kernel: str, dtype: Any, impl: str) -> Callable[[], None]:
+    """One call of a model kernel (:data:`ELEMENTWISE_KERNELS`) on fixed inputs.
+
+    ``impl``: ``"fastgd"`` (the fused kernel, serial as in ``fit``) or ``"numpy"`` (the same
+    values in NumPy's vectorized calls, as scikit-learn computes them, ``out=`` buffers
+    where NumPy takes them). The inputs are left as they were (a loss's logits are
+    restored from a copy in both). The call's ``out`` attribute is the array its result
+    lands in (the activation, the scaled gradient, the loss's gradient), for tests.
+    """
+    from fastgd.models import activations as A
+    from fastgd.models.losses import mean_loss_and_grad_
+
+    rng = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    if kernel in ("softmax_xent", "bce"):
+        shape = (256, 10) if kernel == "softmax_xent" else (20_000, 1)
+        z0 = (rng.standard_normal(shape) * 3).astype(dt)
+        y = (rng.integers(0, 10, 256) if kernel == "softmax_xent"
+             else (rng.random(shape) < 0.5).astype(dt))
+        z, loss = z0.copy(), np.empty(shape[0] if kernel == "softmax_xent" else shape, dt)
+        if impl == "fastgd":
+
+            def fused() -> None:
+                z[...] = z0
+                with fastgd.serial_kernels():
+                    mean_loss_and_grad_(kernel, z, y, loss)
+
+            return _with_out(fused, z)
+        if kernel == "softmax_xent":
+
+            def numpy_softmax() -> None:
+                z[...] = z0
+                m = z.max(axis=1, keepdims=True)
+                np.subtract(z, m, out=z)
+                np.exp(z, out=z)
+                s = z.sum(axis=1, keepdims=True)
+                np.divide(z, s, out=z)
+                float(-np.log(z[np.arange(256), y]).mean())
+                z[np.arange(256), y] -= 1
+                np.divide(z, 256, out=z)
+
+            return _with_out(numpy_softmax, z)
+
+        def numpy_bce() -> None:
+            z[...] = z0
+            e = np.exp(-np.abs(z))
+            float((np.maximum(z, 0) - z * y + np.log1p(e)).mean())
+            np.divide(np.where(z >= 0, 1, e), 1 + e, out=z)
+            np.subtract(z, y, out=z)
+            np.divide(z, z.shape[0], out=z)
+
+        return _with_out(numpy_bce, z)
+    name, _, derivative = kernel.partition("-")
+    z = rng.standard_normal((200, 100)).astype(dt)
+    a, d, d0 = np.empty_like(z), np.empty_like(z), rng.standard_normal((200, 100)).astype(dt)
+    b = np.zeros(100, dt)
+    A.bias_act_(b, z, a, name)
+    if impl == "fastgd":
+        if derivative:
+
+            def fused_grad() -> None:
+                d[...] = d0
+                with fastgd.serial_kernels():
+                    A.act_grad_(z, a, d, name)
+
+            return _with_out(fused_grad, d)
+
+        def fused_forward() -> None:
+            with fastgd.serial_kernels():
+                A.bias_act_(b, z, a, name)
+
+        return _with_out(fused_forward, a)
+    forward = {
+        "tanh": lambda: np.tanh(z, out=a),
+        "sigmoid": lambda: np.divide(1, 1 + np.exp(-z), out=a),
+        "softplus": lambda: np.logaddexp(0, z, out=a),
+        "gelu": lambda: np.multiply(0.5 * z, 1 + np.tanh(0.7978845608028654 * (
+            z + 0.044715 * z**3)), out=a),
+        "relu": lambda: np.maximum(z, 0, out=a),
+    }
+    if not derivative:
+        return _with_out(forward[name], a)
+    if name == "tanh":
+        return _with_out(lambda: np.multiply(d0, 1 - a * a, out=d), d)
+    return _with_out(lambda: np.multiply(d0, 1 / (1 + np.exp(-z)), out=d), d)  # sigmoid
+
+
+def _with_out(fn: Callable[[], Any], out: Any) -> Callable[[], None]:
+    fn.out = out  # type: ignore[attr-defined]
+    return fn
 
 
 def logistic_epoch(impl: str, n: int = 200_000, d: int = 100, batch: int = 256

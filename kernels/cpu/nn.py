@@ -84,20 +84,30 @@ def _exp32(x):  # pragma: no cover - compiled
     return p * _pow2(k1) * _pow2(kf - k1)
 
 
-def vexp(x: Any) -> Any:
-    """e^x, within 1 ulp of ``np.exp``, in a form a kernel's loop vectorizes (float32/64)."""
-    return np.exp(x)
+def _vectorizable(reference: Any, f64: Any, f32: Any, doc: str) -> Any:
+    """A math function for the kernels' loops: ``f64`` or ``f32`` by its argument's type.
+
+    Called from Python it is ``reference`` (NumPy's). ``f64`` / ``f32`` keep their own
+    compile flags unless they are built ``inline="always"``: a caller's fast-math flags
+    (the one-pass kernel reassociates its sums) never reach the others' range reductions.
+    """
+
+    def fn(x: Any) -> Any:
+        return reference(x)
+
+    @overload(fn, inline="always")
+    def _by_type(x):  # pragma: no cover - runs inside Numba's type inference
+        if x == types.float64:
+            return lambda x: f64(x)
+        if x == types.float32:
+            return lambda x: f32(x)
+        return None
+
+    fn.__doc__ = doc
+    return fn
 
 
-@overload(vexp, inline="always")
-def _vexp(x):  # pragma: no cover - runs inside Numba's type inference
-    # separate functions, not inlined into the caller's IR: its fast-math flags (the
-    # one-pass kernel reassociates its sums) never reach the range reduction
-    if x == types.float64:
-        return lambda x: _exp64(x)
-    if x == types.float32:
-        return lambda x: _exp32(x)
-    return None
+vexp = _vectorizable(np.exp, _exp64, _exp32, "e^x within 1 ulp; a loop of it vectorizes.")
 
 
 # tanh(x) = sign(x) t(|x|): below |x| = 0.55 the odd Taylor series of tanh (a + a^3 q(a^2),
@@ -154,18 +164,7 @@ def _tanh32(x):  # pragma: no cover - compiled
     return np.copysign(small if a < np.float32(0.55) else large, x)
 
 
-def vtanh(x: Any) -> Any:
-    """tanh(x), within 1 ulp, in a form a kernel's loop vectorizes (float32/64)."""
-    return np.tanh(x)
-
-
-@overload(vtanh, inline="always")
-def _vtanh(x):  # pragma: no cover - runs inside Numba's type inference
-    if x == types.float64:
-        return lambda x: _tanh64(x)
-    if x == types.float32:
-        return lambda x: _tanh32(x)
-    return None
+vtanh = _vectorizable(np.tanh, _tanh64, _tanh32, "tanh(x) within 1 ulp; vectorizes.")
 
 
 # log(1 + e) for e in [0, 1] (the binary cross-entropy's log1p(e^-|z|)): with
@@ -212,19 +211,8 @@ def _log1p_unit32(e):  # pragma: no cover - compiled
     return (u + u) + (u + u) * w * p
 
 
-def vlog1p_unit(e: Any) -> Any:
-    """log(1 + e) for ``e`` in [0, 1], within 2 ulp, vectorizable (float32/64)."""
-    return np.log1p(e)
-
-
-@overload(vlog1p_unit, inline="always")
-def _vlog1p_unit(e):  # pragma: no cover - runs inside Numba's type inference
-    if e == types.float64:
-        return lambda e: _log1p_unit64(e)
-    if e == types.float32:
-        return lambda e: _log1p_unit32(e)
-    return None
-
+vlog1p_unit = _vectorizable(np.log1p, _log1p_unit64, _log1p_unit32,
+                            "log(1 + e) for e in [0, 1] within 2 ulp; vectorizes.")
 
 
 _RELU, _LEAKY, _SIGMOID, _TANH, _SOFTPLUS, _GELU = (

@@ -111,33 +111,24 @@ def _accuracy(model: Any, X: Any, y: Any) -> float | None:
 
 def _shuffled_batches(X: Any, y: Any, perm: Any, Xb: Any, yb: Any
                       ) -> Iterator[tuple[Any, Any]]:
-    """Batches of rows ``perm[i : i + len(Xb)]`` of ``X`` and ``y``, gathered into ``Xb``, ``yb``.
+    """Batches of rows ``perm[i : i + len(yb)]`` of ``X`` and ``y``, gathered into ``Xb``, ``yb``.
 
-    Each batch overwrites the previous one: consume it before asking for the next.
+    A :class:`~fastgd.models.mlp._CSR` ``X`` (``Xb`` None) gives selections of its rows
+    instead (no copy). Each batch overwrites the previous one: consume it before asking
+    for the next.
     """
-    n, size = X.shape[0], Xb.shape[0]
-    for i in range(0, n, size):
-        rows = perm[i : i + size]
-        m = rows.shape[0]
-        for src, dst in ((X, Xb), (y, yb)):
-            _backend.launch("gather", "gather_rows", (), src.reshape(n, -1), rows,
-                            dst[:m].reshape(m, -1))
-        yield Xb[:m], yb[:m]
-
-
-def _csr_batches(X: Any, y: Any, perm: Any, yb: Any) -> Iterator[tuple[Any, Any]]:
-    """:func:`_shuffled_batches` for a :class:`~fastgd.models.mlp._CSR` ``X``.
-
-    A batch of ``X`` is a selection of its rows (no copy); ``y``'s rows are gathered into
-    ``yb``, overwritten by the next batch.
-    """
-    n, size = len(X), yb.shape[0]
+    n, size = X.shape[0], yb.shape[0]
     for i in range(0, n, size):
         rows = perm[i : i + size]
         m = rows.shape[0]
         _backend.launch("gather", "gather_rows", (), y.reshape(n, -1), rows,
                         yb[:m].reshape(m, -1))
-        yield X.take(rows), yb[:m]
+        if Xb is None:
+            yield X.take(rows), yb[:m]
+        else:
+            _backend.launch("gather", "gather_rows", (), X.reshape(n, -1), rows,
+                            Xb[:m].reshape(m, -1))
+            yield Xb[:m], yb[:m]
 
 
 def _agree(dist: Any, what: str, info: dict[str, Any]) -> None:
@@ -425,10 +416,8 @@ def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int
         t0 = time.perf_counter()
         if batches is None:
             if shuffle:
-                perm = xp.asarray(rng.permutation(n))
-                it: Iterable[tuple[Any, Any]] = (
-                    _shuffled_batches(X, y, perm, X_buf, y_buf) if Xc is None
-                    else _csr_batches(Xc, y, perm, y_buf))
+                it: Iterable[tuple[Any, Any]] = _shuffled_batches(
+                    X if Xc is None else Xc, y, xp.asarray(rng.permutation(n)), X_buf, y_buf)
             else:
                 it = ((X[i : i + batch_size] if Xc is None
                        else Xc.take(slice(i, i + batch_size)), y[i : i + batch_size])

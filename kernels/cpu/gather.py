@@ -1,4 +1,4 @@
-"""Row gather for the per-epoch shuffle of the training loop (not an optimizer)."""
+"""Row gather for the mini-batches of the training loop and the estimators (not an optimizer)."""
 
 from numba import prange
 

@@ -23,6 +23,15 @@ def _medians(config):
     return out
 
 
+def _section(w, rows, suite, title):
+    """The row keys of ``suite``, in order; writes the section's title if it has any."""
+    keys = sorted(k for k in rows if k[0] == suite)
+    if keys:
+        w("")
+        w(title)
+    return keys
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     med = _medians(config)
     if not med:
@@ -50,22 +59,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 frac = f"{gbs / (ia['bytes'] / ta / 1e9):8.2f}"
             vs = [f"{v[p][0] / t:9.2f}x" if p in v else f"{'-':>10}" for p in ("numpy", "torch")]
             w(f"{key[1]:<9}{key[2]:>10}{t * 1e6:12.1f}{gbs:8.1f}{frac:>8}{vs[0]}{vs[1]}")
-    models = sorted(k for k in rows if k[0] == "model")
-    if models:
-        w("")
-        w("300-tensor model step: FlatParams and a list of the arrays vs torch over the "
-          "separate tensors")
-        for key in models:
-            v = rows[key]
-            t = v["fastgd"][0]
-            parts = [f"{impl} {v[impl][0] * 1e6:9.1f} us" for impl in sorted(v)]
-            tl = v["fastgd-list"][0] if "fastgd-list" in v else None
-            ratios = ([f"list/flat {tl / t:.2f}x"] if tl else []) + (
-                [f"torch/flat {v['torch'][0] / t:.2f}x"]
-                + ([f"torch/list {v['torch'][0] / tl:.2f}x"] if tl else [])
-                if "torch" in v else [])
-            w(f"{key[1]:<9}" + "  ".join(parts) + ("  (" + ", ".join(ratios) + ")"
-                                                   if ratios else ""))
+    for key in _section(w, rows, "model", "300-tensor model step: FlatParams and a list of "
+                        "the arrays vs torch over the separate tensors"):
+        v = rows[key]
+        t = v["fastgd"][0]
+        parts = [f"{impl} {v[impl][0] * 1e6:9.1f} us" for impl in sorted(v)]
+        tl = v["fastgd-list"][0] if "fastgd-list" in v else None
+        ratios = ([f"list/flat {tl / t:.2f}x"] if tl else []) + (
+            [f"torch/flat {v['torch'][0] / t:.2f}x"]
+            + ([f"torch/list {v['torch'][0] / tl:.2f}x"] if tl else [])
+            if "torch" in v else [])
+        w(f"{key[1]:<9}" + "  ".join(parts) + ("  (" + ", ".join(ratios) + ")"
+                                               if ratios else ""))
     for key in sorted(k for k in rows if k[0] == "average"):
         v = rows[key]
         if "fused" in v:
@@ -74,50 +79,37 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             w(f"Adam + EMA of the weights, n={key[2]}: fused {t * 1e6:.1f} us"
               + "".join(f", {impl} {v[impl][0] * 1e6:.1f} us ({v[impl][0] / t:.2f}x)"
                         for impl in ("separate", "torch") if impl in v))
-    estimators = sorted(k for k in rows if k[0] == "estimators")
-    if estimators:
-        w("")
-        w("fastgd.sklearn vs scikit-learn at its faster thread setting (median fit time, "
-          "held-out accuracy)")
-        for key in estimators:
-            v = rows[key]
-            peers = [impl for impl in SKLEARN_THREADS if impl in v]
-            if "fastgd" in v and peers:
-                peer = min(peers, key=lambda impl: v[impl][0])
-                (t, i), (ts, isk) = v["fastgd"], v[peer]
-                jobs = v.get("fastgd-n_jobs=-1")
-                w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  {peer} {ts:8.3f} s  "
-                  f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}"
-                  + (f"  n_jobs=-1 {jobs[0]:8.3f} s ({ts / jobs[0]:.2f}x)" if jobs else ""))
-    linear = sorted(k for k in rows if k[0] == "linear")
-    if linear:
-        w("")
-        w("one-pass loss and gradient (no hidden layer, 10 classes, float64) vs two BLAS passes")
-        for key in linear:
-            v = rows[key]
-            if "one-pass" not in v:
-                continue
-            t = v["one-pass"][0]
-            w(f"{key[1]:<10}{key[2]:>8} rows  one-pass {t * 1e3:8.3f} ms"
-              + "".join(f"  {impl} {v[impl][0] * 1e3:8.3f} ms ({v[impl][0] / t:.2f}x)"
-                        for impl in ("one-pass-1thread", "blas", "blas-2threads") if impl in v))
-    kernels = sorted(k for k in rows if k[0] == "elementwise")
-    if kernels:
-        w("")
-        w("model kernels (serial, as in fit) vs NumPy's vectorized calls: activations on "
-          "200 x 100, softmax on 256 x 10, bce on 20000")
-        for key in kernels:
-            v = rows[key]
-            if "fastgd" in v and "numpy" in v:
-                t, tn = v["fastgd"][0], v["numpy"][0]
-                w(f"{key[1]:<21}{key[2]:>8}  fastgd {t * 1e6:8.1f} us  numpy {tn * 1e6:8.1f} us"
-                  f"  ({tn / t:.2f}x)")
-    thresholds = sorted(k for k in rows if k[0] == "threshold")
-    if thresholds:
-        w("")
-        w("serial vs parallel kernels (the parallel threshold)")
-        for key in thresholds:
-            v = rows[key]
-            ts, tp = v["serial"][0], v["parallel"][0]
-            w(f"{key[1]:<14}{key[2]:>10}  serial {ts * 1e6:8.1f} us  parallel {tp * 1e6:8.1f} us"
-              f"  {'parallel' if tp < ts else 'serial'} wins ({ts / tp:.2f}x)")
+    for key in _section(w, rows, "estimators", "fastgd.sklearn vs scikit-learn at its faster "
+                        "thread setting (median fit time, held-out accuracy)"):
+        v = rows[key]
+        peers = [impl for impl in SKLEARN_THREADS if impl in v]
+        if "fastgd" in v and peers:
+            peer = min(peers, key=lambda impl: v[impl][0])
+            (t, i), (ts, isk) = v["fastgd"], v[peer]
+            jobs = v.get("fastgd-n_jobs=-1")
+            w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  {peer} {ts:8.3f} s  "
+              f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}"
+              + (f"  n_jobs=-1 {jobs[0]:8.3f} s ({ts / jobs[0]:.2f}x)" if jobs else ""))
+    for key in _section(w, rows, "linear", "one-pass loss and gradient (no hidden layer, "
+                        "10 classes, float64) vs two BLAS passes"):
+        v = rows[key]
+        if "one-pass" not in v:
+            continue
+        t = v["one-pass"][0]
+        w(f"{key[1]:<10}{key[2]:>8} rows  one-pass {t * 1e3:8.3f} ms"
+          + "".join(f"  {impl} {v[impl][0] * 1e3:8.3f} ms ({v[impl][0] / t:.2f}x)"
+                    for impl in ("one-pass-1thread", "blas", "blas-2threads") if impl in v))
+    for key in _section(w, rows, "elementwise", "model kernels (serial, as in fit) vs NumPy's "
+                        "vectorized calls: activations on 200 x 100, softmax on 256 x 10, "
+                        "bce on 20000"):
+        v = rows[key]
+        if "fastgd" in v and "numpy" in v:
+            t, tn = v["fastgd"][0], v["numpy"][0]
+            w(f"{key[1]:<21}{key[2]:>8}  fastgd {t * 1e6:8.1f} us  numpy {tn * 1e6:8.1f} us"
+              f"  ({tn / t:.2f}x)")
+    for key in _section(w, rows, "threshold",
+                        "serial vs parallel kernels (the parallel threshold)"):
+        v = rows[key]
+        ts, tp = v["serial"][0], v["parallel"][0]
+        w(f"{key[1]:<14}{key[2]:>10}  serial {ts * 1e6:8.1f} us  parallel {tp * 1e6:8.1f} us"
+          f"  {'parallel' if tp < ts else 'serial'} wins ({ts / tp:.2f}x)")

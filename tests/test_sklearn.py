@@ -244,8 +244,14 @@ def test_partial_fit_with_known_labels_fits_as_scikit_learns_checks_would(monkey
         models.append(clf)
     for a, b in zip(_params(models[0]), _params(models[1])):
         np.testing.assert_array_equal(a, b)
+    monkeypatch.undo()  # an unseen label: the direct encoding hands over to the checks
+    before = [p.copy() for p in _params(models[0])]
+    t = models[0].t_
     with pytest.raises(ValueError, match=r"`y` has classes not in `self\.classes_`"):
         models[0].partial_fit(X[:5], np.array([0, 1, 2, 3, 11]))
+    for a, b in zip(_params(models[0]), before):
+        np.testing.assert_array_equal(a, b)
+    assert models[0].t_ == t
 
 
 def test_batches_are_scikit_learns():

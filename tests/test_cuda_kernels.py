@@ -137,19 +137,24 @@ class Shadow:
 
         def launch(module, name, flags, *args):
             twin = _backend.kernel_rule(module, name, "cuda")
-            if not isinstance(twin, CudaRule):  # a plain CuPy call (data movement)
+            composite = getattr(twin, "composite", False)
+            if not (isinstance(twin, CudaRule) or composite):  # a CuPy call (data movement)
                 return real_launch(module, name, flags, *args)
             memo: dict[int, np.ndarray] = {}  # an argument passed twice stays one array
             copies = tuple(memo.setdefault(id(a), a.copy()) if isinstance(a, np.ndarray) else a
                            for a in args)
-            _backend._launch_cuda(module, name, flags, copies)
+            if composite:  # its own launches come back here, each compared
+                twin(flags, *copies)
+            else:
+                _backend._launch_cuda(module, name, flags, copies)
             real_launch(module, name, flags, *args)
             dtype = args[-1].dtype
-            used = twin.used(flags)
+            used = twin.arg_names if composite else twin.used(flags)
+            outs = used if composite else twin.out_names
             for n, a, c in zip(twin.arg_names, args, copies):
-                if n in twin.out_names and n in used:
+                if n in outs and n in used and isinstance(a, np.ndarray):
                     np.testing.assert_allclose(
-                        c, a, **tol(dtype), err_msg=f"CUDA {name}{flags}: {n} differs")
+                        c, a, **tol(a.dtype), err_msg=f"CUDA {name}{flags}: {n} differs")
             self.launched[(module, name, flags, dtype.name)] += 1
             return None
 
@@ -318,8 +323,8 @@ def test_cuda_model_bodies_match_numba_on_the_host(monkeypatch, activation, dtyp
     shadow = Shadow(monkeypatch)
     model_workload(activation, dtype)
     names = {k[1] for k in shadow.launched}
-    assert {"bias_act", "act_grad", "mse", "huber", "bce_logits", "softmax_xent", "axpy",
-            "sumsq", "sumabs"} <= names
+    assert {"bias_act", "act_grad_colsum", "act_grad", "mse", "huber", "bce_logits",
+            "softmax_xent", "l2_grad", "axpy", "sumsq", "sumabs"} <= names
 
 
 @needs_host_runner
@@ -362,6 +367,29 @@ def test_host_parity_catches_a_wrong_cuda_body(monkeypatch):
     with pytest.raises(AssertionError, match="CUDA sgd"):
         fastgd.SGD([np.ones(5)], lr=0.1).step([np.ones(5)])
     assert not shadow.launched
+
+
+@needs_host_runner
+@pytest.mark.parametrize("kernel", ["act_grad_colsum", "l2_grad"])
+def test_host_parity_catches_a_wrong_composite_twin(monkeypatch, kernel):
+    # a composite twin that leaves out its second launch: its output differs from the
+    # fused CPU kernel's
+    from fastgd.kernels.cuda import nn
+    from fastgd.kernels.cuda._elementwise import composite
+
+    def act_grad_only(z, a, alpha, d, out, *, act):
+        _backend.launch("nn", "act_grad", (("act", act),), z, a, alpha, d)
+
+    def axpy_only(w, l2, g, out):
+        _backend.launch("axpy", "axpy", (), w, l2, g)
+
+    wrong = composite(act_grad_only if kernel == "act_grad_colsum" else axpy_only)
+    monkeypatch.setattr(nn, kernel, wrong)
+    monkeypatch.setattr(_backend, "_cuda_rules", {})
+    Shadow(monkeypatch)
+    model = MLP([3, 4, 2], output="multiclass", l2=0.1, seed=0)
+    with pytest.raises(AssertionError, match=f"CUDA {kernel}"):
+        model.loss_and_grad(np.ones((5, 3)), np.array([0, 1, 0, 1, 1]))
 
 
 @needs_host_runner

@@ -10,7 +10,7 @@ import pytest
 import fastgd
 from fastgd import _backend
 from fastgd.models import ACTIVATIONS, MLP, LinearRegression, LogisticRegression
-from fastgd.models.activations import act_grad_, activate
+from fastgd.models.activations import act_grad_, act_grad_colsum_, activate
 from fastgd.models.losses import loss_and_grad
 from tests.helpers import assert_unchanged, linear_case, snapshot
 
@@ -126,6 +126,56 @@ def test_activation_derivative_matches_finite_differences(name):
     act_grad_(z.copy(), a, d, name, alpha=0.1)
     num = (activate(z + H, name, 0.1) - activate(z - H, name, 0.1)) / (2 * H)
     np.testing.assert_allclose(d, num, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_fused_derivative_and_bias_gradient_equal_the_two_kernels(name, dtype):
+    # act_grad_colsum is act_grad then colsum in one pass: the same bits, NaN and -0.0 kept
+    from fastgd import _backend
+
+    rng = np.random.default_rng(4)
+    z = (rng.normal(size=(37, 9)) * 3).astype(dtype)
+    z[0, :3] = [np.nan, -0.0, np.inf]
+    a = activate(z, name, alpha=0.1)
+    d0 = rng.normal(size=z.shape).astype(dtype)
+    d_two, d_one = d0.copy(), d0.copy()
+    want, got = np.full(9, 7.0, dtype), np.full(9, 7.0, dtype)
+    act_grad_(z, a, d_two, name, alpha=0.1)
+    _backend.launch("nn", "colsum", (), d_two, want)
+    act_grad_colsum_(z, a, d_one, got, name, alpha=0.1)
+    np.testing.assert_array_equal(d_one, d_two)
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got[3:]).all() and (name == "identity" or not np.array_equal(d_one, d0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_l2_gradient_and_penalty_equal_axpy_and_sumsq(dtype):
+    from fastgd import _backend
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=1001).astype(dtype)
+    g0 = rng.normal(size=1001).astype(dtype)
+    g_two, g_one = g0.copy(), g0.copy()
+    _backend.launch("axpy", "axpy", (), w, 0.3, g_two)
+    out = np.array([2.5])  # the kernel adds to what is there
+    _backend.launch("nn", "l2_grad", (), w, 0.3, g_one, out)
+    np.testing.assert_array_equal(g_one, g_two)
+    want = 2.5 + float(np.sum(w.astype(np.float64) ** 2))
+    assert out[0] == pytest.approx(want, rel=1e-14)
+
+
+def test_model_penalty_from_the_backward_pass_equals_the_separate_sum():
+    X = _data()
+    y = np.random.default_rng(6).integers(0, 3, size=7)
+    model = MLP([3, 5, 4, 3], output="multiclass", l2=0.3, l1=0.05, dtype=np.float64, seed=1)
+    with_grad = model.loss_and_grad(X, y)
+    assert with_grad == pytest.approx(model.loss(X, y), rel=1e-15)
+    w2 = sum(float(np.sum(w ** 2)) for w in model.params[0::2])
+    w1 = sum(float(np.sum(np.abs(w))) for w in model.params[0::2])
+    model.l2 = model.l1 = 0.0
+    data = model.loss(X, y)
+    assert with_grad == pytest.approx(data + 0.15 * w2 + 0.05 * w1, rel=1e-14)
 
 
 def test_activations_known_values():
@@ -253,6 +303,7 @@ def test_float32_model_kernels_compute_in_float32():
     f64 = types.float64
     cases = [(nn.bias_act, {"act": c}, (v, f64, m, m)) for c in ACT_CODES.values()]
     cases += [(nn.act_grad, {"act": c}, (m, m, f64, m)) for c in ACT_CODES.values()]
+    cases += [(nn.act_grad_colsum, {"act": c}, (m, m, f64, m, v)) for c in ACT_CODES.values()]
     cases += [(getattr(nn, n), {}, (v, f64, v, v)) for n in ("mse", "bce_logits", "poisson")]
     cases += [(nn.huber, {}, (v, f64, f64, v, v))]
     for rule, flags, sig in cases:

@@ -25,7 +25,7 @@ from typing import Any
 from fastgd import _backend
 from fastgd.kernels.codes import ACT_CODES
 
-__all__ = ["ACTIVATIONS", "act_grad_", "activate", "bias_act_"]
+__all__ = ["ACTIVATIONS", "act_grad_", "act_grad_colsum_", "activate", "bias_act_"]
 
 #: The activation names.
 ACTIVATIONS = tuple(ACT_CODES)
@@ -45,6 +45,13 @@ def bias_act_(b: Any, z: Any, a: Any, name: str, alpha: float = 0.01) -> None:
 def act_grad_(z: Any, a: Any, d: Any, name: str, alpha: float = 0.01) -> None:
     """In place: ``d <- d * f'(z)`` (``a = f(z)``)."""
     _backend.launch("nn", "act_grad", (("act", _code(name)),), z, a, float(alpha), d)
+
+
+def act_grad_colsum_(z: Any, a: Any, d: Any, out: Any, name: str, alpha: float = 0.01
+                     ) -> None:
+    """In place: ``d <- d * f'(z)``, then ``out <- d.sum(axis=0)`` (one pass on the CPU)."""
+    _backend.launch("nn", "act_grad_colsum", (("act", _code(name)),), z, a, float(alpha), d,
+                    out)
 
 
 def activate(z: Any, name: str, alpha: float = 0.01) -> Any:

@@ -32,7 +32,7 @@ from fastgd import _backend
 from fastgd import _validate as V
 from fastgd.flat import FlatParams
 from fastgd.kernels.codes import LINEAR_BLOCK
-from fastgd.models.activations import ACTIVATIONS, act_grad_, bias_act_
+from fastgd.models.activations import ACTIVATIONS, act_grad_colsum_, bias_act_
 from fastgd.models.init import INITIALIZERS, initialize
 from fastgd.models.losses import inverse_total, mean_loss_and_grad_
 
@@ -327,6 +327,7 @@ class MLP:
                 "D": [xp.empty((n, s), dt) for s in sizes[:-1]],
                 "loss": xp.empty((n, sizes[-1]), dt),
                 "loss_rows": xp.empty(n, dt),
+                "sumsq": xp.zeros(1, np.float64),
             }
         return ws
 
@@ -354,13 +355,19 @@ class MLP:
         out, _ = self._forward(self._check_X(X))
         return out.copy()
 
-    def _penalty(self) -> Any:
-        """The l2 / l1 penalty: a float, or a 0-d device array for CuPy (no sync)."""
+    def _penalty(self, sumsq: Any = None) -> Any:
+        """The l2 / l1 penalty: a float, or a 0-d device array for CuPy (no sync).
+
+        ``sumsq``: the weights' sum of squares where the backward pass has summed it (a
+        1-element float64 array, the ``l2_grad`` kernel's); None sums it here.
+        """
         if not (self.l2 or self.l1):
             return 0.0
         total = 0.0
+        if self.l2 and sumsq is not None:
+            total += 0.5 * self.l2 * _backend.as_float64(sumsq[0])
         for w in self.flat.params[0::2]:
-            if self.l2:
+            if self.l2 and sumsq is None:
                 total += 0.5 * self.l2 * _backend.as_float64(
                     _backend.reduce("sumsq", w.reshape(-1)).sum())
             if self.l1:
@@ -442,26 +449,29 @@ class MLP:
         loss, delta, ws = self._forward_loss(X, y, sample_weight, correct)  # delta: dL/dZ_L
         xp = self._xp
         p, g = self.flat.params, self.flat.grads
+        sumsq = ws["sumsq"]  # the weights' squares, summed by the L2 gradient kernel
+        if self.l2:
+            sumsq[...] = 0
+        _backend.launch("nn", "colsum", (), delta, g[-1])  # the output layer's bias gradient
         for layer in range(self.n_layers - 1, -1, -1):
             a_prev = X if layer == 0 else ws["A"][layer - 1]
-            w = p[2 * layer]
-            gw, gb = g[2 * layer], g[2 * layer + 1]
+            w, gw = p[2 * layer], g[2 * layer]
             if isinstance(a_prev, _CSR):
                 a_prev.tmatmul(delta, gw)
             else:
                 xp.matmul(a_prev.T, delta, out=gw)
-            _backend.launch("nn", "colsum", (), delta, gb)
-            if self.l2:
-                _backend.launch("axpy", "axpy", (), w.reshape(-1), self.l2, gw.reshape(-1))
+            if self.l2:  # gw += l2 w; sumsq += sum(w^2)
+                _backend.launch("nn", "l2_grad", (), w.reshape(-1), self.l2, gw.reshape(-1),
+                                sumsq)
             if self.l1:
                 gw += self.l1 * xp.sign(w)
-            if layer:
+            if layer:  # delta of the layer below, and that layer's bias gradient
                 d = ws["D"][layer - 1]
                 xp.matmul(delta, w.T, out=d)
-                act_grad_(ws["Z"][layer - 1], ws["A"][layer - 1], d, self.activation,
-                          self.alpha)
+                act_grad_colsum_(ws["Z"][layer - 1], ws["A"][layer - 1], d, g[2 * layer - 1],
+                                 self.activation, self.alpha)
                 delta = d
-        return loss + self._penalty()
+        return loss + self._penalty(sumsq if self.l2 else None)
 
     def _linear_chunks(self, rows: int) -> int:
         """Row chunks of the one-pass linear kernel: a fixed count, whatever the threads."""

@@ -261,47 +261,80 @@ def bias_act(act):
     return bias_act
 
 
+@register_jitable(inline="always")
+def _derivative(act, x, y, alpha, one, half, three, k, c3):
+    """act'(x) from the pre-activation ``x`` and the activation ``y = act(x)``.
+
+    Every scalar is of the arrays' dtype (a float64 constant would make a float32 loop
+    compute in float64).
+    """
+    f = one
+    if act == _RELU:
+        if not x > 0:
+            f = x * (one - one)  # (an int 0 would make the loop float64)
+    elif act == _LEAKY:
+        if not x > 0:
+            f = alpha
+    elif act == _SIGMOID:
+        f = y * (one - y)
+    elif act == _TANH:
+        f = one - y * y
+    elif act == _SOFTPLUS:
+        e = vexp(-abs(x))
+        if x >= 0:
+            f = one / (one + e)
+        else:
+            f = e / (one + e)
+    elif act == _GELU:
+        t = vtanh(k * (x + c3 * x * x * x))
+        f = half * (one + t) + half * x * (one - t * t) * k * (one + three * c3 * x * x)
+    return f
+
+
 @rule(NEVER_PARALLEL)
 def act_grad(act):
     """d <- d * act'(z), from the pre-activation z and the activation a."""
 
     def act_grad(z, a, alpha, d):
         alpha = as_dtype_of(alpha, d)
-        zero = as_dtype_of(0.0, d)
         one = as_dtype_of(1.0, d)
-        three = as_dtype_of(3.0, d)
         half = as_dtype_of(0.5, d)
-        k = as_dtype_of(0.7978845608028654, d)
+        three = as_dtype_of(3.0, d)
+        k = as_dtype_of(0.7978845608028654, d)  # sqrt(2 / pi)
         c3 = as_dtype_of(0.044715, d)
         rows, cols = d.shape
         for r in prange(rows):
             for c in range(cols):
-                x = z[r, c]
-                y = a[r, c]
-                f = one
-                if act == _RELU:
-                    if not x > 0:
-                        f = x * zero  # (an int 0 would make the loop float64)
-                elif act == _LEAKY:
-                    if not x > 0:
-                        f = alpha
-                elif act == _SIGMOID:
-                    f = y * (one - y)
-                elif act == _TANH:
-                    f = one - y * y
-                elif act == _SOFTPLUS:
-                    e = vexp(-abs(x))
-                    if x >= 0:
-                        f = one / (one + e)
-                    else:
-                        f = e / (one + e)
-                elif act == _GELU:
-                    t = vtanh(k * (x + c3 * x * x * x))
-                    f = half * (one + t) + half * x * (one - t * t) * k * (
-                        one + three * c3 * x * x)
-                d[r, c] = d[r, c] * f
+                d[r, c] = d[r, c] * _derivative(act, z[r, c], a[r, c], alpha, one, half,
+                                                three, k, c3)
 
     return act_grad
+
+
+@rule(NEVER_PARALLEL)
+def act_grad_colsum(act):
+    """d <- d * act'(z), and out[c] <- the sum of the new d[:, c] (the bias gradient of the
+    layer below), in one pass: ``act_grad`` then ``colsum``, with their results bit for bit.
+    """
+
+    def act_grad_colsum(z, a, alpha, d, out):
+        alpha = as_dtype_of(alpha, d)
+        one = as_dtype_of(1.0, d)
+        half = as_dtype_of(0.5, d)
+        three = as_dtype_of(3.0, d)
+        k = as_dtype_of(0.7978845608028654, d)
+        c3 = as_dtype_of(0.044715, d)
+        rows, cols = d.shape
+        for c in range(cols):
+            out[c] = 0
+        for r in range(rows):
+            for c in range(cols):
+                v = d[r, c] * _derivative(act, z[r, c], a[r, c], alpha, one, half, three,
+                                          k, c3)
+                d[r, c] = v
+                out[c] += v
+
+    return act_grad_colsum
 
 
 @rule(NEVER_PARALLEL)
@@ -317,6 +350,26 @@ def colsum():
                 out[c] += x[r, c]
 
     return colsum
+
+
+@rule(NEVER_PARALLEL, fastmath=frozenset({"reassoc"}))
+def l2_grad():
+    """g <- g + l2 w (a weight's L2 gradient), and out[0] += the sum of w^2 in float64 (its
+    penalty), in one pass: ``axpy`` then the ``sumsq`` reduction (the sum in another order).
+    ``reassoc`` lets the sum vectorize; the update has no sum to reorder.
+    """
+
+    def l2_grad(w, l2, g, out):
+        l2 = as_dtype_of(l2, g)
+        acc = 0.0
+        for i in range(g.size):
+            v = w[i]
+            g[i] = g[i] + l2 * v
+            v64 = np.float64(v)
+            acc += v64 * v64
+        out[0] += acc
+
+    return l2_grad
 
 
 @rule(NEVER_PARALLEL)

@@ -202,10 +202,13 @@ class CupyCall:
     parameters, if any, are the variant flags, passed from the launch's ``flags``.
     """
 
-    def __init__(self, fn: Callable[..., None]) -> None:
+    def __init__(self, fn: Callable[..., None], composite: bool = False) -> None:
         import inspect
 
         self._fn = fn
+        #: Whether the twin is made of other kernels' launches (``_backend.launch``): a
+        #: CPU kernel fusing passes that are each one launch on the GPU already.
+        self.composite = composite
         params = inspect.signature(fn).parameters.values()
         self.arg_names = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
         self._flag_names = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
@@ -221,3 +224,12 @@ class CupyCall:
 def cupy_call(fn: Callable[..., None]) -> CupyCall:
     """Decorator: a CUDA twin written as a CuPy call."""
     return CupyCall(fn)
+
+
+def composite(fn: Callable[..., None]) -> CupyCall:
+    """Decorator: a CUDA twin written as launches of other kernels (``_backend.launch``).
+
+    The host parity check runs it, and through it each kernel it launches, against the
+    fused CPU kernel.
+    """
+    return CupyCall(fn, composite=True)

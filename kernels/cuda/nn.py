@@ -2,13 +2,15 @@
 
 ``bias_act`` and ``act_grad`` broadcast the bias (``cols``) over ``(rows, cols)`` arrays;
 ``softmax_xent`` runs one thread per row over the raw logits; ``colsum`` is CuPy's own
-column reduction.
+column reduction. Where the CPU kernel fuses passes to read memory once (``act_grad_colsum``,
+``l2_grad``), the twin launches the unfused kernels.
 """
 
 import cupy as cp
 
+from ... import _backend
 from ..codes import ACT_CODES
-from ._elementwise import cupy_call, rule
+from ._elementwise import composite, cupy_call, rule
 
 _ACT_FORWARD = {ACT_CODES[name]: body for name, body in {
     "identity": "",
@@ -61,6 +63,23 @@ def act_grad(act):
 def colsum(x, out):
     """out[c] <- sum of x[:, c] (a layer's bias gradient)."""
     cp.sum(x, axis=0, out=out)
+
+
+@composite
+def act_grad_colsum(z, a, alpha, d, out, *, act):
+    """d <- d * act'(z); out[c] <- sum of d[:, c]: ``act_grad``, then ``colsum``.
+
+    The CPU kernel fuses the two passes; on the GPU each is one launch already.
+    """
+    _backend.launch("nn", "act_grad", (("act", act),), z, a, alpha, d)
+    _backend.launch("nn", "colsum", (), d, out)
+
+
+@composite
+def l2_grad(w, l2, g, out):
+    """g <- g + l2 w; out[0] += sum of w^2 (float64): ``axpy``, then ``sumsq`` (no sync)."""
+    _backend.launch("axpy", "axpy", (), w, l2, g)
+    out += _backend.reduce("sumsq", w).sum()
 
 
 @cupy_call

@@ -90,6 +90,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  {peer} {ts:8.3f} s  "
               f"({ts / t:.2f}x)  accuracy {i['accuracy']:.4f} vs {isk['accuracy']:.4f}"
               + (f"  n_jobs=-1 {jobs[0]:8.3f} s ({ts / jobs[0]:.2f}x)" if jobs else ""))
+    for key in _section(w, rows, "settings", "fastgd.sklearn vs scikit-learn in other "
+                        "settings, at its faster thread setting (median call)"):
+        v = rows[key]
+        peers = [impl for impl in SKLEARN_THREADS if impl in v]
+        if "fastgd" in v and peers:
+            peer = min(peers, key=lambda impl: v[impl][0])
+            t, ts = v["fastgd"][0], v[peer][0]
+            w(f"{key[1]:<24}{key[2]:<19} fastgd {t * 1e3:9.2f} ms  {peer} {ts * 1e3:9.2f} ms"
+              f"  ({ts / t:.2f}x)")
     for key in _section(w, rows, "linear", "one-pass loss and gradient (no hidden layer, "
                         "10 classes, float64) vs two BLAS passes"):
         v = rows[key]

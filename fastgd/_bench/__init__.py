@@ -21,10 +21,12 @@ from fastgd._bench.reports import (
     report_distributed,
     report_estimators,
     report_models,
+    report_settings,
 )
 from fastgd._bench.timing import isolated, measure
 from fastgd._bench.workloads import (
     ESTIMATOR_DATA,
+    ESTIMATOR_SETTINGS,
     FASTGD_THREADS,
     LINEAR_SHAPES,
     MLP_EPOCHS,
@@ -47,6 +49,8 @@ from fastgd._bench.workloads import (
     model_sizes,
     model_step,
     muon,
+    setting_call,
+    setting_data,
     single,
     sparse_table,
 )
@@ -54,6 +58,7 @@ from fastgd._bench.workloads import (
 __all__ = [
     "CUDA_SIZES",
     "ESTIMATOR_DATA",
+    "ESTIMATOR_SETTINGS",
     "FASTGD_THREADS",
     "LINEAR_SHAPES",
     "MLP_EPOCHS",
@@ -85,6 +90,9 @@ __all__ = [
     "report_distributed",
     "report_estimators",
     "report_models",
+    "report_settings",
+    "setting_call",
+    "setting_data",
     "single",
     "sparse_table",
 ]

@@ -346,6 +346,42 @@ def report_estimators(rounds: int = 3, out: Callable[[str], None] = print
     return rows
 
 
+def report_settings(rounds: int = 3, out: Callable[[str], None] = print,
+                    settings: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """fastgd.sklearn against scikit-learn in the settings of :data:`ESTIMATOR_SETTINGS`.
+
+    Each setting times fastgd's call and scikit-learn's at both of
+    :data:`~fastgd._bench.workloads.SKLEARN_THREADS` in interleaved rounds
+    (:func:`~fastgd._bench.timing.measure`, after a warm-up call), and compares with the
+    faster scikit-learn. A fit builds a new estimator each call.
+    """
+    out(f"fastgd.sklearn vs scikit-learn {_sklearn_version()} in other settings (at its "
+        f"faster thread setting), median of {rounds} interleaved rounds, float64")
+    head = (f"{'setting':<24}{'data':<19}{'method':<13}{'fastgd':>10}{'sklearn':>11}"
+            f"{'threads':>9}{'speed-up':>10}")
+    out(head)
+    out("-" * len(head))
+    rows: list[dict[str, Any]] = []
+    impls = ("fastgd", *W.SKLEARN_THREADS)
+    for name in settings if settings is not None else W.ESTIMATOR_SETTINGS:
+        _, data, _, method = W.ESTIMATOR_SETTINGS[name]
+        Xy = W.setting_data(data)
+        if Xy is None:
+            out(f"{name:<24}{data:<19}  (not available)")
+            continue
+        t = measure({impl: W.setting_call(name, impl, Xy) for impl in impls}, rounds,
+                    min_time=0.01)
+        peer = min(W.SKLEARN_THREADS, key=lambda k: t[k])
+        threads = "all" if W.SKLEARN_THREADS[peer] is None else str(W.SKLEARN_THREADS[peer])
+        out(f"{name:<24}{data:<19}{method:<13}{_fmt_time(t['fastgd']):>10}"
+            f"{_fmt_time(t[peer]):>11}{threads:>9}{t[peer] / t['fastgd']:>9.2f}x")
+        rows.append({"setting": name, "data": data, "method": method,
+                     "fastgd_s": t["fastgd"], "sklearn_s": t[peer], "sklearn_threads": threads,
+                     "sklearn_all_threads_s": t["sklearn"],
+                     "sklearn_1thread_s": t["sklearn-1thread"]})
+    return rows
+
+
 def _sklearn_version() -> str:
     import sklearn
 

@@ -681,12 +681,12 @@ FASTGD_THREADS = {"fastgd": None, "fastgd-n_jobs=-1": -1}
 SKLEARN_THREADS = {"sklearn": None, "sklearn-1thread": 1}
 
 
-def fit_estimator(est: Any, X: Any, y: Any, impl: str) -> Any:
+def fit_estimator(est: Any, X: Any, y: Any, impl: str, method: str = "fit") -> Any:
     """``est.fit(X, y)`` with warnings silenced; scikit-learn under ``impl``'s threads.
 
     ``impl``: a key of :data:`FASTGD_THREADS` (fastgd chooses its own threads inside
     ``fit``) or of :data:`SKLEARN_THREADS` (threadpoolctl limits BLAS and OpenMP around
-    the fit).
+    the fit). ``method``: ``"fit"`` or ``"partial_fit"``.
     """
     import contextlib
     import warnings
@@ -700,7 +700,100 @@ def fit_estimator(est: Any, X: Any, y: Any, impl: str) -> Any:
         block = threadpool_limits(limit)
     with warnings.catch_warnings(), block:
         warnings.simplefilter("ignore")
-        return est.fit(X, y)
+        return getattr(est, method)(X, y)
+
+
+_MLP_BASE = {"hidden_layer_sizes": (100,), "max_iter": 30, "tol": 0.0, "n_iter_no_change": 31,
+             "random_state": 0}
+
+#: Estimator settings timed beyond the main table (``fastgd bench --settings``,
+#: ``bench/test_sklearn.py``): name -> (class in fastgd.sklearn and scikit-learn, data set
+#: of :func:`setting_data`, constructor arguments, the method timed). The MLPs train 30
+#: epochs (no early stop, as in the main table); the timed ``partial_fit`` is one call on
+#: 200 rows after a first call that fixed the classes.
+ESTIMATOR_SETTINGS: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    **{f"mlp sgd {act}": ("MLPClassifier", "digits",
+                          {**_MLP_BASE, "solver": "sgd", "activation": act}, "fit")
+       for act in ("relu", "tanh", "logistic", "identity")},
+    **{f"mlp lbfgs {act}": ("MLPClassifier", "digits",
+                            {**_MLP_BASE, "solver": "lbfgs", "activation": act}, "fit")
+       for act in ("relu", "tanh", "logistic", "identity")},
+    "mlp adam tanh": ("MLPClassifier", "digits", {**_MLP_BASE, "activation": "tanh"}, "fit"),
+    "mlp (100, 50)": ("MLPClassifier", "digits",
+                      {**_MLP_BASE, "hidden_layer_sizes": (100, 50)}, "fit"),
+    "mlp early stopping": ("MLPClassifier", "digits", {**_MLP_BASE, "early_stopping": True},
+                           "fit"),
+    "mlp batch 32": ("MLPClassifier", "digits", {**_MLP_BASE, "batch_size": 32}, "fit"),
+    "mlp partial_fit": ("MLPClassifier", "digits-200", {"random_state": 0}, "partial_fit"),
+    "regressor squared": ("MLPRegressor", "digits-regression", dict(_MLP_BASE), "fit"),
+    "regressor poisson": ("MLPRegressor", "digits-regression",
+                          {**_MLP_BASE, "loss": "poisson"}, "fit"),
+    "logistic defaults": ("LogisticRegression", "digits", {}, "fit"),
+    "logistic C=100": ("LogisticRegression", "digits", {"C": 100.0, "max_iter": 1000}, "fit"),
+    "logistic balanced": ("LogisticRegression", "digits", {"class_weight": "balanced"},
+                          "fit"),
+    "logistic no intercept": ("LogisticRegression", "digits", {"fit_intercept": False},
+                              "fit"),
+    "logistic binary": ("LogisticRegression", "digits-binary", {}, "fit"),
+    "logistic sparse": ("LogisticRegression", "sparse", {}, "fit"),
+    "linear dense": ("LinearRegression", "regression", {}, "fit"),
+    "linear digits": ("LinearRegression", "digits-regression", {}, "fit"),
+    "linear sparse": ("LinearRegression", "sparse-regression", {}, "fit"),
+}
+
+
+def setting_data(name: str) -> tuple[Any, Any] | None:
+    """``(X, y)`` of an :data:`ESTIMATOR_SETTINGS` data set, or None without scikit-learn.
+
+    ``"digits"`` (the training split of :func:`estimator_data`), ``"digits-binary"`` (its
+    labels > 4), ``"digits-regression"`` (its labels as floats), ``"digits-200"`` (its
+    first 200 rows), ``"sparse"`` (20000 x 2000 CSR, 1 % nonzeros, 3 random classes),
+    ``"sparse-regression"`` (the same matrix, a linear target plus noise) and
+    ``"regression"`` (100000 x 50 Gaussian, a linear target plus noise).
+    """
+    rng = np.random.default_rng(0)
+    if name.startswith("digits"):
+        split = estimator_data("digits")
+        if split is None:
+            return None
+        X, y = split[0], split[2]
+        return {"digits": (X, y), "digits-binary": (X, (y > 4).astype(np.int64)),
+                "digits-regression": (X, y.astype(np.float64)),
+                "digits-200": (X[:200], y[:200])}[name]
+    if name == "regression":
+        X = rng.standard_normal((100_000, 50))
+        return X, X @ rng.standard_normal(50) + rng.standard_normal(100_000)
+    if name in ("sparse", "sparse-regression"):
+        import scipy.sparse as sp
+
+        X = sp.random(20_000, 2_000, density=0.01, format="csr", random_state=0)
+        if name == "sparse":
+            return X, rng.integers(0, 3, 20_000)
+        return X, X @ rng.standard_normal(2_000) + 0.1 * rng.standard_normal(20_000)
+    raise ValueError(f"unknown data set {name!r}")
+
+
+def setting_call(setting: str, impl: str, data: tuple[Any, Any]) -> Callable[[], Any]:
+    """One timed call of an :data:`ESTIMATOR_SETTINGS` entry by ``impl``.
+
+    ``impl``: ``"fastgd"`` or a key of :data:`SKLEARN_THREADS`. A fit builds a new
+    estimator each call and returns it; ``partial_fit`` calls go to one estimator whose
+    first call (with the classes) is made here.
+    """
+    cls, _, params, method = ESTIMATOR_SETTINGS[setting]
+    if impl == "fastgd":
+        from fastgd import sklearn as mod
+    else:
+        from sklearn import linear_model, neural_network
+
+        mod = neural_network if cls.startswith("MLP") else linear_model  # type: ignore[assignment]
+    X, y = data
+    make = getattr(mod, cls)
+    if method == "partial_fit":
+        est = make(**params)
+        est.partial_fit(X, y, classes=np.unique(y))
+        return lambda: fit_estimator(est, X, y, impl, "partial_fit")
+    return lambda: fit_estimator(make(**params), X, y, impl)
 
 
 def logistic_objective(clf: Any, X: Any, y: Any) -> float:

@@ -94,9 +94,9 @@ def test_settings_report_compares_with_the_faster_sklearn():
 def test_every_setting_builds_the_same_estimator_in_both_libraries():
     pytest.importorskip("sklearn")
     import scipy.sparse as sp
-    from fastgd._bench import workloads as W
 
     from fastgd import sklearn as ours
+    from fastgd._bench import workloads as W
 
     sets = {data for _, data, _, _ in W.ESTIMATOR_SETTINGS.values()}
     shapes = {name: W.setting_data(name)[0].shape for name in sets}

@@ -124,11 +124,12 @@ def test_small_float64_vectors_take_numpy_with_the_kernels_results(monkeypatch, 
     launched = []
     real = _backend.launch
     monkeypatch.setattr(_backend, "launch", lambda *a: launched.append(a[1]) or real(*a))
-    small = _quadratic_fit(A, b, line_search_fn)  # NumPy's calls
-    assert not launched
+    small = _quadratic_fit(A, b, line_search_fn)  # NumPy's calls, but the two-loop kernel
+    assert set(launched) == {"two_loop"}
+    launched.clear()
     monkeypatch.setattr(lbfgs, "_SMALL", 0)
     kernels = _quadratic_fit(A, b, line_search_fn)
-    assert launched
+    assert {"two_loop", "axpy"} <= set(launched)
     np.testing.assert_allclose(small, kernels, rtol=1e-10, atol=1e-12)
     assert not np.allclose(small, 0)
 
@@ -236,3 +237,78 @@ def test_a_step_allocates_no_vector_once_the_history_is_full():
     finally:
         tracemalloc.stop()
     assert peak < 8 * n  # less than one vector of the parameters' size
+
+
+def _two_loop_reference(Y, S, order, ro, h_diag, g, chunks):
+    """The recursion by the separate kernels: a dot reduction and an axpy per pair."""
+    from fastgd import _backend
+
+    def dot(x, y):
+        out = np.empty(chunks)
+        _backend.kernel_rule("reduce", "dot").variant(False, ())(x, y, out)
+        total = 0.0
+        for v in out:  # the chunks in order, as the fused kernel sums them
+            total += v
+        return total
+
+    d = -g
+    al = {}
+    for j in range(len(order) - 1, -1, -1):
+        al[j] = dot(S[order[j]], d) * ro[j]
+        _backend.launch("axpy", "axpy", (), Y[order[j]], -al[j], d)
+    _backend.launch("axpy", "scaled", (), d, h_diag, d)
+    for j in range(len(order)):
+        be = dot(Y[order[j]], d) * ro[j]
+        _backend.launch("axpy", "axpy", (), S[order[j]], al[j] - be, d)
+    return d
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunks", [1, 16])
+def test_two_loop_kernel_is_the_recursion_over_rows_in_history_order(dtype, chunks):
+    from fastgd import _backend
+
+    rng = np.random.default_rng(7)
+    n = 1001
+    Y = rng.standard_normal((7, n)).astype(dtype)
+    S = (Y + 0.3 * rng.standard_normal((7, n))).astype(dtype)
+    order = np.array([4, 0, 6, 2, 1])  # a history that wrapped around its rows
+    ro = np.array([1.0 / float(np.dot(Y[r].astype(float), S[r])) for r in order])
+    g = rng.standard_normal(n).astype(dtype)
+    want = _two_loop_reference(Y, S, order, ro, 0.7, g, chunks)
+    got = []
+    for build in (False, True):  # serial and prange builds
+        d = np.full(n, np.nan, dtype)
+        _backend.kernel_rule("axpy", "two_loop").variant(build, ())(
+            Y, S, order, ro, 0.7, np.empty(chunks), g, d)
+        got.append(d)
+    np.testing.assert_array_equal(got[0], got[1])  # the same chunks: the same bits
+    # the sums' vectorization may differ from the dot kernel's in the last bit
+    np.testing.assert_allclose(got[0], want, rtol=1e-13 if dtype == np.float64 else 1e-6,
+                               atol=1e-13 if dtype == np.float64 else 1e-6)
+    assert not np.allclose(want, -0.7 * g, rtol=1e-3)  # the pairs changed the direction
+    empty = np.full(n, np.nan, dtype)  # no pairs: d = -h g
+    _backend.launch("axpy", "two_loop", (), Y, S, order[:0], ro[:0], 0.7, np.empty(1), g, empty)
+    np.testing.assert_array_equal(empty, dtype(0.7) * -g)
+
+
+def test_history_rows_are_reused_and_kept_in_order_as_they_grow():
+    from fastgd.optim.lbfgs import _History
+
+    h = _History(np.zeros(3))
+    seen = []
+    for k in range(9):
+        row, y, s = h.candidate(history=3)
+        y[...], s[...] = k, -k
+        if k == 4:
+            h.drop(row)  # a rejected pair gives its row back
+            continue
+        h.push(row, ys=float(k + 1), history=3)
+        seen.append(k)
+    assert h.Y.shape == (4, 3)  # history + 1 rows at most
+    assert [float(v[0]) for v in h.dirs] == seen[-3:] and [float(v[0]) for v in h.stps] == [
+        -k for k in seen[-3:]]
+    assert h.ro == [1.0 / (k + 1) for k in seen[-3:]]
+    again = _History.of(np.zeros(3), h.dirs, h.stps, h.ro)
+    np.testing.assert_array_equal(np.stack(again.dirs), np.stack(h.dirs))
+    assert again.ro == h.ro

@@ -2,10 +2,12 @@
 
 The parameters are one flat vector: a FlatParams's buffer as it is (the closure fills its
 gradient buffer), or the concatenation of a list of arrays (the closure returns their
-gradients). The two-loop recursion's inner products and vector updates are kernels over
-that vector (``reduce.dot``, ``axpy``, ``scaled``, ``lincomb``), written in place: the
-curvature pairs that leave the history are recycled for the new ones, so a step allocates
-nothing of the parameters' size once the history is full.
+gradients). The curvature pairs are rows of two buffers (:class:`_History`), and the
+two-loop recursion over them is one kernel call (``axpy.two_loop``); the other inner
+products and vector updates are kernels over the vector (``reduce.dot``, ``axpy``,
+``scaled``, ``lincomb``). Everything is written in place: the rows of pairs that leave the
+history take the new ones, so a step allocates nothing of the parameters' size once the
+history is full.
 """
 
 from __future__ import annotations
@@ -94,6 +96,94 @@ def _difference(x: Any, y: Any, out: Any) -> None:
         np.subtract(x, y, out=out)
     elif out.size:
         _backend.launch("axpy", "lincomb", (), x, y, 1.0, -1.0, out)
+
+
+class _History:
+    """L-BFGS's curvature pairs: y and s as rows of two 2-D buffers, oldest first.
+
+    A new pair is computed into a free row (:meth:`candidate`), then kept (:meth:`push`,
+    the oldest leaving a full history) or given back (:meth:`drop`). The buffers grow by
+    doubling, to at most ``history_size + 1`` rows (a candidate beside a full history),
+    and keep their rows' contents as they grow.
+    """
+
+    __slots__ = ("S", "Y", "free", "ro", "rows")
+
+    def __init__(self, like: Any) -> None:
+        xp = _backend.xp_of(like)
+        self.Y = xp.empty((0, like.size), like.dtype)
+        self.S = xp.empty((0, like.size), like.dtype)
+        self.rows: list[int] = []  # the pairs' rows, oldest first
+        self.ro: list[float] = []  # their 1 / (y.s)
+        self.free: list[int] = []
+
+    @classmethod
+    def of(cls, like: Any, dirs: Sequence[Any], stps: Sequence[Any], ro: Sequence[float]
+           ) -> _History:
+        """A history holding the pairs ``(dirs[i], stps[i])`` with ``ro`` (a loaded state)."""
+        h = cls(like)
+        for y, s, r in zip(dirs, stps, ro):
+            row, yr, sr = h.candidate(len(dirs) + 1)
+            yr[...] = y
+            sr[...] = s
+            h.rows.append(row)
+            h.ro.append(float(r))
+        return h
+
+    @property
+    def dirs(self) -> list[Any]:
+        """The y vectors, oldest first (views of the rows: torch's ``old_dirs``)."""
+        return [self.Y[r] for r in self.rows]
+
+    @property
+    def stps(self) -> list[Any]:
+        """The s vectors, oldest first (torch's ``old_stps``)."""
+        return [self.S[r] for r in self.rows]
+
+    def candidate(self, history: int) -> tuple[int, Any, Any]:
+        """A free row and its y and s views, for a new pair (contents undefined)."""
+        if not self.free:
+            cap = self.Y.shape[0]
+            grown = max(cap + 1, min(max(4, 2 * cap), history + 1))
+            xp = _backend.xp_of(self.Y)
+            for name in ("Y", "S"):
+                old = getattr(self, name)
+                new = xp.empty((grown, old.shape[1]), old.dtype)
+                new[:cap] = old
+                setattr(self, name, new)
+            self.free = list(range(grown - 1, cap - 1, -1))
+        r = self.free.pop()
+        return r, self.Y[r], self.S[r]
+
+    def push(self, row: int, ys: float, history: int) -> None:
+        """Keep the candidate pair in ``row`` (``ys``: its y.s).
+
+        The oldest pair leaves a full history (as torch's, one pair at a time).
+        """
+        if len(self.rows) == history:
+            self.free.append(self.rows.pop(0))
+            self.ro.pop(0)
+        self.rows.append(row)
+        self.ro.append(1.0 / ys)
+
+    def drop(self, row: int) -> None:
+        """Give back a candidate row whose pair was not kept."""
+        self.free.append(row)
+
+    def clear(self) -> None:
+        """Forget every pair (the rows stay, free)."""
+        self.free.extend(self.rows)
+        self.rows.clear()
+        self.ro.clear()
+
+    def direction(self, h_diag: float, g: Any, d: Any) -> None:
+        """D <- -H g by the two-loop recursion over the pairs (one kernel call)."""
+        n = d.size
+        parallel = type(d) is np.ndarray and _backend.runs_parallel(n, "axpy", "two_loop")
+        parts = np.empty(_backend.REDUCE_CHUNKS if parallel else 1)
+        _backend.launch("axpy", "two_loop", (), self.Y, self.S,
+                        np.array(self.rows, dtype=np.int64), np.array(self.ro), float(h_diag),
+                        parts, g, d)
 
 
 def _cubic_min(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
@@ -416,7 +506,7 @@ class LBFGS(Optimizer):
             self.steps_applied += 1
             return first_loss
         d, t = st.get("d"), st.get("t")
-        dirs, stps, ro = st.get("old_dirs"), st.get("old_stps"), st.get("ro")
+        hist: _History | None = st.get("history")
         h_diag, prev_g, prev_loss = st.get("H_diag"), st.get("prev_flat_grad"), None
         n_iter = 0
         while n_iter < max_iter:
@@ -428,34 +518,21 @@ class LBFGS(Optimizer):
                 d = self._vector()
             if st["n_iter"] == 1:
                 _scaled(-1.0, g, d)
-                self._spare.extend([*(dirs or ()), *(stps or ())])
-                dirs, stps, ro, h_diag = [], [], [], 1.0
+                if hist is None or hist.Y.shape[1] != g.size or hist.Y.dtype != g.dtype:
+                    hist = _History(g)
+                hist.clear()
+                h_diag = 1.0
             else:
-                y, s = self._vector(), self._vector()
+                row, y, s = hist.candidate(history)
                 _difference(g, prev_g, y)
                 _scaled(t, d, s)
                 ys = _dot(y, s)
                 if ys > 1e-10:  # a curvature pair that keeps H positive definite
-                    if len(dirs) == history:
-                        self._spare.append(dirs.pop(0))
-                        self._spare.append(stps.pop(0))
-                        ro.pop(0)
-                    dirs.append(y)
-                    stps.append(s)
-                    ro.append(1.0 / ys)
+                    hist.push(row, ys, history)
                     h_diag = ys / _dot(y, y)
                 else:
-                    self._spare.extend((y, s))
-                # the two-loop recursion: d = -H g, with q in d's buffer
-                _scaled(-1.0, g, d)
-                al = [0.0] * len(dirs)
-                for i in range(len(dirs) - 1, -1, -1):
-                    al[i] = _dot(stps[i], d) * ro[i]
-                    _axpy(-al[i], dirs[i], d)
-                _scaled(h_diag, d, d)
-                for i in range(len(dirs)):
-                    be = _dot(dirs[i], d) * ro[i]
-                    _axpy(al[i] - be, stps[i], d)
+                    hist.drop(row)
+                hist.direction(h_diag, g, d)  # d = -H g, the two-loop recursion
             if prev_g is None or prev_g.shape != g.shape:
                 prev_g = _backend.xp_of(g).empty_like(g)
             prev_g[...] = g
@@ -497,9 +574,9 @@ class LBFGS(Optimizer):
                 break
             if abs(loss - prev_loss) < tol_change:
                 break
-        st.update(d=d, t=t, old_dirs=dirs, old_stps=stps, ro=ro, H_diag=h_diag,
-                  prev_flat_grad=prev_g, prev_loss=prev_loss)
-        if all(g is not v for v in (d, prev_g, *dirs, *stps)):
+        st.update(d=d, t=t, history=hist, H_diag=h_diag, prev_flat_grad=prev_g,
+                  prev_loss=prev_loss)
+        if g is not d and g is not prev_g:
             self._spare.append(g)  # the last gradient: the next step's first
         self.steps_applied += 1
         return first_loss
@@ -512,14 +589,17 @@ class LBFGS(Optimizer):
         st = self._lbfgs
         if "d" not in st:
             return {}
-        return {0: dict(st)}
+        out = {k: v for k, v in st.items() if k != "history"}
+        hist = st["history"]
+        out.update(old_dirs=hist.dirs, old_stps=hist.stps, ro=list(hist.ro))
+        return {0: out}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the history as arrays (``old_dirs`` / ``old_stps`` stacked)."""
         with self._lock:
             self._sync()
             sd = super().state_dict()
-            st = self._lbfgs
+            st = self.state.get(0, {})
             if "d" in st:
                 xp = _backend.xp_of(st["d"])
                 n = st["d"].size
@@ -571,10 +651,11 @@ class LBFGS(Optimizer):
             def vec(a: Any) -> Any:
                 return _backend.to_module_of(np.asarray(a, like.dtype), like)
 
-            loaded.update(d=vec(arrays["d"]), prev_flat_grad=vec(arrays["prev_flat_grad"]),
-                          old_dirs=[vec(r) for r in arrays["old_dirs"]],
-                          old_stps=[vec(r) for r in arrays["old_stps"]],
-                          ro=[float(r) for r in arrays["ro"]])
+            d = vec(arrays["d"])
+            loaded.update(d=d, prev_flat_grad=vec(arrays["prev_flat_grad"]),
+                          history=_History.of(d, [vec(r) for r in arrays["old_dirs"]],
+                                              [vec(r) for r in arrays["old_stps"]],
+                                              [float(r) for r in arrays["ro"]]))
             loaded["func_evals"] = int(loaded["func_evals"])
             loaded["n_iter"] = int(loaded["n_iter"])
 
@@ -597,6 +678,11 @@ class LBFGS(Optimizer):
                 _axpy(0.0, x, x.copy())
                 _scaled(1.0, x, x.copy())
                 _difference(x, x, x.copy())
+                hist = _History(x)
+                row, y, s = hist.candidate(1)
+                y[...], s[...] = x, x
+                hist.push(row, 2.0, 1)
+                hist.direction(0.5, x, x.copy())
         return self
 
     def _scheduled(self, gi: int) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """In-place axpy (the bandwidth baseline of the benchmarks) and the vector updates of L-BFGS."""
 
+import numpy as np
 from numba import prange
+from numba.extending import register_jitable
 
-from ._jit import HEAVY_THRESHOLD, as_dtype_of, rule
+from ._jit import HEAVY_THRESHOLD, LIGHT_THRESHOLD, as_dtype_of, rule
 
 
 @rule(4 * HEAVY_THRESHOLD)  # light as SGD, and only a baseline: crosses at ~64k
@@ -40,3 +42,81 @@ def lincomb():
             out[i] = a * x[i] + b * y[i]
 
     return lincomb
+
+
+@register_jitable
+def _update_and_dot(ds, xs, a, h, zs):
+    """One chunk of a two-loop pass: d <- h (d + a x), then the float64 sum of z d."""
+    acc = 0.0
+    for i in range(ds.size):
+        v = h * (ds[i] + a * xs[i])
+        ds[i] = v
+        acc += np.float64(zs[i]) * np.float64(v)
+    return acc
+
+
+@rule(LIGHT_THRESHOLD, frozenset({"reassoc"}))
+def two_loop():
+    """d <- -H g: L-BFGS's two-loop recursion over its curvature pairs, in one call.
+
+    ``Y`` and ``S`` hold the pairs' y and s as rows, ``order`` lists the history's rows
+    oldest first and ``ro`` their 1 / (y.s); ``h_diag`` scales the initial inverse
+    Hessian. Each pass over ``d`` makes one pair's update (the ``axpy`` kernel's, its
+    coefficient in the arrays' dtype; the scaling by ``h_diag`` where it falls, a factor 1
+    elsewhere, which changes no bit) and the inner product the next pair needs: four
+    vectors of memory traffic a pair and loop, where a dot and an axpy take five. Each
+    inner product is summed in float64 over ``parts.size`` fixed chunks (as the ``dot``
+    reduction), then over the chunks in order: the same result on any number of threads.
+    A pass with no inner product left sums ``d`` against itself, unused (no extra
+    memory). ``reassoc`` lets the sums vectorize; the updates have no sum to reorder.
+    """
+
+    def two_loop(Y, S, order, ro, h_diag, parts, g, d):
+        n = d.size
+        k = parts.size
+        m = order.size
+        al = np.empty(m)
+        one = as_dtype_of(1.0, d)
+        h = as_dtype_of(h_diag, d)
+        # d <- -g (scaled by h when there is no pair), and s_{m-1} . d
+        z = S[order[m - 1]] if m else d
+        h0 = one if m else h
+        for c in prange(k):
+            lo = c * n // k
+            hi = (c + 1) * n // k
+            ds = d[lo:hi]
+            gs = g[lo:hi]
+            zs = z[lo:hi]
+            acc = 0.0
+            for i in range(ds.size):
+                v = h0 * -gs[i]
+                ds[i] = v
+                acc += np.float64(zs[i]) * np.float64(v)
+            parts[c] = acc
+        for j in range(m - 1, -1, -1):  # newest pair first
+            total = 0.0
+            for c in range(k):
+                total += parts[c]
+            al[j] = total * ro[j]
+            a = as_dtype_of(-al[j], d)
+            x = Y[order[j]]
+            # the next inner product: s_{j-1} . d, or y_0 . d after the h_diag scaling
+            z = S[order[j - 1]] if j else Y[order[0]]
+            hj = one if j else h
+            for c in prange(k):
+                lo = c * n // k
+                hi = (c + 1) * n // k
+                parts[c] = _update_and_dot(d[lo:hi], x[lo:hi], a, hj, z[lo:hi])
+        for j in range(m):  # oldest pair first
+            total = 0.0
+            for c in range(k):
+                total += parts[c]
+            a = as_dtype_of(al[j] - total * ro[j], d)
+            x = S[order[j]]
+            z = Y[order[j + 1]] if j + 1 < m else d
+            for c in prange(k):
+                lo = c * n // k
+                hi = (c + 1) * n // k
+                parts[c] = _update_and_dot(d[lo:hi], x[lo:hi], a, one, z[lo:hi])
+
+    return two_loop

@@ -202,13 +202,15 @@ class CupyCall:
     parameters, if any, are the variant flags, passed from the launch's ``flags``.
     """
 
-    def __init__(self, fn: Callable[..., None], composite: bool = False) -> None:
+    def __init__(self, fn: Callable[..., None], outs: tuple[str, ...] | None = None) -> None:
         import inspect
 
         self._fn = fn
         #: Whether the twin is made of other kernels' launches (``_backend.launch``): a
         #: CPU kernel fusing passes that are each one launch on the GPU already.
-        self.composite = composite
+        self.composite = outs is not None
+        #: A composite's outputs: the arguments it writes that the CPU kernel writes too.
+        self.out_names = outs or ()
         params = inspect.signature(fn).parameters.values()
         self.arg_names = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
         self._flag_names = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
@@ -226,10 +228,10 @@ def cupy_call(fn: Callable[..., None]) -> CupyCall:
     return CupyCall(fn)
 
 
-def composite(fn: Callable[..., None]) -> CupyCall:
+def composite(*outs: str) -> Callable[[Callable[..., None]], CupyCall]:
     """Decorator: a CUDA twin written as launches of other kernels (``_backend.launch``).
 
-    The host parity check runs it, and through it each kernel it launches, against the
-    fused CPU kernel.
+    ``outs`` name the arguments it writes. The host parity check runs it, and through it
+    each kernel it launches, against the fused CPU kernel, and compares those outputs.
     """
-    return CupyCall(fn, composite=True)
+    return lambda fn: CupyCall(fn, outs)

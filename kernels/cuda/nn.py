@@ -65,7 +65,7 @@ def colsum(x, out):
     cp.sum(x, axis=0, out=out)
 
 
-@composite
+@composite("d", "out")
 def act_grad_colsum(z, a, alpha, d, out, *, act):
     """d <- d * act'(z); out[c] <- sum of d[:, c]: ``act_grad``, then ``colsum``.
 
@@ -75,7 +75,7 @@ def act_grad_colsum(z, a, alpha, d, out, *, act):
     _backend.launch("nn", "colsum", (), d, out)
 
 
-@composite
+@composite("g", "out")
 def l2_grad(w, l2, g, out):
     """g <- g + l2 w; out[0] += sum of w^2 (float64): ``axpy``, then ``sumsq`` (no sync)."""
     _backend.launch("axpy", "axpy", (), w, l2, g)

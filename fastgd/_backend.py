@@ -10,6 +10,7 @@ used to find adjacent arrays, kernel launches, reductions) asks this module.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import operator
 import os
@@ -298,7 +299,8 @@ def reduce(name: str, x: Any, *scalars: float) -> Any:
         (one per chunk) for NumPy input, a 1-element device array for CuPy input.
     """
     if type(x) is not np.ndarray:
-        return kernel_rule("reduce", name, "cuda")(x, *scalars)
+        with on_device_of(x):
+            return kernel_rule("reduce", name, "cuda")(x, *scalars)
     entry = _variants("reduce", name, ())
     parallel = _parallel(entry, x.size)
     out = np.empty(REDUCE_CHUNKS if parallel else 1)
@@ -522,6 +524,22 @@ def on_device_of(a: Any) -> contextlib.AbstractContextManager[Any]:
     if type(a) is np.ndarray or not is_cupy(a):
         return contextlib.nullcontext()
     return _cupy().cuda.Device(a.device.id)
+
+
+def on_model_device(fn: Any) -> Any:
+    """Decorator: ``fn(model, ...)`` runs on the GPU of ``model.flat``'s parameters.
+
+    CuPy allocates and launches on the current device; a model (or a training loop) whose
+    parameters live on another GPU would otherwise mix devices. NumPy models: no effect.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        params = getattr(getattr(model, "flat", None), "params", None)
+        with on_device_of(params[0] if params else None):
+            return fn(model, *args, **kwargs)
+
+    return wrapper
 
 
 def device_scalar(value: float, like: Any) -> Any:

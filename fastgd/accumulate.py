@@ -58,7 +58,9 @@ class GradientAccumulator:
         self.reduction = reduction
         params = optimizer.params
         self._xp = _backend.xp_of(params[0])
-        _, self._sums = flat_layout([(p.shape, p.dtype) for p in params], self._xp)
+        self._device = params[0]  # CuPy: the sums live and add on the parameters' GPU
+        with _backend.on_device_of(params[0]):
+            _, self._sums = flat_layout([(p.shape, p.dtype) for p in params], self._xp)
         self._sum_spans = [s.reshape(-1) for s in self._sums]
         self._seen = [False] * len(params)
         #: Micro-batches accumulated in the current window.
@@ -115,7 +117,8 @@ class GradientAccumulator:
             raise ValueError(f"the optimizer has {len(gl)} parameters now, "
                              f"{len(self._seen)} when this accumulator was built; build a "
                              "new GradientAccumulator after changing its param_groups")
-        self._add(gl)
+        with _backend.on_device_of(self._device):
+            self._add(gl)
         self.count += 1
         if self.count < self.steps:
             return None

@@ -260,7 +260,8 @@ class WeightAverage:
         self.averaged: list[Any] = []
         for ps in _runs(self._params):
             span = _backend.span(ps)
-            buf = _backend.xp_of(span).zeros(span.size, span.dtype)
+            with _backend.on_device_of(span):  # CuPy: on the parameters' GPU
+                buf = _backend.xp_of(span).zeros(span.size, span.dtype)
             self._spans.append((span, buf, [p.shape for p in ps]))
             at = 0
             for p in ps:
@@ -298,9 +299,10 @@ class WeightAverage:
 
     def state_dict(self) -> dict[str, Any]:
         """``{"average": spec, "n_averaged": n, "steps": k, "averaged": [arrays]}`` (copies)."""
+        with _backend.on_device_of(self._params[0]):  # CuPy: copies on their GPU
+            averaged = [a.copy() for a in self.averaged]
         return {"average": self.average.spec(), "n_averaged": self.n_averaged,
-                "steps": self.steps,
-                "averaged": [a.copy() for a in self.averaged]}
+                "steps": self.steps, "averaged": averaged}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict` (checked in full first; nothing changes on error).
@@ -328,8 +330,9 @@ class WeightAverage:
                 raise ValueError(f"state_dict['averaged'][{i}] must be a float array of "
                                  f"shape {ours.shape}")
             arrays[i] = a
-        for a, ours in zip(arrays, self.averaged):
-            ours[...] = _backend.to_module_of(a.astype(ours.dtype, copy=False), ours)
+        with _backend.on_device_of(self._params[0]):
+            for a, ours in zip(arrays, self.averaged):
+                ours[...] = _backend.to_module_of(a.astype(ours.dtype, copy=False), ours)
         self.n_averaged, self.steps = n, steps
 
     def __repr__(self) -> str:

@@ -211,6 +211,7 @@ def _restore(model: Any, optimizer: Any, start: tuple[dict[Any, Any], dict[str, 
     optimizer.load_state_dict(state)
 
 
+@_backend.on_model_device  # CuPy: on the model's GPU, whichever is current
 def fit(model: Any, optimizer: Any, X: Any = None, y: Any = None, *, epochs: int = 10,
         batch_size: int | None = 32, shuffle: bool = True,
         seed: int | np.random.Generator | None = None,

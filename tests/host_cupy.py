@@ -12,7 +12,10 @@ patches the installed ``cupy`` module in that process so that:
 - the array functions fastgd and the tests use run NumPy on the host data;
 - every ``ElementwiseKernel`` and ``ReductionKernel`` of ``kernels/cuda`` runs its CUDA
   C body on the host (``tests/cuda_host.py``), typed as CuPy types it;
-- ``cupy.cuda`` reports one device.
+- ``cupy.cuda`` reports two devices: arrays live on the device current when they were
+  made (views on their base's), ``cupy.cuda.Device(i)`` switches the current one, and a
+  kernel, operator or function given an array of the other device raises CuPy's
+  ``ValueError`` (CuPy 14's message, for GPUs without peer access).
 
 It checks the Python side of the CUDA backend (dispatch, allocation, state dicts,
 checkpoints, clipping on the device, no host synchronization), not CuPy or the GPU.
@@ -54,34 +57,52 @@ def allow_synchronize(allow: bool) -> Iterator[None]:
         _sync_allowed = old
 
 
+#: the devices the emulation has, and the current one
+N_DEVICES = 2
+_current = [0]
+
+
 class _MemoryPointer:
-    def __init__(self, ptr: int) -> None:
+    def __init__(self, ptr: int, device_id: int) -> None:
         self.ptr = ptr
-        self.device_id = 0
+        self.device_id = device_id
 
 
 class Device:
-    """Stand-in for ``cupy.cuda.Device``: one device, id 0."""
+    """Stand-in for ``cupy.cuda.Device``: ``N_DEVICES`` devices; a block makes one current."""
 
     def __init__(self, device: int | None = None) -> None:
-        self.id = 0 if device is None else int(device)
-        if self.id != 0:
-            raise RuntimeError(f"no CUDA device {self.id} (host emulation has one)")
+        self.id = _current[0] if device is None else int(device)
+        if not 0 <= self.id < N_DEVICES:
+            raise RuntimeError(f"no CUDA device {self.id} (host emulation has {N_DEVICES})")
+        self._saved: list[int] = []
 
     def __enter__(self) -> Device:
+        self._saved.append(_current[0])
+        _current[0] = self.id
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        return None
+        _current[0] = self._saved.pop()
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Device) and other.id == self.id
+
+    __hash__ = None  # type: ignore[assignment]
 
     def synchronize(self) -> None:
         _sync()
 
     def use(self) -> None:
-        return None
+        _current[0] = self.id
 
 
-_DEVICE = Device(0)
+def _on_current(a: ndarray) -> None:
+    """CuPy's check of a kernel's array argument: on the current device (no peer access)."""
+    if a._dev != _current[0]:
+        raise ValueError(f"The device where the array resides ({a._dev}) is different from "
+                         f"the current device ({_current[0]}). Peer access is unavailable "
+                         "between these devices.")
 
 
 def _unsupported(x: Any) -> TypeError:
@@ -91,6 +112,7 @@ def _unsupported(x: Any) -> TypeError:
 def _unwrap(x: Any) -> Any:
     """Host data of an emulated array; NumPy arrays are refused as CuPy refuses them."""
     if isinstance(x, ndarray):
+        _on_current(x)
         return x._a
     if isinstance(x, np.ndarray):  # 0-d included: CuPy takes NumPy scalars (np.generic)
         raise _unsupported(x)
@@ -126,6 +148,8 @@ class ndarray:
     def __init__(self, a: np.ndarray, base: ndarray | None = None) -> None:
         self._a = a
         self._base = base
+        # a view lives on its base's device; anything new on the current one
+        self._dev = base._dev if base is not None else _current[0]
 
     # --- attributes
     shape = property(lambda self: self._a.shape)
@@ -136,7 +160,7 @@ class ndarray:
     itemsize = property(lambda self: self._a.itemsize)
     strides = property(lambda self: self._a.strides)
     base = property(lambda self: self._base)
-    device = property(lambda self: _DEVICE)
+    device = property(lambda self: Device(self._dev))
     T = property(lambda self: _wrap(self._a.T, self))
 
     @property
@@ -145,7 +169,7 @@ class ndarray:
 
     @property
     def data(self) -> _MemoryPointer:
-        return _MemoryPointer(self._a.__array_interface__["data"][0])
+        return _MemoryPointer(self._a.__array_interface__["data"][0], self._dev)
 
     # --- host transfers (synchronizing)
     def get(self, stream: Any = None, order: str = "C", out: Any = None) -> np.ndarray:
@@ -194,7 +218,8 @@ class ndarray:
         return _wrap(self._a[_unwrap(key)], self)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._a[_unwrap(key)] = value._a if isinstance(value, ndarray) else value
+        _on_current(self)
+        self._a[_unwrap(key)] = _unwrap(value) if isinstance(value, ndarray) else value
 
     def reshape(self, *shape: Any, order: str = "C") -> ndarray:
         return _wrap(self._a.reshape(*shape, order=order), self)
@@ -205,14 +230,16 @@ class ndarray:
     def view(self, dtype: Any = None) -> ndarray:
         return _wrap(self._a.view() if dtype is None else self._a.view(dtype), self)
 
-    def copy(self, order: str = "C") -> ndarray:
+    def copy(self, order: str = "C") -> ndarray:  # onto the current device, as CuPy's
         return ndarray(self._a.copy(order=order))
 
     def astype(self, dtype: Any, copy: bool = True, **kwargs: Any) -> ndarray:
+        _on_current(self)
         r = self._a.astype(dtype, copy=copy, **kwargs)
         return self if r is self._a else ndarray(r)
 
     def fill(self, value: Any) -> None:
+        _on_current(self)
         self._a.fill(value)
 
     def __getattr__(self, name: str) -> Any:
@@ -222,6 +249,7 @@ class ndarray:
             raise AttributeError(name)
 
         def method(*args: Any, **kwargs: Any) -> Any:
+            _on_current(self)
             out = kwargs.get("out")
             if out is not None:
                 kwargs["out"] = _unwrap(out)
@@ -253,19 +281,19 @@ class _Flags:
 
 def _binary(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        return _wrap(op(self._a, _unwrap(other)))
+        return _wrap(op(_unwrap(self), _unwrap(other)))
     return method
 
 
 def _reflected(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        return _wrap(op(_unwrap(other), self._a))
+        return _wrap(op(_unwrap(other), _unwrap(self)))
     return method
 
 
 def _inplace(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> ndarray:
-        op(self._a, _unwrap(other))
+        op(_unwrap(self), _unwrap(other))
         return self
     return method
 
@@ -278,9 +306,9 @@ for _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul"
     setattr(ndarray, f"__i{_name}__", _inplace(getattr(operator, f"i{_name}")))
 for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(ndarray, f"__{_name}__", _binary(getattr(operator, _name)))
-ndarray.__neg__ = lambda self: ndarray(-self._a)  # type: ignore[attr-defined]
-ndarray.__pos__ = lambda self: ndarray(+self._a)  # type: ignore[attr-defined]
-ndarray.__abs__ = lambda self: ndarray(abs(self._a))  # type: ignore[attr-defined]
+ndarray.__neg__ = lambda self: ndarray(-_unwrap(self))  # type: ignore[attr-defined]
+ndarray.__pos__ = lambda self: ndarray(+_unwrap(self))  # type: ignore[attr-defined]
+ndarray.__abs__ = lambda self: ndarray(abs(_unwrap(self)))  # type: ignore[attr-defined]
 ndarray.__hash__ = None  # type: ignore[assignment]
 ndarray.__module__ = "cupy"  # fastgd recognizes CuPy arrays by their type's module
 
@@ -379,7 +407,7 @@ class _HostRawKernel:
         from tests.cuda_host import run_raw
 
         run_raw(self.source, self.name, int(grid[0]), int(block[0]),
-                [a._a if isinstance(a, ndarray) else a for a in args])
+                [_unwrap(a) if isinstance(a, ndarray) else a for a in args])
 
 
 def _host_reduction(self: Any, x: Any, *scalars: Any) -> Any:
@@ -395,7 +423,7 @@ def _host_rows(self: Any, *arrays2d: Any) -> Any:
     """A multi-input reduction's row sums (``axis=1``), a host reduction per row."""
     from tests.cuda_host import run_reduction
 
-    rows = [a._a for a in arrays2d]
+    rows = [_unwrap(a) for a in arrays2d]
     return ndarray(np.array([run_reduction(self.kernel, *(r[i] for r in rows))
                              for i in range(rows[0].shape[0])]))
 
@@ -415,7 +443,7 @@ def install() -> None:
         setattr(cupy, fn.__name__, fn)
     cupy.cuda.Device = Device
     cupy.RawKernel = _HostRawKernel
-    cupy.cuda.runtime.getDeviceCount = lambda: 1
+    cupy.cuda.runtime.getDeviceCount = lambda: N_DEVICES
     cupy.cuda.runtime.getDeviceProperties = lambda i: {"name": b"host emulation"}
     cupyx.allow_synchronize = allow_synchronize
     cupyx.DeviceSynchronized = DeviceSynchronized

@@ -570,3 +570,140 @@ def test_linear_xent_twin_sums_its_chunks_to_the_one_chunk_result(softmax):
     for one, three in zip(out[1], out[3]):
         np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-14)
     assert out[1][2] > 0  # some correct predictions counted
+
+
+# Arrays on a GPU other than the current one (two GPUs, or the host emulation's two devices)
+
+
+def _two_devices():
+    return has_gpu() and cp.cuda.runtime.getDeviceCount() >= 2
+
+
+needs_two = pytest.mark.skipif(not _two_devices(), reason="needs two CUDA devices")
+
+
+def _on(device, arrays):
+    with cp.cuda.Device(device):
+        return [cp.asarray(a) for a in arrays]
+
+
+def _device_of(a):
+    return a.device.id
+
+
+@needs_two
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_optimizer_over_arrays_on_device_1_while_device_0_is_current(name, case, dtype):
+    cls, _, options = RULES[name]
+    hp = options[case]
+    init = _numpy_inputs(dtype, shapes=[(33, 7), (1001,), ()])
+    host, dev = [a.copy() for a in init], _on(1, init)
+    o_host, o_dev = cls(host, **hp), cls(dev, **hp)
+    rng = np.random.default_rng(5)
+    assert cp.cuda.Device().id == 0
+    for _ in range(3):
+        grads = [np.asarray(rng.standard_normal(a.shape), dtype=dtype) for a in init]
+        o_host.step(grads)
+        o_dev.step(_on(1, grads))
+    for d, h in zip(dev, host):
+        assert _device_of(d) == 1
+        np.testing.assert_allclose(d.get(), h, **tol(dtype))
+    for st in o_dev.state.values():
+        assert all(_device_of(v) == 1 for v in st.values() if isinstance(v, cp.ndarray))
+
+
+@needs_two
+def test_clipped_averaged_accumulated_steps_on_device_1():
+    rng = np.random.default_rng(6)
+    init = [rng.standard_normal((40, 3)).astype(np.float32), rng.standard_normal(7)]
+    host, dev = [a.copy() for a in init], _on(1, init)
+    o_host = fastgd.Adam(host, lr=0.1, nonfinite="skip", average=fastgd.EMA(0.9))
+    o_dev = fastgd.Adam(dev, lr=0.1, nonfinite="skip", average=fastgd.EMA(0.9))
+    acc_host = fastgd.GradientAccumulator(o_host, steps=2)
+    acc_dev = fastgd.GradientAccumulator(o_dev, steps=2)
+    for _ in range(4):
+        grads = [rng.standard_normal(a.shape).astype(a.dtype) for a in init]
+        acc_host.step(grads)
+        acc_dev.step(_on(1, grads))
+        grads = [rng.standard_normal(a.shape).astype(a.dtype) for a in init]
+        o_host.step(grads, clip_norm=0.5)
+        o_dev.step(_on(1, grads), clip_norm=0.5)
+    with o_dev.swap_averaged():
+        assert all(_device_of(d) == 1 for d in dev)
+    wa_host, wa_dev = fastgd.WeightAverage(host, fastgd.EMA(0.5)), fastgd.WeightAverage(
+        dev, fastgd.EMA(0.5))
+    for _ in range(2):
+        wa_host.update()
+        wa_dev.update()
+    sd = wa_dev.state_dict()
+    assert all(_device_of(a) == 1 for a in (*wa_dev.averaged, *sd["averaged"]))
+    wa_dev.load_state_dict(sd)
+    with wa_dev.swap():
+        for d, h in zip(dev, wa_host.averaged):
+            np.testing.assert_allclose(d.get(), h, rtol=1e-6)
+    for d, h in zip(dev, host):
+        assert _device_of(d) == 1
+        np.testing.assert_allclose(d.get(), h, rtol=1e-5, atol=1e-6)
+    g_dev = _on(1, [np.full((40, 3), 3.0, np.float32), np.full(7, 3.0)])
+    norm = fastgd.clip_grad_norm_(g_dev, 1.0)
+    assert norm == pytest.approx(3.0 * np.sqrt(127.0), rel=1e-6)
+    assert all(_device_of(g) == 1 for g in g_dev)
+
+
+@needs_two
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_and_a_flat_buffer_on_device_1(line_search_fn):
+    rng = np.random.default_rng(7)
+    scale = rng.uniform(0.5, 2.0, 12)
+    x0 = rng.standard_normal(12)
+    with cp.cuda.Device(1):
+        flat = fastgd.FlatParams([(5,), (7,)], dtype=np.float64, xp=cp)
+        dscale = cp.asarray(scale)
+    with cp.cuda.Device(1):
+        flat.buffers[np.dtype(np.float64)][...] = cp.asarray(x0)
+    buf, gbuf = flat.buffers[np.dtype(np.float64)], flat.grad_buffers[np.dtype(np.float64)]
+    host = [x0.copy()]
+
+    def closure_dev():  # called on the parameters' GPU (device 0 is current outside)
+        assert cp.cuda.Device().id == 1
+        gbuf[...] = dscale * buf
+        return float(0.5 * (gbuf * buf).sum())
+
+    def closure_host():
+        g = scale * host[0]
+        return 0.5 * float(g @ host[0]), [g]
+
+    o_dev = fastgd.LBFGS(flat, history_size=4, max_iter=6, line_search_fn=line_search_fn)
+    o_host = fastgd.LBFGS(host, history_size=4, max_iter=6, line_search_fn=line_search_fn)
+    for _ in range(2):
+        o_dev.step(closure_dev)
+        o_host.step(closure_host)
+    assert _device_of(buf) == 1
+    np.testing.assert_allclose(buf.get(), host[0], rtol=1e-10, atol=1e-12)
+    sd = o_dev.state_dict()
+    assert sd["state"][0]["old_dirs"].shape[0] > 0
+
+
+@needs_two
+def test_mlp_on_device_1_trains_while_device_0_is_current():
+    from fastgd.models import MLP
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(64, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    host = MLP([5, 8, 3], output="multiclass", seed=0, l2=0.01)
+    with cp.cuda.Device(1):
+        dev = MLP([5, 8, 3], output="multiclass", seed=0, l2=0.01, xp=cp)
+    Xd, yd = _on(1, [X, y])
+    lh = host.loss_and_grad(X, y)
+    ld = dev.loss_and_grad(Xd, yd)
+    assert ld == pytest.approx(lh, rel=1e-5)
+    for gd, gh in zip(dev.grads, host.grads):
+        assert _device_of(gd) == 1
+        np.testing.assert_allclose(gd.get(), gh, rtol=1e-4, atol=1e-6)
+    opt = fastgd.Adam(dev.flat, lr=0.01)
+    hist = fastgd.fit(dev, opt, Xd, yd, epochs=2, batch_size=16, seed=0, progress=False)
+    assert np.isfinite(hist.history["loss"]).all()
+    pred = dev.predict(Xd)
+    assert pred.shape == (64,) and _device_of(pred) == 1 and cp.cuda.Device().id == 0

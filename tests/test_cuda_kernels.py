@@ -539,6 +539,29 @@ def test_host_cupy_emulation_refuses_what_cupy_refuses():
 
 
 @needs_host_runner
+def test_host_cupy_emulation_models_two_devices():
+    # CuPy allocates on the current device and refuses a kernel argument on another one
+    # (no peer access): what fastgd must get right for arrays on GPU 1 while GPU 0 is current
+    from tests import host_cupy as E
+
+    assert E.Device().id == 0
+    with E.Device(1):
+        a = E.ndarray(np.ones(4))
+        assert E.Device().id == 1 and (a + 1).device.id == 1
+    assert E.Device().id == 0 and a.device.id == 1 and a[1:].device.id == 1
+    assert E.ndarray(np.ones(4)).device.id == 0
+    here = E.ndarray(np.ones(4))
+    for use in (lambda: a + 1, lambda: here + a, lambda: a.sum(), lambda: a.fill(2.0),
+                lambda: here.__setitem__(slice(None), a), lambda: a.astype(np.float32)):
+        with pytest.raises(ValueError, match=r"resides \(1\) is different from the current "
+                                              r"device \(0\)"):
+            use()
+    assert a.copy().device.id == 0  # a copy lands on the current device, as CuPy's
+    with pytest.raises(RuntimeError, match="no CUDA device 2"):
+        E.Device(2)
+
+
+@needs_host_runner
 def test_host_builds_fuse_multiply_adds_as_nvrtc_does():
     from fractions import Fraction
 

@@ -350,6 +350,7 @@ class MLP:
                 bias_act_(b, z, z, "identity")  # z += b without NumPy's broadcast buffer
         return ws["Z"][-1], ws
 
+    @_backend.on_model_device
     def forward(self, X: Any) -> Any:
         """The model output (logits for classifiers) for ``X`` of shape ``(n, features)``."""
         out, _ = self._forward(self._check_X(X))
@@ -375,6 +376,7 @@ class MLP:
                     _backend.reduce("sumabs", w.reshape(-1)).sum())
         return total
 
+    @_backend.on_model_device
     def loss_and_grad(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         r"""The mean loss on ``(X, y)``; writes its gradient into ``flat.grads``.
 
@@ -540,6 +542,7 @@ class MLP:
         loss = losses.sum() * inv
         return (float(loss) if xp is np else loss) + self._penalty()
 
+    @_backend.on_model_device
     def loss(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The mean loss on ``(X, y)``, penalties included (gradients untouched)."""
         X, y = self._prepare(X, y)
@@ -568,6 +571,7 @@ class MLP:
         return mean_loss_and_grad_(self.loss_name, out, target, loss_buf,
                                    self.huber_delta, sample_weight), out, ws
 
+    @_backend.on_model_device
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities ``(n, classes)``.
 
@@ -586,6 +590,7 @@ class MLP:
         e = xp.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
+    @_backend.on_model_device
     def predict(self, X: Any) -> Any:
         """Predictions: values (regression, ``(n,)`` for one output) or class labels."""
         z = self.forward(X)

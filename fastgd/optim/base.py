@@ -968,6 +968,9 @@ class Optimizer(ABC):
                 raise RuntimeError("step() inside swap_averaged(): the parameters hold the "
                                    "averaged weights; step after the with block")
             self._sync()
+            if self._cuda:  # on the parameters' GPU, whichever is current
+                with _backend.on_device_of(self._params[0]):
+                    return self._step(grads, grad_scale, clip_norm, norm_type)
             return self._step(grads, grad_scale, clip_norm, norm_type)
 
     def _step(self, grads: Sequence[Any] | None, grad_scale: float, clip_norm: float | None,
@@ -1539,7 +1542,9 @@ class Optimizer(ABC):
                          for k, v in group.items() if k != "params"}
                 entry["params"] = sorted(i for seg in segs for i in seg.index)
                 groups.append(entry)
-            out = {"state": self._param_state(copy=True), "param_groups": groups,
+            with _backend.on_device_of(self._params[0] if self._params else None):  # CuPy
+                state = self._param_state(copy=True)
+            out = {"state": state, "param_groups": groups,
                    "steps": {"applied": self.steps_applied, "skipped": self.steps_skipped}}
             if self.average is not None:
                 out["average"] = {**self.average.spec(), "n_averaged": self.n_averaged}

@@ -149,9 +149,10 @@ class FlatParams(_AttachedViews):
         self.grads = tuple(_views(self.grad_buffers, state["layout"]))
 
     def zero_grad(self) -> None:
-        """Set every gradient to zero (one fill per buffer)."""
+        """Set every gradient to zero (one fill per buffer, on its GPU for CuPy)."""
         for b in self.grad_buffers.values():
-            b.fill(0)
+            with _backend.on_device_of(b):
+                b.fill(0)
 
     def select(self, indices: Iterable[int]) -> FlatGroup:
         """Some of these arrays, to be one param group with its own hyperparameters.
@@ -233,7 +234,8 @@ class FlatGroup(_AttachedViews):
     def zero_grad(self) -> None:
         """Set the selected gradients to zero."""
         for g in self.grads:
-            g.fill(0)
+            with _backend.on_device_of(g):
+                g.fill(0)
 
     def __repr__(self) -> str:
         return f"FlatGroup({list(self.indices)} of {self.flat!r})"

@@ -674,6 +674,8 @@ def test_lbfgs_and_a_flat_buffer_on_device_1(line_search_fn):
         g = scale * host[0]
         return 0.5 * float(g @ host[0]), [g]
 
+    flat.zero_grad()  # device 0 is current
+    flat.select([1]).zero_grad()
     o_dev = fastgd.LBFGS(flat, history_size=4, max_iter=6, line_search_fn=line_search_fn)
     o_host = fastgd.LBFGS(host, history_size=4, max_iter=6, line_search_fn=line_search_fn)
     for _ in range(2):

@@ -606,6 +606,7 @@ def test_optimizer_over_arrays_on_device_1_while_device_0_is_current(name, case,
         grads = [np.asarray(rng.standard_normal(a.shape), dtype=dtype) for a in init]
         o_host.step(grads)
         o_dev.step(_on(1, grads))
+        o_dev.load_state_dict(o_dev.state_dict())  # a state dict round trip, on device 1
     for d, h in zip(dev, host):
         assert _device_of(d) == 1
         np.testing.assert_allclose(d.get(), h, **tol(dtype))
@@ -685,6 +686,12 @@ def test_lbfgs_and_a_flat_buffer_on_device_1(line_search_fn):
     np.testing.assert_allclose(buf.get(), host[0], rtol=1e-10, atol=1e-12)
     sd = o_dev.state_dict()
     assert sd["state"][0]["old_dirs"].shape[0] > 0
+    o_dev.load_state_dict(sd)  # the history back into buffers on device 1
+    o_host.load_state_dict(o_host.state_dict())
+    o_dev.step(closure_dev)
+    o_host.step(closure_host)
+    np.testing.assert_allclose(buf.get(), host[0], rtol=1e-10, atol=1e-12)
+    assert _device_of(o_dev.state[0]["old_dirs"][0]) == 1
 
 
 @needs_two

@@ -1685,7 +1685,8 @@ class Optimizer(ABC):
                 if self._layout_version != layout or self._layout_changed():
                     raise RuntimeError("param_groups changed between prepare_load and its "
                                        "apply; prepare again")
-                self._apply_load(steps, new_groups, new_hps, loaded, n_averaged)
+                with _backend.on_device_of(self._params[0] if self._params else None):
+                    self._apply_load(steps, new_groups, new_hps, loaded, n_averaged)
 
         return apply
 

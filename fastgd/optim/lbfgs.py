@@ -111,8 +111,9 @@ class _History:
 
     def __init__(self, like: Any) -> None:
         xp = _backend.xp_of(like)
-        self.Y = xp.empty((0, like.size), like.dtype)
-        self.S = xp.empty((0, like.size), like.dtype)
+        with _backend.on_device_of(like):
+            self.Y = xp.empty((0, like.size), like.dtype)
+            self.S = xp.empty((0, like.size), like.dtype)
         self.rows: list[int] = []  # the pairs' rows, oldest first
         self.ro: list[float] = []  # their 1 / (y.s)
         self.free: list[int] = []
@@ -122,12 +123,13 @@ class _History:
            ) -> _History:
         """A history holding the pairs ``(dirs[i], stps[i])`` with ``ro`` (a loaded state)."""
         h = cls(like)
-        for y, s, r in zip(dirs, stps, ro):
-            row, yr, sr = h.candidate(len(dirs) + 1)
-            yr[...] = y
-            sr[...] = s
-            h.rows.append(row)
-            h.ro.append(float(r))
+        with _backend.on_device_of(like):  # CuPy: the rows on the parameters' GPU
+            for y, s, r in zip(dirs, stps, ro):
+                row, yr, sr = h.candidate(len(dirs) + 1)
+                yr[...] = y
+                sr[...] = s
+                h.rows.append(row)
+                h.ro.append(float(r))
         return h
 
     @property
@@ -146,11 +148,12 @@ class _History:
             cap = self.Y.shape[0]
             grown = max(cap + 1, min(max(4, 2 * cap), history + 1))
             xp = _backend.xp_of(self.Y)
-            for name in ("Y", "S"):
-                old = getattr(self, name)
-                new = xp.empty((grown, old.shape[1]), old.dtype)
-                new[:cap] = old
-                setattr(self, name, new)
+            with _backend.on_device_of(self.Y):
+                for name in ("Y", "S"):
+                    old = getattr(self, name)
+                    new = xp.empty((grown, old.shape[1]), old.dtype)
+                    new[:cap] = old
+                    setattr(self, name, new)
             self.free = list(range(grown - 1, cap - 1, -1))
         r = self.free.pop()
         return r, self.Y[r], self.S[r]

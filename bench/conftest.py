@@ -32,6 +32,12 @@ def _section(w, rows, suite, title):
     return keys
 
 
+def _faster_sklearn(v):
+    """The faster of scikit-learn's thread settings among a row's timings (None: none ran)."""
+    peers = [impl for impl in SKLEARN_THREADS if impl in v]
+    return min(peers, key=lambda impl: v[impl][0]) if peers else None
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     med = _medians(config)
     if not med:
@@ -82,9 +88,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for key in _section(w, rows, "estimators", "fastgd.sklearn vs scikit-learn at its faster "
                         "thread setting (median fit time, held-out accuracy)"):
         v = rows[key]
-        peers = [impl for impl in SKLEARN_THREADS if impl in v]
-        if "fastgd" in v and peers:
-            peer = min(peers, key=lambda impl: v[impl][0])
+        peer = _faster_sklearn(v)
+        if "fastgd" in v and peer:
             (t, i), (ts, isk) = v["fastgd"], v[peer]
             jobs = v.get("fastgd-n_jobs=-1")
             w(f"{key[1]:<9}{key[2]:<10} fastgd {t:8.3f} s  {peer} {ts:8.3f} s  "
@@ -93,9 +98,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for key in _section(w, rows, "settings", "fastgd.sklearn vs scikit-learn in other "
                         "settings, at its faster thread setting (median call)"):
         v = rows[key]
-        peers = [impl for impl in SKLEARN_THREADS if impl in v]
-        if "fastgd" in v and peers:
-            peer = min(peers, key=lambda impl: v[impl][0])
+        peer = _faster_sklearn(v)
+        if "fastgd" in v and peer:
             t, ts = v["fastgd"][0], v[peer][0]
             w(f"{key[1]:<24}{key[2]:<19} fastgd {t * 1e3:9.2f} ms  {peer} {ts * 1e3:9.2f} ms"
               f"  ({ts / t:.2f}x)")

@@ -321,13 +321,12 @@ def report_estimators(rounds: int = 3, out: Callable[[str], None] = print
                         times[impl].append(time.perf_counter() - t0)
                     fitted[impl] = est
             t = {k: float(np.median(v)) for k, v in times.items()}
-            peer = min(W.SKLEARN_THREADS, key=lambda k: t[k])
+            peer, threads = _faster_sklearn(t)
             acc = {k: float(fitted[k].score(Xte, yte)) for k in (*ours, peer)}
             rel = None
             if kind == "logistic":
                 f = {k: W.logistic_objective(fitted[k], Xtr, ytr) for k in ("fastgd", peer)}
                 rel = (f["fastgd"] - f[peer]) / abs(f[peer])
-            threads = "all" if W.SKLEARN_THREADS[peer] is None else str(W.SKLEARN_THREADS[peer])
             name = ("MLPClassifier(100,)" if kind == "mlp" else "LogisticRegression")
             tj = t.get("fastgd-n_jobs=-1")
             jobs = (f"{_fmt_time(tj):>11}{t[peer] / tj:>9.2f}x" if tj is not None
@@ -371,8 +370,7 @@ def report_settings(rounds: int = 3, out: Callable[[str], None] = print,
             continue
         t = measure({impl: W.setting_call(name, impl, Xy) for impl in impls}, rounds,
                     min_time=0.01)
-        peer = min(W.SKLEARN_THREADS, key=lambda k: t[k])
-        threads = "all" if W.SKLEARN_THREADS[peer] is None else str(W.SKLEARN_THREADS[peer])
+        peer, threads = _faster_sklearn(t)
         out(f"{name:<24}{data:<19}{method:<13}{_fmt_time(t['fastgd']):>10}"
             f"{_fmt_time(t[peer]):>11}{threads:>9}{t[peer] / t['fastgd']:>9.2f}x")
         rows.append({"setting": name, "data": data, "method": method,
@@ -380,6 +378,13 @@ def report_settings(rounds: int = 3, out: Callable[[str], None] = print,
                      "sklearn_all_threads_s": t["sklearn"],
                      "sklearn_1thread_s": t["sklearn-1thread"]})
     return rows
+
+
+def _faster_sklearn(t: dict[str, float]) -> tuple[str, str]:
+    """The faster of scikit-learn's thread settings in times ``t``, and its label."""
+    peer = min(W.SKLEARN_THREADS, key=lambda k: t[k])
+    limit = W.SKLEARN_THREADS[peer]
+    return peer, "all" if limit is None else str(limit)
 
 
 def _sklearn_version() -> str:

@@ -651,22 +651,35 @@ def estimator(kind: str, data: str, impl: str) -> Any:
     at 1e-6 both reach the same optimum (1e-7 apart), so their times compare.
     """
     extra = {}
+    if FASTGD_THREADS.get(impl) is not None:
+        extra["n_jobs"] = FASTGD_THREADS[impl]
+    if kind == "mlp":
+        return _estimator_class("MLPClassifier", impl)(**_mlp_params(MLP_EPOCHS[data]),
+                                                       **extra)
+    if extra:
+        raise ValueError(f"{impl} is for the MLP (LogisticRegression has no n_jobs)")
+    return _estimator_class("LogisticRegression", impl)(max_iter=5000, tol=LOGISTIC_TOL)
+
+
+def _estimator_class(name: str, impl: str) -> Any:
+    """Estimator class ``name``: fastgd.sklearn's or scikit-learn's, by ``impl``.
+
+    fastgd's for a key of :data:`FASTGD_THREADS`; scikit-learn's otherwise (the MLPs from
+    ``neural_network``, the rest from ``linear_model``).
+    """
     if impl in FASTGD_THREADS:
         from fastgd import sklearn as mod
-
-        if FASTGD_THREADS[impl] is not None:
-            extra["n_jobs"] = FASTGD_THREADS[impl]
     else:
         from sklearn import linear_model, neural_network
 
-        mod = linear_model if kind == "logistic" else neural_network  # type: ignore[assignment]
-    if kind == "mlp":
-        epochs = MLP_EPOCHS[data]
-        return mod.MLPClassifier(hidden_layer_sizes=(100,), max_iter=epochs, tol=0.0,
-                                 n_iter_no_change=epochs + 1, random_state=0, **extra)
-    if extra:
-        raise ValueError(f"{impl} is for the MLP (LogisticRegression has no n_jobs)")
-    return mod.LogisticRegression(max_iter=5000, tol=LOGISTIC_TOL)
+        mod = neural_network if name.startswith("MLP") else linear_model  # type: ignore[assignment]
+    return getattr(mod, name)
+
+
+def _mlp_params(epochs: int) -> dict[str, Any]:
+    """The benchmark MLPs' settings: 100 hidden units, ``epochs`` epochs (no early stop)."""
+    return {"hidden_layer_sizes": (100,), "max_iter": epochs, "tol": 0.0,
+            "n_iter_no_change": epochs + 1, "random_state": 0}
 
 
 #: fastgd's MLP settings in the estimator benchmark: ``n_jobs`` None (the default: BLAS on
@@ -703,8 +716,7 @@ def fit_estimator(est: Any, X: Any, y: Any, impl: str, method: str = "fit") -> A
         return getattr(est, method)(X, y)
 
 
-_MLP_BASE = {"hidden_layer_sizes": (100,), "max_iter": 30, "tol": 0.0, "n_iter_no_change": 31,
-             "random_state": 0}
+_MLP_BASE = _mlp_params(30)
 
 #: Estimator settings timed beyond the main table (``fastgd bench --settings``,
 #: ``bench/test_sklearn.py``): name -> (class in fastgd.sklearn and scikit-learn, data set
@@ -781,14 +793,8 @@ def setting_call(setting: str, impl: str, data: tuple[Any, Any]) -> Callable[[],
     first call (with the classes) is made here.
     """
     cls, _, params, method = ESTIMATOR_SETTINGS[setting]
-    if impl == "fastgd":
-        from fastgd import sklearn as mod
-    else:
-        from sklearn import linear_model, neural_network
-
-        mod = neural_network if cls.startswith("MLP") else linear_model  # type: ignore[assignment]
     X, y = data
-    make = getattr(mod, cls)
+    make = _estimator_class(cls, impl)
     if method == "partial_fit":
         est = make(**params)
         est.partial_fit(X, y, classes=np.unique(y))

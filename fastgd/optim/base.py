@@ -904,6 +904,13 @@ class Optimizer(ABC):
         g.check_fits(p, f"grads[{i}]")
         return g.coalesce()
 
+    def _on_device(self) -> contextlib.AbstractContextManager[Any]:
+        """A block on the parameters' GPU, whichever is current; nothing for NumPy.
+
+        CuPy allocates and launches on the current GPU, which need not be the parameters'.
+        """
+        return _backend.on_device_of(self._params[0] if self._params else None)
+
     def _ensure_state(self, seg: _Segment, hp: Mapping[str, Any],
                       names: tuple[str, ...]) -> list[np.ndarray]:
         state = seg.state
@@ -968,8 +975,8 @@ class Optimizer(ABC):
                 raise RuntimeError("step() inside swap_averaged(): the parameters hold the "
                                    "averaged weights; step after the with block")
             self._sync()
-            if self._cuda:  # on the parameters' GPU, whichever is current
-                with _backend.on_device_of(self._params[0]):
+            if self._cuda:
+                with self._on_device():
                     return self._step(grads, grad_scale, clip_norm, norm_type)
             return self._step(grads, grad_scale, clip_norm, norm_type)
 
@@ -1542,7 +1549,7 @@ class Optimizer(ABC):
                          for k, v in group.items() if k != "params"}
                 entry["params"] = sorted(i for seg in segs for i in seg.index)
                 groups.append(entry)
-            with _backend.on_device_of(self._params[0] if self._params else None):  # CuPy
+            with self._on_device():  # CuPy: the copies on the parameters' GPU
                 state = self._param_state(copy=True)
             out = {"state": state, "param_groups": groups,
                    "steps": {"applied": self.steps_applied, "skipped": self.steps_skipped}}
@@ -1685,7 +1692,7 @@ class Optimizer(ABC):
                 if self._layout_version != layout or self._layout_changed():
                     raise RuntimeError("param_groups changed between prepare_load and its "
                                        "apply; prepare again")
-                with _backend.on_device_of(self._params[0] if self._params else None):
+                with self._on_device():
                     self._apply_load(steps, new_groups, new_hps, loaded, n_averaged)
 
         return apply

@@ -481,8 +481,7 @@ class LBFGS(Optimizer):
             raise TypeError("LBFGS.step needs a closure: opt.step(closure)")
         if kwargs:
             raise TypeError(f"LBFGS.step takes only a closure, got {sorted(kwargs)}")
-        with self._lock, blas_threads(self.blas_threads), \
-                _backend.on_device_of(self._params[0]):  # the parameters' GPU, for CuPy
+        with self._lock, blas_threads(self.blas_threads), self._on_device():
             self._sync()
             return self._lbfgs_step(closure)
 
@@ -600,7 +599,7 @@ class LBFGS(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the history as arrays (``old_dirs`` / ``old_stps`` stacked)."""
-        with self._lock, _backend.on_device_of(self._params[0] if self._params else None):
+        with self._lock, self._on_device():
             self._sync()
             sd = super().state_dict()
             st = self.state.get(0, {})

@@ -255,12 +255,17 @@ def bias_act(act):
 
 
 @register_jitable(inline="always")
-def _derivative(act, x, y, alpha, one, half, three, k, c3):
+def _derivative(act, x, y, alpha, d):
     """act'(x) from the pre-activation ``x`` and the activation ``y = act(x)``.
 
-    Every scalar is of the arrays' dtype (a float64 constant would make a float32 loop
-    compute in float64).
+    ``alpha`` and every constant are of the dtype of the array ``d`` (a float64 constant
+    would make a float32 loop compute in float64); the constants fold at compile time.
     """
+    one = as_dtype_of(1.0, d)
+    half = as_dtype_of(0.5, d)
+    three = as_dtype_of(3.0, d)
+    k = as_dtype_of(0.7978845608028654, d)  # sqrt(2 / pi)
+    c3 = as_dtype_of(0.044715, d)
     f = one
     if act == _RELU:
         if not x > 0:
@@ -290,16 +295,10 @@ def act_grad(act):
 
     def act_grad(z, a, alpha, d):
         alpha = as_dtype_of(alpha, d)
-        one = as_dtype_of(1.0, d)
-        half = as_dtype_of(0.5, d)
-        three = as_dtype_of(3.0, d)
-        k = as_dtype_of(0.7978845608028654, d)  # sqrt(2 / pi)
-        c3 = as_dtype_of(0.044715, d)
         rows, cols = d.shape
         for r in prange(rows):
             for c in range(cols):
-                d[r, c] = d[r, c] * _derivative(act, z[r, c], a[r, c], alpha, one, half,
-                                                three, k, c3)
+                d[r, c] = d[r, c] * _derivative(act, z[r, c], a[r, c], alpha, d)
 
     return act_grad
 
@@ -312,18 +311,12 @@ def act_grad_colsum(act):
 
     def act_grad_colsum(z, a, alpha, d, out):
         alpha = as_dtype_of(alpha, d)
-        one = as_dtype_of(1.0, d)
-        half = as_dtype_of(0.5, d)
-        three = as_dtype_of(3.0, d)
-        k = as_dtype_of(0.7978845608028654, d)
-        c3 = as_dtype_of(0.044715, d)
         rows, cols = d.shape
         for c in range(cols):
             out[c] = 0
         for r in range(rows):
             for c in range(cols):
-                v = d[r, c] * _derivative(act, z[r, c], a[r, c], alpha, one, half, three,
-                                          k, c3)
+                v = d[r, c] * _derivative(act, z[r, c], a[r, c], alpha, d)
                 d[r, c] = v
                 out[c] += v
 

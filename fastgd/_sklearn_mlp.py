@@ -730,6 +730,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
+            known = _known_labels(self._label_binarizer, y, every=False)
+            if known is not None:
+                return X, known
         else:
             known = _known_labels(self._label_binarizer, y, every=self.warm_start)
             if known is not None:

@@ -254,6 +254,33 @@ def test_partial_fit_with_known_labels_fits_as_scikit_learns_checks_would(monkey
     assert models[0].t_ == t
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_fit_encodes_its_labels_as_the_label_binarizer_would(monkeypatch):
+    # a first fit one-hot encodes the labels it has just seen directly (_known_labels):
+    # the same model as LabelBinarizer.transform's encoding, binary and multiclass
+    from fastgd import _sklearn_mlp
+
+    X, y = _digits()
+    X, y = X[:400], y[:400]
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven",
+                      "eight", "nine"])
+    calls = []
+    real = _sklearn_mlp._known_labels
+    for labels in (y, y > 4, names[y]):
+        models = []
+        for fast in (True, False):
+            monkeypatch.setattr(_sklearn_mlp, "_known_labels", (
+                lambda *a, **k: calls.append(1) or real(*a, **k)) if fast
+                else (lambda *a, **k: None))
+            clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+            models.append(clf.fit(X, labels))
+        np.testing.assert_array_equal(models[0].classes_, models[1].classes_)
+        for a, b in zip(_params(models[0]), _params(models[1])):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(models[0].predict(X), models[1].predict(X))
+    assert len(calls) == 3  # the direct encoding served each first fit
+
+
 def test_batches_are_scikit_learns():
     from sklearn.utils import gen_batches
 

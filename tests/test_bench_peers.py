@@ -140,3 +140,30 @@ def test_elementwise_kernel_peers_compute_the_kernels_values(dtype):
         np.testing.assert_allclose(ours.out, numpy.out, rtol=tol, atol=tol * 1e-2,
                                    err_msg=kernel)
         assert np.abs(ours.out).max() > 0
+
+
+@pytest.mark.parametrize("model", ["mlp-100", "mlp-784"])
+def test_gemm_floor_times_the_model_steps_matmuls_on_finite_data(model, monkeypatch):
+    # the "x floor" column: the floor must run the same products as fastgd's step, on
+    # initialized data (an empty buffer's inf / NaN / subnormals would time something else)
+    from fastgd._bench import workloads as W
+
+    shape = W.MLP_SHAPES[model]
+    seen: dict[str, list] = {"gemm": [], "fastgd": []}
+    matmul = np.matmul
+    for impl in seen:
+        fn = W.model_step(shape, impl)
+
+        def spy(a, b, *args, impl=impl, **kwargs):
+            out = matmul(a, b, *args, **kwargs)
+            seen[impl].append((a.shape, b.shape, bool(np.isfinite(out).all())))
+            return out
+
+        monkeypatch.setattr(np, "matmul", spy)
+        with np.errstate(all="raise"):
+            fn()
+            fn()
+        monkeypatch.setattr(np, "matmul", matmul)
+    assert len(seen["gemm"]) == 2 * (3 * (len(shape) - 1) - 1)  # forward, weights, deltas
+    assert sorted(seen["gemm"]) == sorted(seen["fastgd"])
+    assert all(finite for _, _, finite in seen["gemm"])

@@ -364,10 +364,13 @@ def model_step(shape: Sequence[int], impl: str, batch: int = 256) -> Callable[[]
         return step
     if impl == "gemm":
         rng = np.random.default_rng(0)
-        Ws = [rng.standard_normal((a, b), dtype=np.float32) for a, b in itertools.pairwise(shape)]
+        # weights scaled as an initialized network's, every input filled: garbage in an
+        # empty buffer (inf, NaN, subnormals) would time something else than the matmuls
+        Ws = [rng.standard_normal((a, b), dtype=np.float32) / np.float32(np.sqrt(a))
+              for a, b in itertools.pairwise(shape)]
         As = [X] + [np.empty((batch, b), np.float32) for b in shape[1:]]
         Gs = [np.empty_like(w) for w in Ws]
-        Ds = [np.empty((batch, b), np.float32) for b in shape[1:]]
+        Ds = [rng.standard_normal((batch, b), dtype=np.float32) for b in shape[1:]]
 
         def gemm() -> None:
             for i, w in enumerate(Ws):

@@ -325,7 +325,9 @@ class LinearRegression(RegressorMixin, BaseEstimator):
 
     Args:
         fit_intercept: fit ``intercept_`` (the data are centered first).
-        copy_X: accepted for compatibility (``X`` is never modified).
+        copy_X: False lets ``fit`` center (and weigh) a dense float64 ``X`` in place and
+            hand it to LAPACK to overwrite, as scikit-learn's may: no copy of ``X`` (it is
+            left modified). True (the default) works on a copy; other inputs always do.
         tol: LAPACK's relative singular-value cutoff (dense ``X``); LSQR's ``atol`` and
             ``btol`` (sparse ``X``).
         n_jobs: accepted for compatibility.
@@ -363,8 +365,10 @@ class LinearRegression(RegressorMixin, BaseEstimator):
                 self.tol >= 0):
             raise ValueError(f"The 'tol' parameter must be a float in the range [0.0, inf). "
                              f"Got {self.tol!r} instead.")
-        X, y = validate_data(self, X, y, accept_sparse="csr", multi_output=True,
-                             y_numeric=True, dtype=(np.float64, np.float32))
+        # non-negative least squares runs on dense X: scikit-learn's check refuses sparse
+        X, y = validate_data(self, X, y, accept_sparse=False if self.positive else "csr",
+                             multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32))
         n = X.shape[0]
         w = _sample_weight(sample_weight, n)
         y2 = np.asarray(y, dtype=np.float64).reshape(n, -1)
@@ -384,8 +388,13 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         if _is_sparse(X):
             coef = self._sparse_lstsq(X, y2 - y_off, root, x_off)
         else:
-            # the centered (and weighted) copy, which LAPACK may then overwrite
-            Xc = np.subtract(X, x_off, dtype=np.float64)
+            # the centered (and weighted) data, which LAPACK may then overwrite: X itself
+            # where copy_X=False allows it, a copy otherwise
+            if self.copy_X or X.dtype != np.float64 or not X.flags.writeable:
+                Xc = np.subtract(X, x_off, dtype=np.float64)
+            else:
+                Xc = X
+                Xc -= x_off
             yc = y2 - y_off
             if w is not None:
                 Xc *= root[:, None]
@@ -437,8 +446,6 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             return X.T @ u - x_off * u.sum()
 
         op = LinearOperator((n, d), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
-        if self.positive:
-            raise ValueError("positive=True needs dense X (non-negative least squares)")
         cols = [lsqr(op, yc[:, j] * root, atol=self.tol, btol=self.tol)[0]
                 for j in range(yc.shape[1])]
         self.rank_, self.singular_ = None, None

@@ -456,7 +456,7 @@ def test_logistic_regression_sparse_equals_dense_and_warm_start():
 def test_linear_regression_is_scikit_learns_least_squares(sparse, kw):
     sp = pytest.importorskip("scipy.sparse")
     if sparse and kw.get("positive"):
-        pytest.skip("positive=True needs dense X")
+        pytest.skip("positive=True refuses sparse X (as scikit-learn's)")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 6)) * (rng.random((300, 6)) < 0.7)
     Y = X @ rng.normal(size=(6, 2)) + rng.normal(size=2) + 0.1 * rng.normal(size=(300, 2))
@@ -468,6 +468,40 @@ def test_linear_regression_is_scikit_learns_least_squares(sparse, kw):
         np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(ours.predict(Xin), theirs.predict(X), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_regression_copy_x_false_works_in_place_with_the_same_result(weighted):
+    # copy_X=False: a dense float64 X is centered (and weighted) in place, as scikit-learn
+    # does, and the solution is the one copy_X=True finds on a copy
+    rng = np.random.default_rng(2)
+    X0 = rng.normal(size=(200, 5)) + 3.0
+    y = X0 @ rng.normal(size=5) + 1.5 + 0.1 * rng.normal(size=200)
+    w = rng.uniform(0.5, 2.0, 200) if weighted else None
+    X = X0.copy()
+    kept = LinearRegression().fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(X, X0)  # copy_X=True: X untouched
+    ours = LinearRegression(copy_X=False).fit(X, y, sample_weight=w)
+    theirs = sk_linear.LinearRegression(copy_X=False).fit(X0.copy(), y, sample_weight=w)
+    assert np.linalg.norm(X - X0) > 1.0  # centered in place
+    np.testing.assert_allclose(ours.coef_, kept.coef_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, kept.intercept_, rtol=1e-12)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9)
+    for X32 in (X0.astype(np.float32), np.array(X0)):  # float32: a float64 copy; read-only
+        X32.flags.writeable = X32.dtype == np.float32
+        before = X32.copy()
+        LinearRegression(copy_X=False).fit(X32, y, sample_weight=w)
+        np.testing.assert_array_equal(X32, before)
+
+
+def test_linear_regression_positive_refuses_sparse_x_as_scikit_learn():
+    sp = pytest.importorskip("scipy.sparse")
+    X, y = sp.eye(10, format="csr"), np.ones(10)
+    est = LinearRegression(positive=True)
+    with pytest.raises(TypeError, match="Sparse data was passed for X, but dense data is "
+                                        "required"):
+        est.fit(X, y)
+    assert not hasattr(est, "coef_")
 
 
 def test_linear_regression_cuts_off_singular_values_as_scikit_learn():

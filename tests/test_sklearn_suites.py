@@ -1,7 +1,8 @@
 """scikit-learn's own tests, run against fastgd.sklearn from the installed scikit-learn.
 
-At test time ``sklearn/neural_network/tests/test_mlp.py`` and
-``sklearn/linear_model/tests/test_logistic.py`` are copied from the installed package into
+At test time ``sklearn/neural_network/tests/test_mlp.py``,
+``sklearn/linear_model/tests/test_logistic.py`` and ``sklearn/linear_model/tests/test_base.py``
+are copied from the installed package into
 a temporary folder with one line changed (the estimators imported from fastgd.sklearn
 instead) and run by pytest in a subprocess. Nothing of scikit-learn's code is kept in
 this repository.
@@ -13,6 +14,8 @@ this repository.
   for a solver, penalty or API fastgd's LogisticRegression refuses ("is not supported:
   fastgd's LogisticRegression"; scikit-learn's experimental callbacks) is reported as
   skipped, not applicable; every other must pass but ``LOGISTIC_EXPECTED_FAILURES``.
+* test_base.py: the tests that construct LinearRegression (the others test scikit-learn's
+  private preprocessing functions); every one must pass.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import pytest
 OTHER = {"liblinear", "saga", "sag", "newton-cg", "newton-cholesky", "l1", "elasticnet"}
 NOT_APPLICABLE = re.compile(r"is not supported: fastgd's LogisticRegression|"
                             r"has no attribute 'set_callbacks'")
-SELECT_LOGISTIC = %(select)r
+SELECT = %(select)r  # None: every test; a pattern: the tests whose source it matches
 
 
 @pytest.fixture
@@ -68,11 +71,11 @@ def _applies(item):
     p = item.callspec.params if hasattr(item, "callspec") else {}
     if any(isinstance(v, str) and v in OTHER for v in p.values()):
         return False
-    return bool(re.search(r"\\bLogisticRegression\\(", inspect.getsource(item.function)))
+    return bool(re.search(SELECT, inspect.getsource(item.function)))
 
 
 def pytest_collection_modifyitems(config, items):
-    if not SELECT_LOGISTIC:
+    if SELECT is None:
         return
     keep = [i for i in items if _applies(i)]
     config.hook.pytest_deselected(items=[i for i in items if not _applies(i)])
@@ -83,7 +86,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if SELECT_LOGISTIC and rep.failed and call.excinfo is not None:
+    if SELECT is not None and rep.failed and call.excinfo is not None:
         e = call.excinfo.value
         while e is not None:  # pytest.warns wraps an exception raised inside it
             if NOT_APPLICABLE.search(str(e)):
@@ -111,7 +114,8 @@ def pytest_sessionfinish(session):
 '''
 
 
-def _run(tmp_path: Path, source: Path, old: str, new: str, select: bool) -> dict[str, str]:
+def _run(tmp_path: Path, source: Path, old: str, new: str, select: str | None
+         ) -> dict[str, str]:
     text = source.read_text()
     assert text.count(old) == 1, f"{source.name}: the import line to swap is not {old!r}"
     (tmp_path / source.name).write_text(text.replace(old, new))
@@ -134,7 +138,7 @@ def _failed(results: dict[str, str]) -> set[str]:
 def test_scikit_learns_test_mlp_passes_against_fastgd(tmp_path):
     results = _run(tmp_path, SKLEARN / "neural_network" / "tests" / "test_mlp.py",
                    "from sklearn.neural_network import MLPClassifier, MLPRegressor",
-                   "from fastgd.sklearn import MLPClassifier, MLPRegressor", select=False)
+                   "from fastgd.sklearn import MLPClassifier, MLPRegressor", select=None)
     passed = [n for n, o in results.items() if o == "passed"]
     ran = [n for n, o in results.items() if o != "skipped"]  # pandas' tests skip without it
     assert len(results) >= 59
@@ -147,7 +151,20 @@ def test_scikit_learns_test_logistic_passes_against_fastgd(tmp_path):
                    "from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, "
                    "SGDClassifier",
                    "from sklearn.linear_model import LogisticRegressionCV, SGDClassifier\n"
-                   "from fastgd.sklearn import LogisticRegression", select=True)
+                   "from fastgd.sklearn import LogisticRegression",
+                   select=r"\bLogisticRegression\(")
     passed = [n for n, o in results.items() if o == "passed"]
     assert _failed(results) <= set(LOGISTIC_EXPECTED_FAILURES), sorted(_failed(results))
     assert len(passed) >= 45
+
+
+def test_scikit_learns_test_base_passes_against_fastgds_linear_regression(tmp_path):
+    # sklearn/linear_model/tests/test_base.py: the tests that construct LinearRegression
+    # (the others test scikit-learn's private preprocessing functions)
+    results = _run(tmp_path, SKLEARN / "linear_model" / "tests" / "test_base.py",
+                   "from sklearn.linear_model import LinearRegression",
+                   "from fastgd.sklearn import LinearRegression",
+                   select=r"\bLinearRegression\(")
+    passed = [n for n, o in results.items() if o == "passed"]
+    assert not _failed(results), sorted(_failed(results))
+    assert len(passed) >= 35

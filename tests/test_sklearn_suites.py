@@ -1,7 +1,7 @@
 """scikit-learn's own tests, run against fastgd.sklearn from the installed scikit-learn.
 
-At test time ``sklearn/neural_network/tests/test_mlp.py``,
-``sklearn/linear_model/tests/test_logistic.py`` and ``sklearn/linear_model/tests/test_base.py``
+At test time ``sklearn/neural_network/tests/test_mlp.py`` and
+``sklearn/linear_model/tests/`` ``test_logistic.py``, ``test_base.py`` and ``test_common.py``
 are copied from the installed package into
 a temporary folder with one line changed (the estimators imported from fastgd.sklearn
 instead) and run by pytest in a subprocess. Nothing of scikit-learn's code is kept in
@@ -16,6 +16,8 @@ this repository.
   skipped, not applicable; every other must pass but ``LOGISTIC_EXPECTED_FAILURES``.
 * test_base.py: the tests that construct LinearRegression (the others test scikit-learn's
   private preprocessing functions); every one must pass.
+* test_common.py: the tests parametrized with LinearRegression or LogisticRegression (the
+  others take scikit-learn's other linear models); every one must pass.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ import pytest
 OTHER = {"liblinear", "saga", "sag", "newton-cg", "newton-cholesky", "l1", "elasticnet"}
 NOT_APPLICABLE = re.compile(r"is not supported: fastgd's LogisticRegression|"
                             r"has no attribute 'set_callbacks'")
-SELECT = %(select)r  # None: every test; a pattern: the tests whose source it matches
+# None: every test; a pattern: the tests whose source or parametrized name it matches
+SELECT = %(select)r
 
 
 @pytest.fixture
@@ -71,7 +74,8 @@ def _applies(item):
     p = item.callspec.params if hasattr(item, "callspec") else {}
     if any(isinstance(v, str) and v in OTHER for v in p.values()):
         return False
-    return bool(re.search(SELECT, inspect.getsource(item.function)))
+    return bool(re.search(SELECT, item.name) or
+                re.search(SELECT, inspect.getsource(item.function)))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -168,3 +172,20 @@ def test_scikit_learns_test_base_passes_against_fastgds_linear_regression(tmp_pa
     passed = [n for n, o in results.items() if o == "passed"]
     assert not _failed(results), sorted(_failed(results))
     assert len(passed) >= 35
+
+
+def test_scikit_learns_test_common_passes_against_fastgds_linear_models(tmp_path):
+    # sklearn/linear_model/tests/test_common.py, parametrized over scikit-learn's linear
+    # models: the cases of LinearRegression and LogisticRegression (not the CV variant)
+    old = "    LinearRegression,\n    LogisticRegression,\n"
+    new = "    LogisticRegressionCV,\n"
+    source = SKLEARN / "linear_model" / "tests" / "test_common.py"
+    text = source.read_text()
+    assert text.count(old + new) == 1, "the imported names to swap have changed"
+    results = _run(tmp_path, source, old + new,
+                   new + ")\nfrom fastgd.sklearn import LinearRegression, LogisticRegression\n"
+                   "from sklearn.linear_model import (\n",
+                   select=r"[-\[](LinearRegression|LogisticRegression)[-\]]")
+    passed = [n for n, o in results.items() if o == "passed"]
+    assert not _failed(results), sorted(_failed(results))
+    assert len(passed) >= 6

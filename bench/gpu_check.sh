@@ -6,18 +6,20 @@
 # 2. the host and nvcc checks of the CUDA kernels (tests/test_cuda_kernels.py);
 # 3. the GPU benchmark tables and goals (fastgd bench --device cuda), as Markdown.
 # Each step's log goes to OUTDIR; the script goes on after a failing step and exits
-# non-zero if any failed.
+# non-zero if any failed. The interpreter is $PYTHON, else python3 (a GPU image may have
+# no plain `python`).
 set -uo pipefail
 out=${1:-gpu-results}
+py=${PYTHON:-python3}
 mkdir -p "$out"
 status=0
-python -c "import cupy; print(cupy.__version__, cupy.cuda.runtime.getDeviceProperties(0)['name'])" \
+"$py" -c "import cupy; print(cupy.__version__, cupy.cuda.runtime.getDeviceProperties(0)['name'])" \
     2>&1 | tee "$out/device.log" || status=1
-python -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.log" \
+"$py" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.log" \
     || status=1
 grep -q " passed" "$out/cuda-tests.log" || status=1  # all skipped: CuPy found no GPU
-python -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py 2>&1 \
+"$py" -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py 2>&1 \
     | tee "$out/cuda-kernels.log" || status=1
-python -m fastgd bench --device cuda --results "$out/RESULTS.md" 2>&1 | tee "$out/bench.log" \
+"$py" -m fastgd bench --device cuda --results "$out/RESULTS.md" 2>&1 | tee "$out/bench.log" \
     || status=1
 exit "$status"

@@ -1,0 +1,48 @@
+"""bench/gpu_check.sh, the one prepared run for a lent GPU, runs as written.
+
+A GPU session has minutes, no network and possibly no plain ``python``: the script must
+call each step with the chosen interpreter and report a suite that only skipped (CuPy
+found no GPU) as a failure. Checked here with a stand-in interpreter that logs its calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_check.sh"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _run(tmp_path: Path, summary: str) -> tuple[int, list[str]]:
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\necho "{summary}"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake)}
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode, log.read_text().splitlines()
+
+
+def test_every_step_runs_on_the_chosen_interpreter(tmp_path):
+    rc, calls = _run(tmp_path, "12 passed in 3.0s")
+    assert rc == 0
+    assert len(calls) == 4
+    assert calls[0].startswith("-c import cupy")
+    assert calls[1].startswith("-m pytest -m cuda") and calls[1].endswith("tests/test_cuda.py")
+    assert calls[2].endswith("tests/test_cuda_kernels.py")
+    assert calls[3] == f"-m fastgd bench --device cuda --results {tmp_path / 'out'}/RESULTS.md"
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "device.log", "cuda-tests.log", "cuda-kernels.log", "bench.log"}
+
+
+def test_a_suite_that_only_skipped_fails_the_run(tmp_path):
+    rc, calls = _run(tmp_path, "120 skipped in 1.0s")
+    assert rc != 0
+    assert len(calls) == 4  # the later steps still run

@@ -726,17 +726,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+        first = (not hasattr(self, "classes_")) or (not self.warm_start and not incremental)
+        if first:
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
-            known = _known_labels(self._label_binarizer, y, every=False)
-            if known is not None:
-                return X, known
-        else:
-            known = _known_labels(self._label_binarizer, y, every=self.warm_start)
-            if known is not None:
-                return X, known
+        known = _known_labels(self._label_binarizer, y, every=self.warm_start and not first)
+        if known is not None:
+            return X, known
+        if not first:
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):

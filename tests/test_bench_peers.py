@@ -167,3 +167,21 @@ def test_gemm_floor_times_the_model_steps_matmuls_on_finite_data(model, monkeypa
     assert len(seen["gemm"]) == 2 * (3 * (len(shape) - 1) - 1)  # forward, weights, deltas
     assert sorted(seen["gemm"]) == sorted(seen["fastgd"])
     assert all(finite for _, _, finite in seen["gemm"])
+
+
+def test_isolated_runs_interleave_the_processes_and_drop_missing_peers(monkeypatch):
+    from fastgd._bench import timing
+
+    calls = []
+    values = {"fastgd": [1.0, 3.0, 2.0], "torch": [None, None, None],
+              "sklearn": [5.0, float("nan"), 4.0]}
+
+    def fake(workload, impl, rounds):
+        calls.append((workload, impl, rounds))
+        return values[impl][sum(1 for c in calls if c[1] == impl) - 1]
+
+    monkeypatch.setattr(timing, "isolated", fake)
+    runs = timing.isolated_runs("mlp-100", ("fastgd", "torch", "sklearn"), 5, 3)
+    assert [c[1] for c in calls] == ["fastgd", "torch", "sklearn"] * 3  # in turn
+    assert all(c[0] == "mlp-100" and c[2] == 5 for c in calls)
+    assert runs == {"fastgd": [1.0, 3.0, 2.0], "sklearn": [5.0, 4.0]}  # no torch, no NaN

@@ -15,7 +15,7 @@ import numpy as np
 import fastgd
 from fastgd import _backend
 from fastgd._bench import workloads as W
-from fastgd._bench.timing import isolated, measure
+from fastgd._bench.timing import isolated_runs, measure
 from fastgd.optim.registry import generic
 
 __all__ = ["CUDA_SIZES", "cuda_results_markdown", "report", "report_cuda",
@@ -249,33 +249,49 @@ def cuda_results_markdown(lines: Sequence[str], rows: Sequence[dict[str, Any]]) 
             + "\n".join(goals) + "\n")
 
 
-def report_models(rounds: int = 7, out: Callable[[str], None] = print) -> None:
+def report_models(rounds: int = 7, out: Callable[[str], None] = print,
+                  processes: int = 3) -> None:
     """Per-step MLP times against torch, scikit-learn and the GEMM floor; a logistic epoch.
 
-    Every figure comes from a process of its own (see :func:`_isolated`).
+    Each MLP figure is the median over ``processes`` processes of their own per
+    implementation (:func:`~fastgd._bench.timing.isolated_runs`), each process's figure
+    the median of its rounds; every process's figure is listed under the table.
     """
     out("MLP training step (batch 256, float32, Adam; relu; softmax cross-entropy); "
-        "each implementation timed in its own process")
-    head = (f"{'model':<9}{'fastgd':>10}{'GEMM floor':>12}{'x floor':>9}{'torch':>16}"
-            f"{'sklearn':>16}")
+        f"each implementation timed in {processes} processes of its own (median)")
+    head = (f"{'model':<9}{'fastgd':>10}{'GEMM floor':>12}{'x floor':>9}{'torch':>17}"
+            f"{'sklearn':>17}")
     out(head)
     out("-" * len(head))
+    impls = ("fastgd", "gemm", "torch", "sklearn")
+    spread = []
     for name in W.MLP_SHAPES:
-        t = {impl: isolated(name, impl, rounds) for impl in ("fastgd", "gemm", "torch",
-                                                               "sklearn")}
+        runs = isolated_runs(name, impls, rounds, processes)
+        t = {impl: statistics.median(runs[impl]) if impl in runs else None
+             for impl in impls}
         fast = t["fastgd"]
         cells = [(_fmt_time(t[i]).strip() + f" ({t[i] / fast:.2f}x)") if t[i] else "-"
                  for i in ("torch", "sklearn")]
-        peers = "".join(f"{c:>16}" for c in cells)
+        peers = "".join(f"{c:>17}" for c in cells)
         out(f"{name:<9}{_fmt_time(t['fastgd']):>10}{_fmt_time(t['gemm']):>12}"
             f"{t['fastgd'] / t['gemm']:>8.2f}x{peers}")
+        spread.append(f"  {name}: " + "; ".join(
+            f"{impl} " + " / ".join(_fmt_time(v).strip() for v in runs[impl])
+            for impl in impls if impl in runs))
+    out("per process:")
+    for line in spread:
+        out(line)
     out("")
-    out("multinomial logistic regression, one epoch of 200k x 100 (batches of 256)")
-    t = {impl: isolated("logistic", impl, max(3, rounds // 2))
-         for impl in ("fastgd", "torch", "sklearn")}
+    out("multinomial logistic regression, one epoch of 200k x 100 (batches of 256), "
+        f"median of {processes} processes")
+    runs = isolated_runs("logistic", ("fastgd", "torch", "sklearn"), max(3, rounds // 2),
+                         processes)
+    t = {impl: statistics.median(ts) for impl, ts in runs.items()}
     out("  " + "   ".join(f"{impl} {_fmt_time(v)}" + (
         f" ({v / t['fastgd']:.2f}x)" if impl != "fastgd" else "")
-        for impl, v in t.items() if v is not None))
+        for impl, v in t.items()))
+    out("  per process: " + "; ".join(
+        f"{impl} " + " / ".join(_fmt_time(v).strip() for v in ts) for impl, ts in runs.items()))
 
 
 def report_estimators(rounds: int = 3, out: Callable[[str], None] = print

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastgd._bench import workloads as W
 
-__all__ = ["isolated", "measure"]
+__all__ = ["isolated", "isolated_runs", "measure"]
 
 
 def measure(fns: dict[str, Callable[[], None]], rounds: int = 15,
@@ -70,6 +70,25 @@ def isolated(workload: str, impl: str, rounds: int) -> float | None:
                          timeout=900)
     value = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else "nan"
     return None if value == "None" else float(value)
+
+
+def isolated_runs(workload: str, impls: Sequence[str], rounds: int, processes: int
+                  ) -> dict[str, list[float]]:
+    """Each implementation's :func:`isolated` medians from ``processes`` processes apiece.
+
+    The processes run in turn (every implementation once, then again), so a slow spell of
+    a shared machine falls on all of them. More than one process per implementation
+    because a process can be slow throughout: on this 2-core virtual machine an MLP step
+    took either ~1.6 or ~3.0 ms per process (784-wide, BLAS on two threads), by where the
+    host placed the vCPUs at the time. Implementations that are not installed are left out.
+    """
+    runs: dict[str, list[float]] = {impl: [] for impl in impls}
+    for _ in range(processes):
+        for impl in impls:
+            t = isolated(workload, impl, rounds)
+            if t is not None and t == t:  # None: not installed; NaN: the process failed
+                runs[impl].append(t)
+    return {impl: ts for impl, ts in runs.items() if ts}
 
 
 def time_one(workload: str, impl: str, rounds: int) -> float | None:

@@ -139,6 +139,18 @@ def test_row_gather_kernel_matches_numpy_serial_and_parallel():
         dst = np.empty_like(src)
         _backend.launch("gather", "gather_rows", (), src, idx, dst)
         np.testing.assert_array_equal(dst, src[idx])
+    # the rows prefetched ahead of the copy: batches shorter and longer than the distance,
+    # float64 rows of many cache lines, int32 indices, a Fortran-ordered source
+    from fastgd.kernels.cpu.gather import PREFETCH_ROWS
+
+    src = rng.normal(size=(3000, 131))
+    for rows, idx_dtype, order in ((3, np.int64, "C"), (PREFETCH_ROWS, np.int64, "C"),
+                                   (PREFETCH_ROWS + 1, np.int32, "C"), (200, np.int64, "F")):
+        s = np.asarray(src, order=order)
+        idx = rng.choice(3000, rows, replace=False).astype(idx_dtype)
+        dst = np.empty((rows, 131))
+        _backend.launch("gather", "gather_rows", (), s, idx, dst)
+        np.testing.assert_array_equal(dst, src[idx])
 
 
 def test_shuffled_epoch_equals_the_manual_loop_over_the_permutation():

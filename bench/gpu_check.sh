@@ -8,15 +8,15 @@
 # 4. the host and nvcc checks of the CUDA kernels (tests/test_cuda_kernels.py), last: they
 #    need no GPU and run wherever CuPy is installed.
 # Each step's log goes to OUTDIR as it runs, and each step has a time budget (seconds,
-# FASTGD_GPU_BUDGETS="device suite bench kernels", default "60 240 200 120": under the
-# 10 minutes one command may take on a lent machine, installation included), so a slow
+# FASTGD_GPU_BUDGETS="device suite bench kernels", default "45 240 180 90": together under
+# the 10 minutes one command may take on a lent machine, installation included), so a slow
 # step cannot take the later ones' time. The script goes on after a failing or timed-out
 # step and exits non-zero if any failed. The interpreter is $PYTHON, else python3 (a GPU
 # image may have no plain `python`).
 set -uo pipefail
 out=${1:-gpu-results}
 py=${PYTHON:-python3}
-read -r t_device t_suite t_bench t_kernels <<< "${FASTGD_GPU_BUDGETS:-60 240 200 120}"
+read -r t_device t_suite t_bench t_kernels <<< "${FASTGD_GPU_BUDGETS:-45 240 180 90}"
 mkdir -p "$out"
 status=0
 step() {  # step LOG BUDGET COMMAND...: run COMMAND under its budget, log to OUTDIR/LOG

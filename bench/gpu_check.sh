@@ -8,9 +8,9 @@
 # 4. the host and nvcc checks of the CUDA kernels (tests/test_cuda_kernels.py), last: they
 #    need no GPU and run wherever CuPy is installed.
 # Each step's log goes to OUTDIR as it runs, and each step has a time budget (seconds,
-# FASTGD_GPU_BUDGETS="device suite bench kernels", default "45 240 180 90": together under
-# the 10 minutes one command may take on a lent machine, installation included), so a slow
-# step cannot take the later ones' time. The script goes on after a failing or timed-out
+# FASTGD_GPU_BUDGETS="device suite bench kernels", default "45 240 180 90": 555 s in all,
+# so that the run and its installation fit in 10 minutes), so a slow step cannot take the
+# later ones' time. The script goes on after a failing or timed-out
 # step and exits non-zero if any failed. The interpreter is $PYTHON, else python3 (a GPU
 # image may have no plain `python`).
 set -uo pipefail

@@ -1,8 +1,9 @@
-"""bench/gpu_check.sh, the one prepared run for a lent GPU, runs as written.
+"""bench/gpu_check.sh, the one prepared run on a GPU machine, runs as written.
 
-A GPU session has minutes, no network and possibly no plain ``python``: the script must
-call each step with the chosen interpreter and report a suite that only skipped (CuPy
-found no GPU) as a failure. Checked here with a stand-in interpreter that logs its calls.
+A GPU run may be short, offline and on a Python with no plain ``python`` command: the script
+must call each step with the chosen interpreter, keep each step within its time budget, and
+report a suite that only skipped (CuPy found no GPU) as a failure. Checked here with a
+stand-in interpreter that logs its calls.
 """
 
 from __future__ import annotations

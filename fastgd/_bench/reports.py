@@ -274,9 +274,7 @@ def report_models(rounds: int = 7, out: Callable[[str], None] = print,
         peers = "".join(f"{c:>17}" for c in cells)
         out(f"{name:<9}{_fmt_time(t['fastgd']):>10}{_fmt_time(t['gemm']):>12}"
             f"{t['fastgd'] / t['gemm']:>8.2f}x{peers}")
-        spread.append(f"  {name}: " + "; ".join(
-            f"{impl} " + " / ".join(_fmt_time(v).strip() for v in runs[impl])
-            for impl in impls if impl in runs))
+        spread.append(f"  {name}: {_per_process(runs)}")
     out("per process:")
     for line in spread:
         out(line)
@@ -289,8 +287,13 @@ def report_models(rounds: int = 7, out: Callable[[str], None] = print,
     out("  " + "   ".join(f"{impl} {_fmt_time(v)}" + (
         f" ({v / t['fastgd']:.2f}x)" if impl != "fastgd" else "")
         for impl, v in t.items()))
-    out("  per process: " + "; ".join(
-        f"{impl} " + " / ".join(_fmt_time(v).strip() for v in ts) for impl, ts in runs.items()))
+    out(f"  per process: {_per_process(runs)}")
+
+
+def _per_process(runs: dict[str, list[float]]) -> str:
+    """``isolated_runs``' figures as ``impl t1 / t2 / ...; impl ...``, in its order."""
+    return "; ".join(f"{impl} " + " / ".join(_fmt_time(v).strip() for v in ts)
+                     for impl, ts in runs.items())
 
 
 def report_estimators(rounds: int = 3, out: Callable[[str], None] = print

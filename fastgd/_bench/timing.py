@@ -79,8 +79,8 @@ def isolated_runs(workload: str, impls: Sequence[str], rounds: int, processes: i
     The processes run in turn (every implementation once, then again), so a slow spell of
     a shared machine falls on all of them. More than one process per implementation
     because a process can be slow throughout: on this 2-core virtual machine an MLP step
-    took either ~1.6 or ~3.0 ms per process (784-wide, BLAS on two threads), by where the
-    host placed the vCPUs at the time. Implementations that are not installed are left out.
+    took either ~1.6 or ~3.0 ms per process (784-wide, BLAS on two threads), as data passed
+    between the vCPUs slowly at times. Implementations that are not installed are left out.
     """
     runs: dict[str, list[float]] = {impl: [] for impl in impls}
     for _ in range(processes):

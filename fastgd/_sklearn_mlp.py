@@ -380,19 +380,18 @@ class _BaseMLP(BaseEstimator):
         with (_fit_threads(n_jobs, csr or _is_sparse(X)),
               np.errstate(over="ignore", invalid="ignore")):
             if self.solver == "lbfgs":
-                self._fit_lbfgs(X, y, sample_weight, csr)
+                self._fit_lbfgs(X, y, sample_weight, csr, n_jobs)
             else:
-                self._fit_stochastic(X, y, sample_weight, incremental, csr)
+                self._fit_stochastic(X, y, sample_weight, incremental, csr, n_jobs)
         if not all(np.isfinite(w).all() for w in (*self.coefs_, *self.intercepts_)):
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
         return self
 
-    def _fit_lbfgs(self, X: Any, y: Any, sample_weight: Any, csr: bool) -> None:
+    def _fit_lbfgs(self, X: Any, y: Any, sample_weight: Any, csr: bool, n_jobs: int) -> None:
         model = self._model
         Xm, yt = model._prepare(X, self._targets(y))
-        if csr:
-            Xm = _CSR.from_dense(Xm)
+        Xm = _first_layer_input(Xm, csr, n_jobs)
         sample_weight = model._check_weights(sample_weight, Xm.shape[0])
         opt = fastgd.LBFGS(model.flat, lr=1.0, max_iter=self.max_iter, max_eval=self.max_fun,
                            tolerance_grad=self.tol, tolerance_change=_LBFGS_FTOL,
@@ -412,7 +411,7 @@ class _BaseMLP(BaseEstimator):
                           "preprocessing.html", ConvergenceWarning, stacklevel=3)
 
     def _fit_stochastic(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                        csr: bool) -> None:
+                        csr: bool, n_jobs: int) -> None:
         model = self._model
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = _Solver(self, model.flat)
@@ -448,8 +447,7 @@ class _BaseMLP(BaseEstimator):
                               "going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         Xm, yt = model._prepare(X_train, self._targets(y_train))
-        if csr:
-            Xm = _CSR.from_dense(Xm)
+        Xm = _first_layer_input(Xm, csr, n_jobs)
         sw_train = model._check_weights(sw_train, Xm.shape[0])
         step = self._optimizer.optimizer.step
         rows = _Rows(Xm, batch_size)
@@ -605,6 +603,22 @@ class _Rows:
         out = self.buf[: idx.size]
         _backend.launch("gather", "gather_rows", (), self.X, idx, out)
         return out
+
+
+def _first_layer_input(Xm: Any, csr: bool, n_jobs: int) -> Any:
+    """The prepared ``X`` as the first layer multiplies it.
+
+    ``csr``: a mostly-zero dense ``X`` goes to the CSR kernels. On one thread a CSR input
+    (that one, or a sparse ``X``) holds its dense columns as a dense array for BLAS
+    (:meth:`~fastgd.models.mlp._CSR.with_dense_columns`; MNIST's central pixels). With
+    more, the CSR kernels have the threads and BLAS one (:func:`_fit_threads`), so all
+    entries stay with them.
+    """
+    if csr:
+        Xm = _CSR.from_dense(Xm)
+    if n_jobs == 1 and isinstance(Xm, _CSR):
+        Xm = Xm.with_dense_columns()
+    return Xm
 
 
 @contextlib.contextmanager

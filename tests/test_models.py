@@ -497,6 +497,85 @@ def test_csr_products_equal_dense_products_on_any_rows(dtype, cols):
     assert all(np.array_equal(a, b) for a, b in zip(*results))
 
 
+def _dense_columns_case(rng, dtype=np.float64, n=300, dense=40, sparse=60):
+    """``dense`` columns 60 % nonzero among ``sparse`` ones 5 % nonzero, and empty rows."""
+    density = np.r_[np.full(dense, 0.6), np.full(sparse, 0.05)][rng.permutation(dense + sparse)]
+    X = rng.normal(size=(n, dense + sparse)) * (rng.random((n, dense + sparse)) < density)
+    X[::7] = 0.0
+    return X.astype(dtype), np.flatnonzero(density > 0.5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cols", [1, 7, 100])
+def test_csr_products_with_dense_columns_equal_dense_products(dtype, cols):
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(11)
+    X, dense = _dense_columns_case(rng, dtype)
+    whole = _CSR.from_dense(X).with_dense_columns()
+    np.testing.assert_array_equal(whole.dense_cols, dense)  # the 60 % columns, no other
+    np.testing.assert_array_equal(whole.dense, X[:, dense])
+    rest = X.copy()
+    rest[:, dense] = 0
+    plain = _CSR.from_dense(rest)  # the CSR part holds exactly the other entries
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(plain, name))
+    d_features = X.shape[1]
+    w = rng.normal(size=(d_features, cols)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    rows_a = np.concatenate([rng.permutation(300)[:90], [3, 3, 7]])  # repeats, empty rows
+    rows_b = rng.permutation(300)[:90]  # another batch of the same size: gathered anew
+    for rows in (rows_a, rows_b, rows_a, np.arange(0)):
+        part = whole.take(rows)
+        d = rng.normal(size=(rows.size, cols)).astype(dtype)
+        out, gw = np.full((rows.size, cols), np.nan, dtype), np.full((d_features, cols),
+                                                                     np.nan, dtype)
+        part.matmul(w, out)
+        part.tmatmul(d, gw)
+        np.testing.assert_allclose(out, X[rows] @ w, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gw, X[rows].T @ d, rtol=tol, atol=tol)
+        assert part.dense is whole.dense
+    out, gw, d = np.empty((300, cols), dtype), np.empty((d_features, cols), dtype), \
+        rng.normal(size=(300, cols)).astype(dtype)
+    whole.matmul(w, out)
+    whole.tmatmul(d, gw)
+    np.testing.assert_allclose(out, X @ w, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gw, X.T @ d, rtol=tol, atol=tol)
+
+
+def test_dense_columns_need_enough_of_them_and_sum_duplicate_entries():
+    sp = pytest.importorskip("scipy.sparse")
+    from fastgd.models import mlp
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(12)
+    few, _ = _dense_columns_case(rng, dense=mlp.DENSE_COLUMNS_MIN - 1)
+    A = _CSR.from_dense(few)
+    assert A.with_dense_columns() is A and A.dense is None
+    enough, dense = _dense_columns_case(rng, dense=mlp.DENSE_COLUMNS_MIN)
+    B = _CSR.from_dense(enough).with_dense_columns()
+    np.testing.assert_array_equal(B.dense_cols, dense)
+    assert B.with_dense_columns() is B  # split once
+    assert B.take(np.arange(5)).with_dense_columns().dense is B.dense  # a selection: as is
+    # a column exactly at the threshold is dense; one entry below it is not
+    X = np.zeros((10, 40))
+    X[: int(mlp.DENSE_COLUMN_DENSITY * 10), :33] = 1.0
+    X[: int(mlp.DENSE_COLUMN_DENSITY * 10) - 1, 33:] = 1.0
+    assert list(_CSR.from_dense(X).with_dense_columns().dense_cols) == list(range(33))
+    # SciPy input with a duplicate entry (row 0, column 1): summed, as the CSR kernels do
+    m = sp.csr_matrix((np.arange(1.0, 8.0), np.array([1, 1, 0, 0, 2, 2, 1]),
+                       np.array([0, 3, 5, 7])), shape=(3, 3))
+    saved = mlp.DENSE_COLUMNS_MIN
+    try:
+        mlp.DENSE_COLUMNS_MIN = 1
+        C = _CSR(m, np.dtype(np.float64)).with_dense_columns()
+    finally:
+        mlp.DENSE_COLUMNS_MIN = saved
+    np.testing.assert_array_equal(C.dense_cols, [0, 1, 2])
+    np.testing.assert_array_equal(C.dense, [[3.0, 3.0, 0.0], [4.0, 0.0, 5.0], [0.0, 7.0, 6.0]])
+    assert C.data.size == 0
+
+
 def test_csr_products_of_one_column_are_the_first_column_of_wider_ones():
     # a single column sums in a register, in the same order as the wider products' loop
     from fastgd.models.mlp import _CSR

@@ -130,6 +130,53 @@ def test_mostly_zero_input_fits_the_same_model_on_the_csr_kernels(solver, dtype,
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("sparse", [False, True], ids=["mostly-zero", "scipy"])
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_dense_columns_of_a_sparse_input_go_to_blas_on_one_thread(solver, sparse, monkeypatch):
+    """A CSR first layer (a mostly-zero or a sparse X) with 40 columns 60 % nonzero: on one
+    thread those columns are multiplied by BLAS, the other entries by the CSR kernels; with
+    n_jobs=-1 the CSR kernels take every entry. The fit is scikit-learn's (adam, sgd) and
+    the one without the split."""
+    from fastgd.models import mlp
+
+    rng = np.random.default_rng(3)
+    n, dense_cols, features = 400, 40, 200
+    density = np.r_[np.full(dense_cols, 0.6), np.full(features - dense_cols, 0.05)]
+    X = rng.random((n, features)) * (rng.random((n, features)) < density)
+    y = np.argmax(X @ rng.normal(size=(features, 3)), axis=1)
+    assert np.count_nonzero(X) <= mlp.SPARSE_DENSITY[1] * X.size
+    if sparse:
+        X = pytest.importorskip("scipy.sparse").csr_matrix(X)
+    splits = []
+    real = mlp._CSR.with_dense_columns
+
+    def recording(self):
+        out = real(self)
+        splits.append(None if out.dense is None else out.dense_cols.size)
+        return out
+
+    monkeypatch.setattr(mlp._CSR, "with_dense_columns", recording)
+    args = {"hidden_layer_sizes": (16,), "max_iter": 10, "random_state": 0, "solver": solver}
+    ours = MLPClassifier(**args).fit(X, y)
+    assert splits == [dense_cols]
+    splits.clear()
+    from joblib import effective_n_jobs
+
+    MLPClassifier(**args, n_jobs=-1).fit(X, y)
+    assert splits == ([] if effective_n_jobs(-1) > 1 else [dense_cols])
+    splits.clear()
+    monkeypatch.setattr(mlp, "DENSE_COLUMNS_MIN", features + 1)  # every entry to the CSR
+    whole = MLPClassifier(**args).fit(X, y)
+    assert splits == [None]
+    for a, b in zip(_params(ours), _params(whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    if solver != "lbfgs":  # scikit-learn's lbfgs is SciPy's: other iterates
+        theirs = sk_nn.MLPClassifier(**args).fit(X, y)
+        for a, b in zip(_params(ours), _params(theirs)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
 @pytest.mark.parametrize("zeros", [False, True], ids=["dense", "mostly-zero"])
 def test_n_jobs_gives_the_threads_to_the_first_layer_and_fits_the_same_model(

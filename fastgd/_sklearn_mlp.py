@@ -615,9 +615,9 @@ def _first_layer_input(Xm: Any, csr: bool, n_jobs: int) -> Any:
     entries stay with them.
     """
     if csr:
-        Xm = _CSR.from_dense(Xm)
+        return _CSR.from_dense(Xm, dense_columns=n_jobs == 1)
     if n_jobs == 1 and isinstance(Xm, _CSR):
-        Xm = Xm.with_dense_columns()
+        return Xm.with_dense_columns()
     return Xm
 
 

@@ -716,3 +716,25 @@ def test_mlp_on_device_1_trains_while_device_0_is_current():
     assert np.isfinite(hist.history["loss"]).all()
     pred = dev.predict(Xd)
     assert pred.shape == (64,) and _device_of(pred) == 1 and cp.cuda.Device().id == 0
+
+
+def test_dense_to_csr_twin_matches_the_cpu_kernel():
+    from fastgd import _backend
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(9, 6)) * (rng.random((9, 6)) < 0.4)
+    X[2] = 0.0
+    dense_at = np.array([-1, 0, -1, -1, 1, -1])
+    entries = np.count_nonzero(X)
+    outs = []
+    for xp in (np, cp):
+        args = [xp.asarray(X), xp.asarray(dense_at), xp.zeros(10, np.int64),
+                xp.zeros(entries, np.int64), xp.zeros(entries), xp.zeros((9, 2))]
+        _backend.launch_sized(X.size, "nn", "dense_to_csr", (), *args)
+        outs.append([a.get() if xp is cp else a for a in args[2:]])
+    kept = int(outs[0][0][-1])
+    assert 0 < kept < entries
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(b[:kept] if b.ndim == 1 and b.size == entries else b,
+                                      a[:kept] if a.ndim == 1 and a.size == entries else a)
+    np.testing.assert_array_equal(outs[1][3], X[:, [1, 4]])

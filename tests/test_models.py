@@ -513,6 +513,9 @@ def test_csr_products_with_dense_columns_equal_dense_products(dtype, cols):
     rng = np.random.default_rng(11)
     X, dense = _dense_columns_case(rng, dtype)
     whole = _CSR.from_dense(X).with_dense_columns()
+    direct = _CSR.from_dense(X, dense_columns=True)  # the same split, read from X
+    for name in ("indptr", "indices", "data", "dense", "dense_cols"):
+        np.testing.assert_array_equal(getattr(direct, name), getattr(whole, name))
     np.testing.assert_array_equal(whole.dense_cols, dense)  # the 60 % columns, no other
     np.testing.assert_array_equal(whole.dense, X[:, dense])
     rest = X.copy()
@@ -541,6 +544,38 @@ def test_csr_products_with_dense_columns_equal_dense_products(dtype, cols):
     whole.tmatmul(d, gw)
     np.testing.assert_allclose(out, X @ w, rtol=tol, atol=tol)
     np.testing.assert_allclose(gw, X.T @ d, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dense_to_csr_keeps_every_nonzero_in_order_on_any_build(dtype, monkeypatch):
+    from fastgd.models import mlp
+    from fastgd.models.mlp import _CSR
+
+    rng = np.random.default_rng(13)
+    X, dense = _dense_columns_case(rng, dtype, n=400)
+    X[1, :3] = [np.nan, -0.0, np.inf]  # NaN and inf are entries, -0.0 is a zero
+    mask = X != 0
+    results = []
+    for mode in (fastgd.serial_kernels, _backend.all_parallel_kernels):
+        with mode():
+            A = _CSR.from_dense(X)
+            B = _CSR.from_dense(X, dense_columns=True)
+        np.testing.assert_array_equal(A.indptr[1:], np.cumsum(mask.sum(axis=1)))
+        np.testing.assert_array_equal(A.indices, np.nonzero(mask)[1])
+        np.testing.assert_array_equal(A.data, X[mask])
+        assert A.dense is None and A.data.dtype == dtype
+        np.testing.assert_array_equal(B.dense_cols, dense)
+        np.testing.assert_array_equal(B.dense, X[:, dense])
+        rest = mask.copy()
+        rest[:, dense] = False
+        np.testing.assert_array_equal(B.indptr[1:], np.cumsum(rest.sum(axis=1)))
+        np.testing.assert_array_equal(B.indices, np.nonzero(rest)[1])
+        np.testing.assert_array_equal(B.data, X[rest])
+        results.append(B)
+    monkeypatch.setattr(mlp, "DENSE_COLUMNS_MIN", dense.size + 1)  # too few: no split
+    assert _CSR.from_dense(X, dense_columns=True).dense is None
+    empty = _CSR.from_dense(np.zeros((0, 5), dtype), dense_columns=True)
+    assert empty.shape == (0, 5) and empty.data.size == 0 and list(empty.indptr) == [0]
 
 
 def test_dense_columns_need_enough_of_them_and_sum_duplicate_entries():

@@ -103,13 +103,35 @@ class _CSR:
         self._dense_scratch: dict[Any, Any] = {}
 
     @classmethod
-    def from_dense(cls, X: Any) -> _CSR:
-        """The nonzeros of a dense 2-D NumPy array, row by row (no SciPy needed)."""
-        mask = X != 0
-        indptr = np.zeros(X.shape[0] + 1, np.int64)
-        np.cumsum(np.count_nonzero(mask, axis=1), out=indptr[1:])
+    def from_dense(cls, X: Any, dense_columns: bool = False) -> _CSR:
+        """The nonzeros of a dense 2-D NumPy array, row by row (no SciPy needed).
+
+        ``dense_columns``: as :meth:`with_dense_columns` (its dense columns held dense),
+        read from ``X`` directly (``nn.dense_to_csr``).
+        """
+        X = np.ascontiguousarray(X)
+        n, features = X.shape
+        dense_at = np.full(features, -1, np.intp)
+        cols = np.arange(0)
+        if dense_columns and n:
+            counts = np.count_nonzero(X, axis=0)
+            cols = np.flatnonzero(counts >= DENSE_COLUMN_DENSITY * n)
+            if cols.size < DENSE_COLUMNS_MIN:
+                cols = np.arange(0)
+            dense_at[cols] = np.arange(cols.size)
+        entries = np.count_nonzero(X)
+        indptr = np.empty(n + 1, np.int64)
+        indices, data = np.empty(entries, np.intp), np.empty(entries, X.dtype)
+        dense = np.empty((n, cols.size), X.dtype)
+        _backend.launch_sized(X.size, "nn", "dense_to_csr", (), X, dense_at, indptr, indices,
+                              data, dense)
+        kept = int(indptr[-1])
+        if kept < entries:  # the dense columns' entries: not kept twice
+            indices, data = indices[:kept].copy(), data[:kept].copy()
         out = object.__new__(cls)
-        out._set(indptr, np.nonzero(mask)[1], X[mask], X.shape)
+        out._set(indptr, indices, data, X.shape)
+        if cols.size:
+            out.dense, out.dense_cols = dense, cols
         return out
 
     def __len__(self) -> int:

@@ -598,6 +598,45 @@ CSR_THRESHOLD = 1 << 16
 
 
 @rule(CSR_THRESHOLD)
+def dense_to_csr():
+    """The nonzeros of a dense 2-D ``x`` in CSR form, row by row, but dense columns apart.
+
+    Columns ``c`` with ``dense_at[c] >= 0`` are copied whole (zeros too) into column
+    ``dense_at[c]`` of ``dense``; the others' nonzeros (NaN included) go to ``indices`` and
+    ``data``, in column order within each row, and ``indptr`` gets the rows' starts.
+    ``indices`` and ``data`` have room for every nonzero of ``x``. Rows are split between
+    the threads (a count, the starts summed, a fill): one pass over ``x`` per phase where
+    NumPy's ``nonzero`` and boolean indexing took four (MNIST-5k: 14.4 ms for the CSR
+    arrays alone).
+    """
+
+    def dense_to_csr(x, dense_at, indptr, indices, data, dense):
+        rows, cols = x.shape
+        for r in prange(rows):
+            k = 0
+            for c in range(cols):
+                if x[r, c] != 0 and dense_at[c] < 0:
+                    k += 1
+            indptr[r + 1] = k
+        indptr[0] = 0
+        for r in range(rows):
+            indptr[r + 1] += indptr[r]
+        for r in prange(rows):
+            k = indptr[r]
+            for c in range(cols):
+                v = x[r, c]
+                at = dense_at[c]
+                if at >= 0:
+                    dense[r, at] = v
+                elif v != 0:
+                    indices[k] = c
+                    data[k] = v
+                    k += 1
+
+    return dense_to_csr
+
+
+@rule(CSR_THRESHOLD)
 def csr_matmul():
     """out[i] <- X[rows[i]] W for X in CSR form (indptr, indices, data): a sparse first layer.
 

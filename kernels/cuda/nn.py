@@ -182,6 +182,20 @@ def _csr(indptr, indices, data, shape):
 
 
 @cupy_call
+def dense_to_csr(x, dense_at, indptr, indices, data, dense):
+    """x's nonzeros in CSR form but the columns with dense_at >= 0, copied into dense."""
+    kept = dense_at < 0
+    mask = (x != 0) & kept[None, :]
+    indptr[0] = 0
+    cp.cumsum(mask.sum(axis=1), out=indptr[1:])
+    r, c = cp.nonzero(mask)
+    indices[: c.size] = c
+    data[: c.size] = x[r, c]
+    moved = cp.flatnonzero(dense_at >= 0)
+    dense[:, dense_at[moved]] = x[:, moved]
+
+
+@cupy_call
 def csr_matmul(indptr, indices, data, rows, w, out):
     """out[i] <- X[rows[i]] W for X in CSR form (cuSPARSE through CuPy)."""
     out[...] = _csr(indptr, indices, data, (indptr.size - 1, w.shape[0]))[rows] @ w

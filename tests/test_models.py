@@ -683,6 +683,39 @@ def test_csr_input_with_unsorted_indices_and_rows_as_views():
     assert list(part.take(np.array([1])).rows) == [0]  # positions within the selection
 
 
+def test_csr_choice_reads_a_sample_of_a_large_dense_input_first(monkeypatch):
+    from fastgd.models import mlp
+
+    model = MLP([10, 4, 2], output="multiclass", dtype=np.float64)
+    rows = 3 * mlp._SAMPLED_ROWS
+    counted = []
+    real = np.count_nonzero
+
+    def counting(a, *args, **kwargs):
+        counted.append(a.shape[0])
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(np, "count_nonzero", counting)
+    dense = np.ones((rows, 10))
+    assert not model._csr_pays(dense, 1)
+    assert counted == [mlp._SAMPLED_ROWS]  # the sample only
+    counted.clear()
+    rng = np.random.default_rng(9)
+    sparse = _mostly_zero(rows, 10, 0.1, rng)
+    assert model._csr_pays(sparse, 1)
+    assert counted == [mlp._SAMPLED_ROWS, rows]  # a sparse sample: then all of it
+    counted.clear()
+    # the sample decides only when clearly dense: a sparse-looking sample of a dense X
+    # (every sampled row zero) still gets the whole count, and the right answer
+    tricky = np.ones((rows, 10))
+    tricky[::3] = 0.0
+    assert not model._csr_pays(tricky, 1)
+    assert counted == [mlp._SAMPLED_ROWS, rows]
+    counted.clear()
+    small = _mostly_zero(mlp._SAMPLED_ROWS, 10, 0.1, rng)  # no sample: counted once
+    assert model._csr_pays(small, 1) and counted == [mlp._SAMPLED_ROWS]
+
+
 def test_mostly_zero_dense_input_takes_the_csr_kernels():
     from fastgd.models.mlp import _CSR, SPARSE_DENSITY
 

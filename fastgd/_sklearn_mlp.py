@@ -457,10 +457,13 @@ class _BaseMLP(BaseEstimator):
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
                 accumulated = 0.0
-                for batch in _batches(n_samples, batch_size):
+                batches = list(_batches(n_samples, batch_size))
+                for k, batch in enumerate(batches):
                     idx = sample_idx[batch] if self.shuffle else batch
+                    ahead = (sample_idx[batches[k + 1]] if self.shuffle and k + 1 < len(batches)
+                             else _backend.NO_ROWS)
                     sw = None if sw_train is None else sw_train[idx]
-                    loss = self._loss_and_grad(rows(idx), yt[idx], sw)
+                    loss = self._loss_and_grad(rows(idx, ahead), yt[idx], sw)
                     accumulated += loss * (batch.stop - batch.start)
                     step()
                 self.n_iter_ += 1
@@ -595,13 +598,14 @@ class _Rows:
         self.X = X
         self.buf = None if isinstance(X, _CSR) else np.empty((batch_size, X.shape[1]), X.dtype)
 
-    def __call__(self, idx: Any) -> Any:
+    def __call__(self, idx: Any, ahead: Any = _backend.NO_ROWS) -> Any:
+        """Rows ``idx``; a dense input's ``ahead`` (the next batch's) are prefetched."""
         if self.buf is None:
             return self.X.take(idx)
         if isinstance(idx, slice):  # consecutive rows (no shuffling): a view
             return self.X[idx]
         out = self.buf[: idx.size]
-        _backend.launch("gather", "gather_rows", (), self.X, idx, out)
+        _backend.launch("gather", "gather_rows", (), self.X, idx, ahead, out)
         return out
 
 

@@ -122,12 +122,12 @@ def _shuffled_batches(X: Any, y: Any, perm: Any, Xb: Any, yb: Any
         rows = perm[i : i + size]
         m = rows.shape[0]
         _backend.launch("gather", "gather_rows", (), y.reshape(n, -1), rows,
-                        yb[:m].reshape(m, -1))
+                        _backend.NO_ROWS, yb[:m].reshape(m, -1))
         if Xb is None:
             yield X.take(rows), yb[:m]
-        else:
+        else:  # the next batch's rows are prefetched while this one is used
             _backend.launch("gather", "gather_rows", (), X.reshape(n, -1), rows,
-                            Xb[:m].reshape(m, -1))
+                            perm[i + size : i + 2 * size], Xb[:m].reshape(m, -1))
             yield Xb[:m], yb[:m]
 
 

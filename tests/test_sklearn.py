@@ -5,6 +5,7 @@ scikit-learn's own test files run against these estimators in tests/test_sklearn
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import warnings
 
@@ -127,6 +128,32 @@ def test_mostly_zero_input_fits_the_same_model_on_the_csr_kernels(solver, dtype,
         for a, b in zip(_params(ours), _params(theirs)):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
         np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=tol)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_each_batch_gather_prefetches_the_next_batch_rows(monkeypatch):
+    from fastgd import _backend
+
+    X, y = _digits()
+    seen = []
+    real = _backend.launch
+
+    def recording(module, name, flags, *args):
+        if name == "gather_rows":
+            seen.append((args[1].copy(), np.asarray(args[2]).copy()))
+        return real(module, name, flags, *args)
+
+    monkeypatch.setattr(_backend, "launch", recording)
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, batch_size=500, random_state=0).fit(X, y)
+    assert len(seen) == 8  # 1797 rows: 4 batches an epoch
+    for epoch in (seen[:4], seen[4:]):
+        for (_, ahead), (rows, _) in itertools.pairwise(epoch):
+            np.testing.assert_array_equal(ahead, rows)
+        assert epoch[-1][1].size == 0  # the next epoch's order is drawn after this one
+    seen.clear()
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, batch_size=500, shuffle=False,
+                  random_state=0).fit(X, y)
+    assert not seen  # unshuffled batches are views of X
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -137,7 +139,7 @@ def test_row_gather_kernel_matches_numpy_serial_and_parallel():
         src = rng.normal(size=(n, d)).astype(np.float32)
         idx = rng.permutation(n)
         dst = np.empty_like(src)
-        _backend.launch("gather", "gather_rows", (), src, idx, dst)
+        _backend.launch("gather", "gather_rows", (), src, idx, _backend.NO_ROWS, dst)
         np.testing.assert_array_equal(dst, src[idx])
     # the rows prefetched ahead of the copy: batches shorter and longer than the distance,
     # float64 rows of many cache lines, int32 indices, a Fortran-ordered source
@@ -149,8 +151,37 @@ def test_row_gather_kernel_matches_numpy_serial_and_parallel():
         s = np.asarray(src, order=order)
         idx = rng.choice(3000, rows, replace=False).astype(idx_dtype)
         dst = np.empty((rows, 131))
-        _backend.launch("gather", "gather_rows", (), s, idx, dst)
+        _backend.launch("gather", "gather_rows", (), s, idx, _backend.NO_ROWS, dst)
         np.testing.assert_array_equal(dst, src[idx])
+    # the next batch's rows prefetched after the copy: the same copy, on either build
+    for mode in (fastgd.serial_kernels, _backend.all_parallel_kernels):
+        idx, ahead = rng.choice(3000, 200, replace=False), rng.choice(3000, 150)
+        dst = np.empty((200, 131))
+        with mode():
+            _backend.launch("gather", "gather_rows", (), src, idx, ahead, dst)
+        np.testing.assert_array_equal(dst, src[idx])
+
+
+def test_shuffled_batches_prefetch_the_next_batch_rows(monkeypatch):
+    from fastgd import _backend
+
+    X, y = _blobs(103)
+    seen = []
+    real = _backend.launch
+
+    def recording(module, name, flags, *args):
+        if name == "gather_rows" and args[0].shape[1] == X.shape[1]:
+            seen.append((args[1].copy(), np.asarray(args[2]).copy()))
+        return real(module, name, flags, *args)
+
+    monkeypatch.setattr(_backend, "launch", recording)
+    model = MLP([5, 8, 3], output="multiclass", seed=0)
+    fastgd.fit(model, fastgd.Adam(model.flat, lr=0.01), X, y, epochs=1, batch_size=16,
+               shuffle=True, seed=1, verbose=False)
+    assert len(seen) == 7  # 103 rows in batches of 16
+    for (_, ahead), (rows, _) in itertools.pairwise(seen):
+        np.testing.assert_array_equal(ahead, rows)
+    assert seen[-1][1].size == 0
 
 
 def test_shuffled_epoch_equals_the_manual_loop_over_the_permutation():

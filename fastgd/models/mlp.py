@@ -198,7 +198,8 @@ class _CSR:
             return self.dense
         out = self._buffer("x", (self.rows.size, self.dense_cols.size))
         if self._dense_scratch.get("rows") is not self.rows:  # (a cleared scratch: anew)
-            _backend.launch("gather", "gather_rows", (), self.dense, self.rows, out)
+            _backend.launch("gather", "gather_rows", (), self.dense, self.rows,
+                            _backend.NO_ROWS, out)
             self._dense_scratch["rows"] = self.rows
         return out
 

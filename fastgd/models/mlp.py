@@ -53,6 +53,7 @@ def _range(y: Any) -> tuple[Any, Any]:
     lo, hi = _backend.xp_of(y).stack([y.min(), y.max()]).get()
     return lo, hi
 
+
 #: A column of a CSR input with entries in at least this fraction of its rows is a *dense
 #: column* (:meth:`_CSR.with_dense_columns`), where at least :data:`DENSE_COLUMNS_MIN`
 #: columns are. Measured here, serially, float64, a 200-row batch's two first-layer products

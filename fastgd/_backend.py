@@ -308,9 +308,9 @@ def reduce(name: str, x: Any, *scalars: float) -> Any:
     return out
 
 
-#: No rows: the ``ahead`` of a row gather with no next batch to prefetch.
+#: No rows: the ``ahead`` of a row gather with no next batch to prefetch (writable, as
+#: the batches' rows are: a read-only array would compile another specialization).
 NO_ROWS = np.empty(0, np.intp)
-NO_ROWS.flags.writeable = False
 
 #: Elements per work item of a multi-array launch: long arrays are split so that the
 #: threads of a parallel launch share the work evenly.

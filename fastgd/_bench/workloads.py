@@ -640,6 +640,60 @@ def estimator_data(name: str) -> tuple[Any, Any, Any, Any] | None:
     return tuple(train_test_split(X, y, test_size=0.2, random_state=0))  # type: ignore[return-value]
 
 
+#: The implementations of :func:`first_layer`.
+FIRST_LAYER_IMPLS = ("csr-split", "csr", "gemm")
+
+
+def first_layer(impl: str, data: str = "mnist5k", hidden: int = 100, batch: int = 200
+                ) -> Callable[[], None] | None:
+    """The first layer's two products of an MLP batch (``X_b W``, ``X_b^T D``), serially.
+
+    Each call takes the next of the epoch's shuffled batches, so the CSR sort and the
+    gathers are done anew, as in a fit. ``impl``: ``"csr-split"`` (the estimators' default
+    on one thread: the dense columns by BLAS, the rest by the CSR kernels),
+    ``"csr"`` (every entry on the CSR kernels) or ``"gemm"`` (the rows gathered dense and
+    two GEMMs, as scikit-learn computes them). None where the data set is unavailable. The
+    call's ``out`` attribute holds its two results, for tests.
+    """
+    from fastgd._threads import blas_threads
+    from fastgd.models.mlp import _CSR
+
+    loaded = estimator_data(data)
+    if loaded is None:
+        return None
+    X = np.ascontiguousarray(loaded[0])
+    n, features = X.shape
+    rng = np.random.default_rng(0)
+    w, d = rng.standard_normal((features, hidden)), rng.standard_normal((batch, hidden))
+    out, grad = np.empty((batch, hidden)), np.empty((features, hidden))
+    batches = itertools.cycle([rows for rows in np.split(rng.permutation(n), range(
+        batch, n, batch)) if rows.size == batch])
+    if impl == "gemm":
+        xb = np.empty((batch, features))
+
+        def products() -> None:
+            with blas_threads(1):
+                _backend.launch("gather", "gather_rows", (), X, next(batches),
+                                _backend.NO_ROWS, xb)
+                np.matmul(xb, w, out=out)
+                np.matmul(xb.T, d, out=grad)
+
+    elif impl in ("csr", "csr-split"):
+        with fastgd.serial_kernels():
+            csr = _CSR.from_dense(X, dense_columns=impl == "csr-split")
+
+        def products() -> None:
+            with fastgd.serial_kernels(), blas_threads(1):
+                part = csr.take(next(batches))
+                part.matmul(w, out)
+                part.tmatmul(d, grad)
+
+    else:
+        raise ValueError(f"unknown impl {impl!r}")
+    products.out = (out, grad)  # type: ignore[attr-defined]
+    return products
+
+
 def estimator(kind: str, data: str, impl: str) -> Any:
     """An unfitted estimator of the benchmark: ``kind`` ``"mlp"`` or ``"logistic"``.
 

@@ -658,6 +658,8 @@ def first_layer(impl: str, data: str = "mnist5k", hidden: int = 100, batch: int 
     from fastgd._threads import blas_threads
     from fastgd.models.mlp import _CSR
 
+    if impl not in FIRST_LAYER_IMPLS:
+        raise ValueError(f"unknown impl {impl!r}")
     loaded = estimator_data(data)
     if loaded is None:
         return None
@@ -678,7 +680,7 @@ def first_layer(impl: str, data: str = "mnist5k", hidden: int = 100, batch: int 
                 np.matmul(xb, w, out=out)
                 np.matmul(xb.T, d, out=grad)
 
-    elif impl in ("csr", "csr-split"):
+    else:  # "csr" or "csr-split"
         with fastgd.serial_kernels():
             csr = _CSR.from_dense(X, dense_columns=impl == "csr-split")
 
@@ -688,8 +690,6 @@ def first_layer(impl: str, data: str = "mnist5k", hidden: int = 100, batch: int 
                 part.matmul(w, out)
                 part.tmatmul(d, grad)
 
-    else:
-        raise ValueError(f"unknown impl {impl!r}")
     products.out = (out, grad)  # type: ignore[attr-defined]
     return products
 

@@ -70,6 +70,16 @@ DENSE_COLUMN_DENSITY = 0.4
 DENSE_COLUMNS_MIN = 32
 
 
+def _dense_columns(counts: Any, rows: int) -> Any:
+    """The dense columns of an input of ``rows`` rows with ``counts`` entries per column.
+
+    Those with entries in at least :data:`DENSE_COLUMN_DENSITY` of the rows, where there
+    are at least :data:`DENSE_COLUMNS_MIN` of them; else none (an empty index array).
+    """
+    cols = np.flatnonzero(counts >= DENSE_COLUMN_DENSITY * rows)
+    return cols if cols.size >= DENSE_COLUMNS_MIN else cols[:0]
+
+
 class _CSR:
     """A CSR matrix as the model's kernels take it, or a selection of its rows.
 
@@ -113,13 +123,9 @@ class _CSR:
         X = np.ascontiguousarray(X)
         n, features = X.shape
         dense_at = np.full(features, -1, np.intp)
-        cols = np.arange(0)
-        if dense_columns and n:
-            counts = np.count_nonzero(X, axis=0)
-            cols = np.flatnonzero(counts >= DENSE_COLUMN_DENSITY * n)
-            if cols.size < DENSE_COLUMNS_MIN:
-                cols = np.arange(0)
-            dense_at[cols] = np.arange(cols.size)
+        cols = (_dense_columns(np.count_nonzero(X, axis=0), n) if dense_columns and n
+                else np.arange(0))
+        dense_at[cols] = np.arange(cols.size)
         entries = np.count_nonzero(X)
         indptr = np.empty(n + 1, np.int64)
         indices, data = np.empty(entries, np.intp), np.empty(entries, X.dtype)
@@ -163,9 +169,8 @@ class _CSR:
         n, features = self.shape
         if not self._whole or self.dense is not None or n == 0:
             return self
-        counts = np.bincount(self.indices, minlength=features)
-        cols = np.flatnonzero(counts >= DENSE_COLUMN_DENSITY * n)
-        if cols.size < DENSE_COLUMNS_MIN:
+        cols = _dense_columns(np.bincount(self.indices, minlength=features), n)
+        if not cols.size:
             return self
         at = np.full(features, -1, np.intp)
         at[cols] = np.arange(cols.size)

@@ -451,13 +451,13 @@ class _BaseMLP(BaseEstimator):
         sw_train = model._check_weights(sw_train, Xm.shape[0])
         step = self._optimizer.optimizer.step
         rows = _Rows(Xm, batch_size)
+        batches = list(_batches(n_samples, batch_size))  # the same slices every epoch
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
                 accumulated = 0.0
-                batches = list(_batches(n_samples, batch_size))
                 for k, batch in enumerate(batches):
                     idx = sample_idx[batch] if self.shuffle else batch
                     ahead = (sample_idx[batches[k + 1]] if self.shuffle and k + 1 < len(batches)

@@ -23,6 +23,18 @@ def _medians(config):
     return out
 
 
+def _one_line(w, rows, suite, base, peers, title):
+    """A line per row of ``suite``: ``base``'s median time, each peer's and its ratio."""
+    for key in sorted(k for k in rows if k[0] == suite):
+        v = rows[key]
+        if base in v:
+            t = v[base][0]
+            w("")
+            w(f"{title(key)}: {base} {t * 1e6:.1f} us"
+              + "".join(f", {impl} {v[impl][0] * 1e6:.1f} us ({v[impl][0] / t:.2f}x)"
+                        for impl in peers if impl in v))
+
+
 def _section(w, rows, suite, title):
     """The row keys of ``suite``, in order; writes the section's title if it has any."""
     keys = sorted(k for k in rows if k[0] == suite)
@@ -71,20 +83,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         t = v["fastgd"][0]
         parts = [f"{impl} {v[impl][0] * 1e6:9.1f} us" for impl in sorted(v)]
         tl = v["fastgd-list"][0] if "fastgd-list" in v else None
+        tv = v["fastgd-views"][0] if "fastgd-views" in v else None
         ratios = ([f"list/flat {tl / t:.2f}x"] if tl else []) + (
+            [f"views/flat {tv / t:.2f}x"] if tv else []) + (
             [f"torch/flat {v['torch'][0] / t:.2f}x"]
             + ([f"torch/list {v['torch'][0] / tl:.2f}x"] if tl else [])
             if "torch" in v else [])
         w(f"{key[1]:<9}" + "  ".join(parts) + ("  (" + ", ".join(ratios) + ")"
                                                if ratios else ""))
-    for key in sorted(k for k in rows if k[0] == "average"):
-        v = rows[key]
-        if "fused" in v:
-            t = v["fused"][0]
-            w("")
-            w(f"Adam + EMA of the weights, n={key[2]}: fused {t * 1e6:.1f} us"
-              + "".join(f", {impl} {v[impl][0] * 1e6:.1f} us ({v[impl][0] / t:.2f}x)"
-                        for impl in ("separate", "torch") if impl in v))
+    _one_line(w, rows, "accumulate", "fastgd", ("torch",),
+              lambda key: "Gradient accumulation (300 tensors, a micro-batch of 4)")
+    _one_line(w, rows, "average", "fused", ("separate", "torch"),
+              lambda key: f"Adam + EMA of the weights, n={key[2]}")
     for key in _section(w, rows, "estimators", "fastgd.sklearn vs scikit-learn at its faster "
                         "thread setting (median fit time, held-out accuracy)"):
         v = rows[key]

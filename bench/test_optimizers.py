@@ -37,7 +37,7 @@ def test_step(benchmark, rule, n, impl):
     benchmark(fn)
 
 
-@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "torch"))
+@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "fastgd-views", "torch"))
 @pytest.mark.parametrize("rule", ["Adam", "AdamW", "SGD", "Adagrad"])
 def test_model_300_tensors(benchmark, rule, impl):
     fn = _bench.model(rule, impl)
@@ -47,6 +47,19 @@ def test_model_300_tensors(benchmark, rule, impl):
     benchmark.group = "300 tensors"
     benchmark.extra_info.update(suite="model", rule=rule, n=2_000_000, impl=impl)
     benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ("fastgd", "torch"))
+def test_accumulate_300_tensors(benchmark, impl):
+    # one micro-batch of four: the gradients added to the sums, every fourth an Adam step
+    fn = _bench.accumulated(impl)
+    if fn is None:
+        pytest.skip("torch not installed")
+    for _ in range(4):
+        fn()
+    benchmark.group = "gradient accumulation, 300 tensors, 4 micro-batches a step"
+    benchmark.extra_info.update(suite="accumulate", rule="Adam", n=2_000_000, impl=impl)
+    benchmark.pedantic(fn, rounds=40, iterations=4)
 
 
 @pytest.mark.parametrize("impl", ("fused", "separate", "torch"))
@@ -95,7 +108,7 @@ def test_step_overhead(benchmark, n, impl):
     benchmark(fn)
 
 
-@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "torch"))
+@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "fastgd-views", "torch"))
 def test_step_overhead_300_arrays(benchmark, impl):
     # 300 arrays of 4 elements: the per-step cost of a 300-array model beside its kernel
     fn = _bench.model("Adam", impl, sizes=_bench.OVERHEAD_SIZES)

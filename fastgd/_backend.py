@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "FLOAT_DTYPES",
+    "SpanMemo",
     "address",
     "as_float64",
     "check_array",
@@ -187,6 +188,39 @@ def span(arrays: list[np.ndarray]) -> np.ndarray | None:
         end += a.nbytes
         total += a.size
     return base.reshape(-1)[start : start + total]
+
+
+class SpanMemo:
+    """:func:`span` of lists of arrays, per key, found again for the same array objects.
+
+    An array object's memory never moves: NumPy and CuPy fix its data pointer, base and
+    size for its life (an in-place shape change keeps a C-contiguous array contiguous;
+    setting strides is deprecated). So the same objects in the same order span what they
+    spanned before, and a caller that passes the same gradient views every step (a
+    FlatParams's, or a list made once by ``np.split``) pays an identity check (~15 ns an
+    array) instead of reading every address (~1.2 us an array through NumPy's
+    ``__array_interface__``). Holds references to the arrays it last saw per key.
+    """
+
+    __slots__ = ("_last",)
+
+    #: Keys remembered at most (then forgotten all at once).
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._last: dict[Any, tuple[list[Any], Any]] = {}
+
+    def __call__(self, key: Any, arrays: list[Any]) -> Any:
+        """``span(arrays)``, remembered under ``key``."""
+        last = self._last.get(key)
+        if last is not None and len(last[0]) == len(arrays) and all(
+                map(operator.is_, last[0], arrays)):
+            return last[1]
+        out = span(arrays)
+        if len(self._last) >= self.LIMIT:
+            self._last.clear()
+        self._last[key] = (list(arrays), out)
+        return out
 
 
 def kernel_rule(module: str, name: str, backend: str = "cpu") -> Any:

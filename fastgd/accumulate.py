@@ -63,6 +63,7 @@ class GradientAccumulator:
             _, self._sums = flat_layout([(p.shape, p.dtype) for p in params], self._xp)
         self._sum_spans = [s.reshape(-1) for s in self._sums]
         self._seen = [False] * len(params)
+        self._spans = _backend.SpanMemo()  # runs of gradients and of sums, per (i, j)
         #: Micro-batches accumulated in the current window.
         self.count = 0
 
@@ -81,8 +82,8 @@ class GradientAccumulator:
             while (j < n and gl[j] is not None and gl[j].dtype == gl[i].dtype
                    and self._seen[j] == self._seen[i]):
                 j += 1
-            g_run = _backend.span(list(gl[i:j])) if j - i > 1 else None
-            s_run = _backend.span(self._sum_spans[i:j]) if g_run is not None else None
+            g_run = self._spans(("grads", i, j), gl[i:j]) if j - i > 1 else None
+            s_run = self._spans(("sums", i, j), self._sum_spans[i:j]) if g_run is not None else None
             if s_run is not None and s_run.size == g_run.size:
                 self._accumulate(g_run, s_run, self._seen[i])
             else:

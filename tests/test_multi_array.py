@@ -201,3 +201,55 @@ def test_gradients_passed_again_are_checked_again(rng):
     opt.step(strided)
     np.testing.assert_array_equal(
         params[1], before[1] - 0.1 * (0.9 * state["state"][1]["momentum_buffer"] + 1.0))
+
+
+def test_span_memo_finds_the_span_again_only_for_the_same_arrays():
+    buf = np.arange(10.0)
+    views = [buf[0:3], buf[3:7], buf[7:10]]
+    memo = _backend.SpanMemo()
+    first = memo("k", views)
+    np.testing.assert_array_equal(first, buf)
+    assert np.shares_memory(first, buf)
+    assert memo("k", list(views)) is first  # the same objects in a new list: remembered
+    views[1] = np.arange(3.0, 7.0)  # another object (not in the buffer) in its place
+    assert memo("k", views) is None
+    assert memo("other", [buf[0:3], buf[3:10]]) is not None  # per key
+    gap = [buf[0:3], buf[4:7]]  # the same base, not back to back
+    assert memo("k", gap) is None and _backend.span(gap) is None
+    for k in range(_backend.SpanMemo.LIMIT + 1):  # bounded: forgets everything at the limit
+        memo(k, [buf[0:2]])
+    assert len(memo._last) <= _backend.SpanMemo.LIMIT
+
+
+@pytest.mark.parametrize("path", ["separate", "general"])
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_views_of_one_buffer_follow_the_gradients_given(name, path, monkeypatch, rng):
+    # parameters and gradients made by np.split of one buffer each: one segment, its
+    # gradients one span, found again while the same views come back; other objects in
+    # their place (separate arrays, the same list edited in place, views of another
+    # buffer) are read where they are, with the results of separate parameter arrays
+    if path == "general":
+        _general_only(monkeypatch)
+    sizes = [5, 40_000, 3, 17]
+    cuts = np.cumsum(sizes)[:-1]
+    pbuf = rng.standard_normal(sum(sizes))
+    params = np.split(pbuf, cuts)
+    ref = [p.copy() for p in params]
+    kw = {"lr": 0.01, "momentum": 0.9} if name == "SGD" else {"lr": 0.01}
+    opt = getattr(fastgd, name)(params, **kw)
+    ref_opt = getattr(fastgd, name)(ref, **kw)
+    gbuf = rng.standard_normal(sum(sizes))
+    views = np.split(gbuf, cuts)
+    other = np.split(rng.standard_normal(sum(sizes)), cuts)
+    edited = list(views)
+    for step in range(8):
+        gbuf[...] = rng.standard_normal(gbuf.size)  # new values in the same views
+        if step == 3:
+            edited[2] = rng.standard_normal(sizes[2])  # one view replaced in place
+        given = {0: views, 1: views, 2: [v.copy() for v in views], 3: edited,
+                 4: views, 5: other, 6: views, 7: edited}[step]
+        opt.step(given)
+        ref_opt.step([g.copy() for g in given])
+        for p, r in zip(params, ref):
+            np.testing.assert_array_equal(p, r)
+    assert len(opt._segments[0]) == 1  # the views were one segment throughout

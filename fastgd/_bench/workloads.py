@@ -20,7 +20,8 @@ from fastgd import _backend
 from fastgd._bench.peers import numpy_step
 from fastgd.optim.registry import RULES
 
-__all__ = ["ELEMENTWISE_KERNELS", "SIZES", "axpy", "bytes_per_step", "clipped", "device_copy",
+__all__ = ["ELEMENTWISE_KERNELS", "SIZES", "accumulated", "axpy", "bytes_per_step", "clipped",
+           "device_copy",
            "elementwise", "logistic_epoch",
            "model", "model_sizes", "model_step", "single", "sparse_table"]
 
@@ -215,8 +216,10 @@ def model(rule: str, impl: str, xp: Any = np, sizes: Sequence[int] | None = None
     """One step over the 300-tensor model (or over tensors of the given ``sizes``).
 
     ``impl``: a FlatParams (``"fastgd"``), the same tensors as a list of separate arrays
-    (``"fastgd-list"``) or torch tensors (``"torch"``). With tiny ``sizes`` (300 arrays of
-    4 elements, :data:`OVERHEAD_SIZES`) the step is its per-call overhead.
+    (``"fastgd-list"``), as a list of views of one buffer each for the parameters and the
+    gradients (``"fastgd-views"``, what ``np.split`` gives) or torch tensors
+    (``"torch"``). With tiny ``sizes`` (300 arrays of 4 elements, :data:`OVERHEAD_SIZES`)
+    the step is its per-call overhead.
     """
     sizes = model_sizes() if sizes is None else list(sizes)
     rng = np.random.default_rng(1)
@@ -232,6 +235,12 @@ def model(rule: str, impl: str, xp: Any = np, sizes: Sequence[int] | None = None
         gs = [xp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in sizes]
         opt = RULES[rule].cls(ps, **RULES[rule].bench)
         return lambda: opt.step(gs)
+    if impl == "fastgd-views":  # np.split of one parameter and one gradient buffer
+        cuts = np.cumsum(sizes)[:-1]
+        ps = xp.split(xp.asarray(rng.standard_normal(sum(sizes), dtype=np.float32)), cuts)
+        gs = xp.split(xp.asarray(rng.standard_normal(sum(sizes), dtype=np.float32)), cuts)
+        opt = RULES[rule].cls(ps, **RULES[rule].bench)
+        return lambda: opt.step(gs)
     if impl == "torch":
         torch = _torch()
         device = "cpu" if xp is np else "cuda"
@@ -245,6 +254,45 @@ def model(rule: str, impl: str, xp: Any = np, sizes: Sequence[int] | None = None
         topt = _torch_optimizer(rule, tps)
         return None if topt is None else topt.step
     raise ValueError(f"unknown impl {impl!r}")
+
+
+def accumulated(impl: str, sizes: Sequence[int] | None = None) -> Callable[[], None] | None:
+    """One micro-batch of gradient accumulation over the 300-tensor model (float32).
+
+    ``impl``: ``"fastgd"`` (:class:`fastgd.GradientAccumulator` over a FlatParams, four
+    micro-batches a window: three add the gradients to the sums, the fourth steps Adam) or
+    ``"torch"`` (the same with ``torch._foreach_add_`` into sum tensors, then
+    ``_foreach_mul_`` by 1/4 and the fused Adam step on the fourth).
+    """
+    sizes = model_sizes() if sizes is None else list(sizes)
+    rng = np.random.default_rng(2)
+    if impl == "fastgd":
+        flat = fastgd.FlatParams([(s,) for s in sizes])
+        for g in flat.grads:
+            g[...] = rng.standard_normal(g.shape)
+        acc = fastgd.GradientAccumulator(fastgd.Adam(flat, lr=1e-3), steps=4)
+        return acc.step
+    if impl != "torch":
+        raise ValueError(f"unknown impl {impl!r}")
+    torch = _torch()
+    if torch is None:
+        return None
+    tps = [torch.zeros(s) for s in sizes]
+    grads = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in sizes]
+    sums = [torch.zeros(s) for s in sizes]
+    topt = torch.optim.Adam(tps, lr=1e-3, fused=True)
+    count = itertools.count(1)
+
+    def micro() -> None:
+        torch._foreach_add_(sums, grads)
+        if next(count) % 4 == 0:
+            torch._foreach_mul_(sums, 0.25)
+            for p, s in zip(tps, sums):
+                p.grad = s
+            topt.step()
+            torch._foreach_zero_(sums)
+
+    return micro
 
 
 def clipped(n: int, impl: str) -> Callable[[], None] | None:

@@ -394,7 +394,8 @@ class Optimizer(ABC):
     #: What a pickle keeps besides the param groups (the layout is rebuilt from them).
     _LAYOUT_FIELDS = ("_params", "_attached", "_scalars", "_segments", "_checked", "_flats",
                       "_attached_all", "_group_refs", "_groups_seen", "_layout_seen",
-                      "_plain", "_edits", "param_groups", "_multi_cache", "_together")
+                      "_plain", "_edits", "param_groups", "_multi_cache", "_together",
+                      "_grad_spans")
 
     def __getstate__(self) -> dict[str, Any]:
         """The optimizer as plain data: its param groups and its state dict.
@@ -455,6 +456,9 @@ class Optimizer(ABC):
         # (layout version, the scalar state it gave every one of them); cleared by any
         # other step, which may give some of them another
         self._together: dict[tuple[int, ...], tuple[int, Scalars]] = {}
+        # per segment of several parameters: the 1-D span of the gradients last given for
+        # it (found again for the same gradient objects, without reading their addresses)
+        self._grad_spans = _backend.SpanMemo()
 
     # -- construction ----------------------------------------------------------------
 
@@ -1196,7 +1200,7 @@ class Optimizer(ABC):
                     if len(seg.index) == 1:
                         given.append(gl[seg.index[0]])
                     else:  # views of one buffer (or size-0 arrays beside one): one span
-                        g = _backend.span([gl[i] for i in seg.index])
+                        g = self._grad_spans(id(seg), [gl[i] for i in seg.index])
                         if g is None:
                             return False
                         given.append(g)
@@ -1310,7 +1314,7 @@ class Optimizer(ABC):
                     else:
                         seg_grads = [gl[i] for i in seg.index]
                         gspan = (None if any(g is None for g in seg_grads)
-                                 else _backend.span(seg_grads))
+                                 else self._grad_spans(id(seg), seg_grads))
                     if gspan is not None:
                         plan.append((gi, seg, [(*WHOLE_SEGMENT, gspan)]))
                         continue

@@ -108,7 +108,8 @@ def test_step_overhead(benchmark, n, impl):
     benchmark(fn)
 
 
-@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "fastgd-views", "torch"))
+@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "fastgd-list-new", "fastgd-views",
+                                  "torch"))
 def test_step_overhead_300_arrays(benchmark, impl):
     # 300 arrays of 4 elements: the per-step cost of a 300-array model beside its kernel
     fn = _bench.model("Adam", impl, sizes=_bench.OVERHEAD_SIZES)

@@ -10,6 +10,7 @@ used to find adjacent arrays, kernel launches, reductions) asks this module.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib
 import operator
@@ -26,6 +27,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "SpanMemo",
     "address",
+    "addresses_of",
     "as_float64",
     "check_array",
     "device_of",
@@ -147,9 +149,56 @@ def check_array(a: Any, name: str, *, writeable: bool = False) -> np.ndarray:
     return a
 
 
+def _data_field(field: int | None = None) -> int | None:
+    """Where a NumPy array object holds its data pointer, or None if it cannot be read.
+
+    NumPy's C struct of an array (``PyArrayObject_fields``, read by its ``PyArray_DATA``
+    macro) starts with the object header and then the data pointer. On CPython an object's
+    ``id`` is its address, so the pointer can be read in ~0.13 us where
+    ``__array_interface__`` builds a dict in ~1.1 us (300 arrays a step: ~40 us instead
+    of ~330). The offset is checked against ``__array_interface__`` on probe arrays
+    (owning, offset view, transposed, empty, float32 and float64); anything else (another
+    Python, another layout) keeps the slow, portable read.
+
+    Args:
+        field: the offset to check (default: the size of the object header).
+    """
+    if sys.implementation.name != "cpython":
+        return None
+    base = np.arange(12.0)
+    probes = [base, base[3:], base.reshape(3, 4).T, np.empty(0, np.float32),
+              np.ones(5, np.float32)[1:]]
+    if field is None:
+        field = object.__basicsize__  # the object header's size
+    if all(ctypes.c_void_p.from_address(id(a) + field).value
+           == a.__array_interface__["data"][0] for a in probes):
+        return field
+    return None
+
+
+_DATA_FIELD = _data_field()
+_read_pointer = ctypes.c_void_p.from_address
+
+
+def addresses_of(arrays: list[Any]) -> np.ndarray:
+    """The addresses of the arrays' first elements (host or device), as int64.
+
+    NumPy arrays on CPython: their ids go to one compiled call that reads each data
+    pointer (~10 us for 300 arrays, ~40 us through :func:`address` one by one).
+    """
+    n = len(arrays)
+    if n and _DATA_FIELD is not None and set(map(type, arrays)) == {np.ndarray}:
+        from fastgd.kernels.cpu.multi import pointers_at
+
+        return pointers_at(np.fromiter(map(id, arrays), np.int64, n), _DATA_FIELD)
+    return np.fromiter(map(address, arrays), np.int64, n)
+
+
 def address(a: Any) -> int:
     """The address of an array's first element (host or device)."""
     if type(a) is np.ndarray:
+        if _DATA_FIELD is not None:
+            return _read_pointer(id(a) + _DATA_FIELD).value or 0
         return a.__array_interface__["data"][0]
     return a.data.ptr
 
@@ -394,7 +443,7 @@ class MultiLayout:
 
 
 class MultiSpan:
-    """Separate 1-D arrays of one dtype that a kernel updates in one multi-array launch.
+    """Separate arrays of one dtype that a kernel updates in one multi-array launch.
 
     The rule launchers pass it where they pass an array: :func:`launch` runs the kernel's
     multi-array driver over the arrays' memory (``kernels/cpu/multi.py``; for CuPy arrays
@@ -402,7 +451,8 @@ class MultiSpan:
     address table on the device), with the results of one launch per array.
 
     Args:
-        arrays: the 1-D arrays (NumPy, or CuPy on one device; C-contiguous).
+        arrays: the arrays (NumPy, or CuPy on one device; C-contiguous, of any shape: the
+            launch reads each as its ``size`` elements in memory order).
         layout: their :class:`MultiLayout`.
         addresses: their addresses, if known (else read from the arrays).
     """
@@ -417,9 +467,7 @@ class MultiSpan:
         self.size = layout.total
         self.cuda = type(arrays[0]) is not np.ndarray and is_cupy(arrays[0])
         if addresses is None:
-            addresses = np.fromiter(
-                (a.data.ptr if self.cuda else a.__array_interface__["data"][0]
-                 for a in arrays), np.int64, len(arrays))
+            addresses = addresses_of(arrays)
         table = np.ascontiguousarray(
             addresses[layout.item_of] + layout.chunk_offsets * self.dtype.itemsize)
         if self.cuda:  # the kernel reads the table on the arrays' device

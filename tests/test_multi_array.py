@@ -253,3 +253,27 @@ def test_views_of_one_buffer_follow_the_gradients_given(name, path, monkeypatch,
         for p, r in zip(params, ref):
             np.testing.assert_array_equal(p, r)
     assert len(opt._segments[0]) == 1  # the views were one segment throughout
+
+
+def test_addresses_are_read_as_numpy_reports_them():
+    base = np.arange(24.0)
+    arrays = [base, base[5:], base.reshape(4, 6)[1:], base.reshape(4, 6).T, base[::3],
+              np.float32(1.0) * np.ones((2, 3), np.float32), np.empty(0), np.array(3.0),
+              np.frombuffer(b"\0" * 16)]  # read-only
+    want = [a.__array_interface__["data"][0] for a in arrays]
+    assert [_backend.address(a) for a in arrays] == want
+    assert _backend.addresses_of(arrays).tolist() == want
+    assert _backend.addresses_of([]).size == 0
+
+
+def test_the_data_pointer_is_read_only_where_it_checks_out(monkeypatch):
+    import sys
+
+    base = np.arange(6.0)
+    if sys.implementation.name == "cpython":
+        assert _backend._DATA_FIELD == object.__basicsize__
+    assert _backend._data_field(8) is None  # the type pointer, not the data: refused
+    monkeypatch.setattr(_backend, "_DATA_FIELD", None)  # the portable reads
+    assert _backend.address(base[2:]) == base.__array_interface__["data"][0] + 16
+    assert _backend.addresses_of([base, base[1:]]).tolist() == [
+        base.__array_interface__["data"][0] + k for k in (0, 8)]

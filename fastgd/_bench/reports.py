@@ -147,14 +147,15 @@ def report(rules: Sequence[str] | None = None, sizes: Sequence[int] = W.SIZES,
                 + (f"   torch fused {_fmt_time(t['torch'])}" if "torch" in t else ""))
             rows.append({"rule": "Adam", "overhead_n": n, "fastgd_s": t["fastgd"],
                          "torch_s": t.get("torch")})
-        fns = {impl: fn for impl in ("fastgd", "fastgd-list", "torch")
+        fns = {impl: fn for impl in ("fastgd", "fastgd-list", "fastgd-list-new", "torch")
                if (fn := W.model("Adam", impl, sizes=W.OVERHEAD_SIZES)) is not None}
         t = measure(fns, rounds)
         out(f"  300 x 4  FlatParams {_fmt_time(t['fastgd'])}   list {_fmt_time(t['fastgd-list'])}"
+            f"   list, new gradient arrays {_fmt_time(t['fastgd-list-new'])}"
             + (f"   torch fused {_fmt_time(t['torch'])}" if "torch" in t else ""))
         rows.append({"rule": "Adam", "overhead_n": 4, "overhead_arrays": 300,
                      "fastgd_s": t["fastgd"], "list_s": t["fastgd-list"],
-                     "torch_s": t.get("torch")})
+                     "list_new_grads_s": t["fastgd-list-new"], "torch_s": t.get("torch")})
     return rows
 
 

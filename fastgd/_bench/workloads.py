@@ -216,10 +216,11 @@ def model(rule: str, impl: str, xp: Any = np, sizes: Sequence[int] | None = None
     """One step over the 300-tensor model (or over tensors of the given ``sizes``).
 
     ``impl``: a FlatParams (``"fastgd"``), the same tensors as a list of separate arrays
-    (``"fastgd-list"``), as a list of views of one buffer each for the parameters and the
-    gradients (``"fastgd-views"``, what ``np.split`` gives) or torch tensors
-    (``"torch"``). With tiny ``sizes`` (300 arrays of 4 elements, :data:`OVERHEAD_SIZES`)
-    the step is its per-call overhead.
+    (``"fastgd-list"``; ``"fastgd-list-new"`` gives it new gradient arrays every step,
+    cycling through four sets, as a pipeline that computes fresh gradients does), as a list
+    of views of one buffer each for the parameters and the gradients (``"fastgd-views"``,
+    what ``np.split`` gives) or torch tensors (``"torch"``). With tiny ``sizes`` (300
+    arrays of 4 elements, :data:`OVERHEAD_SIZES`) the step is its per-call overhead.
     """
     sizes = model_sizes() if sizes is None else list(sizes)
     rng = np.random.default_rng(1)
@@ -235,6 +236,12 @@ def model(rule: str, impl: str, xp: Any = np, sizes: Sequence[int] | None = None
         gs = [xp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in sizes]
         opt = RULES[rule].cls(ps, **RULES[rule].bench)
         return lambda: opt.step(gs)
+    if impl == "fastgd-list-new":  # separate arrays, new gradient arrays every step
+        ps = [xp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in sizes]
+        sets = itertools.cycle([[xp.asarray(rng.standard_normal(s, dtype=np.float32))
+                                 for s in sizes] for _ in range(4)])
+        opt = RULES[rule].cls(ps, **RULES[rule].bench)
+        return lambda: opt.step(next(sets))
     if impl == "fastgd-views":  # np.split of one parameter and one gradient buffer
         cuts = np.cumsum(sizes)[:-1]
         ps = xp.split(xp.asarray(rng.standard_normal(sum(sizes), dtype=np.float32)), cuts)

@@ -1124,7 +1124,7 @@ class Optimizer(ABC):
             segs: the segments, each updated whole.
             given: per segment, the gradient object it was given: the same objects as at
                 the last launch over these segments reuse its address table.
-            grads: returns the segments' 1-D gradient spans (called for a new table).
+            grads: returns the segments' gradients, C-contiguous (called for a new table).
             gs: the gradient scale (sign included).
             weights: the averaging weights of a fused weight average, or None.
             ids: ``tuple(map(id, segs))``, if known.
@@ -1215,8 +1215,7 @@ class Optimizer(ABC):
                                           state)
             else:
                 together[ids] = (self._layout_version, self._launch_together(
-                    hp, segs, given, lambda given=given: [g.reshape(-1) for g in given], gs,
-                    ids=ids))
+                    hp, segs, given, lambda given=given: given, gs, ids=ids))
         return True
 
     def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],

@@ -377,10 +377,21 @@ REDUCE_CHUNKS = 16
 def reduce(name: str, x: Any, *scalars: float) -> Any:
     """Run reduction ``name`` of ``kernels/<backend>/reduce.py`` over the 1-D array ``x``.
 
+    ``x`` may be a :class:`MultiSpan` of NumPy arrays (see :func:`multi_span`): one call
+    reduces every work item (an array, or a chunk of a long one) serially into its own
+    partial, the threads sharing the items; the partials depend only on the arrays'
+    sizes, never on the thread count.
+
     Returns:
         The float64 partial results, for the caller to combine in order: a NumPy array
-        (one per chunk) for NumPy input, a 1-element device array for CuPy input.
+        (one per chunk, or per work item of a MultiSpan) for NumPy input, a 1-element
+        device array for CuPy input.
     """
+    if type(x) is MultiSpan and not x.cuda:  # one partial per work item, one call
+        out = np.empty(x.layout.item_of.size)
+        if out.size:
+            _launch_multi("reduce", name, (), (x, *scalars, out), x)
+        return out
     if type(x) is not np.ndarray:
         with on_device_of(x):
             return kernel_rule("reduce", name, "cuda")(x, *scalars)
@@ -476,16 +487,41 @@ class MultiSpan:
         self.table = table
 
 
+_layouts: dict[tuple[int, ...], MultiLayout] = {}
+_SIZE = operator.attrgetter("size")
+
+
+def multi_span(arrays: list[Any]) -> MultiSpan:
+    """A :class:`MultiSpan` over C-contiguous arrays of one dtype.
+
+    Its layout is shared by every list of arrays of these sizes (the last 64 are kept).
+    """
+    sizes = tuple(map(_SIZE, arrays))
+    layout = _layouts.get(sizes)
+    if layout is None:
+        if len(_layouts) >= 64:
+            _layouts.clear()
+        layout = _layouts[sizes] = MultiLayout(list(sizes))
+    return MultiSpan(list(arrays), layout)
+
+
 _multi_drivers: dict[tuple[Any, ...], Any] = {}
 #: A multi-array driver's argument pattern, per argument type: "a" (a MultiSpan: an
-#: address table) or "s" (a scalar).
-_PATTERN = {MultiSpan: "a"}
+#: address table), "o" (a NumPy array: a reduction's output, one element per work item)
+#: or "s" (a scalar).
+_PATTERN = {MultiSpan: "a", np.ndarray: "o"}
 _TABLE = operator.attrgetter("table")
 
 
 def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
-                  args: tuple[Any, ...]) -> None:
-    last = args[-1]
+                  args: tuple[Any, ...], last: Any = None) -> None:
+    """One multi-array launch.
+
+    ``last`` is the MultiSpan giving the layout: by default the last argument, as in the
+    update kernels (a reduction passes its input, before the output).
+    """
+    if last is None:
+        last = args[-1]
     if last.cuda:
         _launch_multi_cuda(module, name, flags, args)
         return
@@ -504,7 +540,7 @@ def _launch_multi(module: str, name: str, flags: tuple[tuple[str, bool], ...],
         # where the pattern is an array, scalars, then arrays only (every rule's order):
         # the index of the trailing arrays, to pass their tables without a Python loop
         tail = len(pattern.rstrip("a"))
-        split = tail if tail > 1 and "a" not in pattern[1:tail] else None
+        split = tail if tail > 1 and pattern[0] == "a" and "a" not in pattern[1:tail] else None
         driver = _multi_drivers[key] = (fn, split, get_num_threads)
     fn, split, threads = driver
     layout = last.layout

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -44,19 +45,44 @@ def _norm_type(norm_type: Any) -> float:
     return p
 
 
-def total_norm(spans: Iterable[np.ndarray], norm_type: float) -> float:
-    """The ``norm_type``-norm of all elements of the 1-D arrays ``spans`` together.
+_DTYPE = operator.attrgetter("dtype")
 
-    CuPy spans are reduced on the device and read once (one synchronization per call,
-    not one per array).
+
+def _per_dtype(spans: list[np.ndarray]) -> list[Any]:
+    """NumPy arrays as one kernel argument per dtype, in order of first appearance.
+
+    Several arrays of a dtype become one :class:`fastgd._backend.MultiSpan` (one call
+    reduces or scales them all: 300 arrays cost one launch, not 300); a lone array is
+    passed as itself, flattened.
+    """
+    if len(spans) == 1:
+        return [spans[0].reshape(-1)]
+    if len(set(map(_DTYPE, spans))) == 1:
+        return [_backend.multi_span(spans)]
+    by_dtype: dict[Any, list[np.ndarray]] = {}
+    for s in spans:
+        by_dtype.setdefault(s.dtype, []).append(s)
+    return [g[0].reshape(-1) if len(g) == 1 else _backend.multi_span(g)
+            for g in by_dtype.values()]
+
+
+def total_norm(spans: Iterable[np.ndarray], norm_type: float) -> float:
+    """The ``norm_type``-norm of all elements of the C-contiguous arrays ``spans`` together.
+
+    NumPy arrays are reduced by one call per dtype (a multi-array reduction over
+    several; the partial sums depend only on the arrays' sizes, so the norm is the same
+    for any thread count). CuPy spans are reduced on the device and read once (one
+    synchronization per call, not one per array).
     """
     spans = [s for s in spans if s.size]
     if spans and _backend.is_cupy(spans[0]):
+        spans = [s.reshape(-1) for s in spans]
         with _backend._cupy().cuda.Device(spans[0].device.id):
             total = float(_device_total(spans, norm_type)[0])
         if norm_type in (math.inf, 1.0):
             return total
         return math.sqrt(total) if norm_type == 2.0 else total ** (1.0 / norm_type)
+    spans = _per_dtype(spans) if spans else spans
     if norm_type == math.inf:
         out = 0.0
         for s in spans:
@@ -140,9 +166,9 @@ def device_clip_scale(spans: Sequence[Any], norm_type: float, max_norm: float, s
 
 
 def all_finite(spans: Iterable[np.ndarray]) -> bool:
-    """Whether every element of the 1-D arrays ``spans`` is finite (one read pass).
+    """Whether every element of the arrays ``spans`` is finite (one read pass).
 
-    CuPy spans are checked on the device and read once.
+    NumPy arrays are checked by one call per dtype; CuPy spans on the device, read once.
     """
     spans = [s for s in spans if s.size]
     if spans and _backend.is_cupy(spans[0]):
@@ -152,7 +178,7 @@ def all_finite(spans: Iterable[np.ndarray]) -> bool:
             for s in spans:
                 bad = bad + _backend.reduce("nonfinite", s)
             return float(bad[0]) == 0.0
-    for s in spans:
+    for s in _per_dtype(spans) if spans else spans:
         if not float(_backend.reduce("nonfinite", s).sum()) == 0.0:
             return False
     return True
@@ -220,8 +246,7 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float | str = 2.0,
     p = _norm_type(norm_type)
     V.flag("error_if_nonfinite", error_if_nonfinite)
     gl = _grad_list(grads)
-    spans = [g.reshape(-1) for g in gl]
-    norm = total_norm(spans, p)
+    norm = total_norm(gl, p)
     if error_if_nonfinite and not math.isfinite(norm):
         raise NonFiniteGradientError(
             f"the total norm of order {norm_type} of the gradients is {norm}; "
@@ -229,10 +254,20 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float | str = 2.0,
         )
     coef = clip_coef(max_norm, norm)
     if coef != 1.0:
-        for s in spans:
-            if s.size:
-                _backend.launch("reduce", "scale", (), coef, s)
+        for s in _scaled_args(gl):
+            _backend.launch("reduce", "scale", (), coef, s)
     return norm
+
+
+def _scaled_args(gl: list[Any]) -> list[Any]:
+    """The non-empty arrays as elementwise-kernel arguments.
+
+    One per dtype for NumPy arrays (a multi-array launch); each flattened for CuPy ones.
+    """
+    live = [g for g in gl if g.size]
+    if live and type(live[0]) is np.ndarray:
+        return _per_dtype(live)
+    return [g.reshape(-1) for g in live]
 
 
 def clip_grad_value_(grads: Any, clip_value: float) -> None:
@@ -250,6 +285,5 @@ def clip_grad_value_(grads: Any, clip_value: float) -> None:
         array([-1. ,  0.5,  1. ])
     """
     c = V.nonneg("clip_value", clip_value)
-    for g in _grad_list(grads):
-        if g.size:
-            _backend.launch("reduce", "clamp", (), -c, c, g.reshape(-1))
+    for s in _scaled_args(_grad_list(grads)):
+        _backend.launch("reduce", "clamp", (), -c, c, s)

@@ -247,6 +247,16 @@ def test_accumulator_checks():
     assert acc.count == 0
 
 
+#: The reductions of kernels/cpu/reduce.py: (name, scalars, NumPy's value over a chunk).
+_REDUCTIONS = [
+    ("sumsq", (), lambda c: np.sum(c.astype(np.float64) ** 2)),
+    ("sumabs", (), lambda c: np.sum(np.abs(c.astype(np.float64)))),
+    ("sumpow", (3.0,), lambda c: np.sum(np.abs(c.astype(np.float64)) ** 3.0)),
+    ("absmax", (), lambda c: np.max(np.abs(c.astype(np.float64)))),
+    ("nonfinite", (), lambda c: np.sum(c.astype(np.float64) * 0.0)),
+]
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 17, 40_000, 1_000_003])  # serial and parallel builds
@@ -262,13 +272,7 @@ def test_reductions_match_numpy_chunk_by_chunk(dtype, n, special):
         x[:] = np.finfo(dtype).smallest_subnormal * 7
     elif special is not None:
         x[rng.integers(n)] = special
-    for name, scalars, ref in [
-        ("sumsq", (), lambda c: np.sum(c.astype(np.float64) ** 2)),
-        ("sumabs", (), lambda c: np.sum(np.abs(c.astype(np.float64)))),
-        ("sumpow", (3.0,), lambda c: np.sum(np.abs(c.astype(np.float64)) ** 3.0)),
-        ("absmax", (), lambda c: np.max(np.abs(c.astype(np.float64)))),
-        ("nonfinite", (), lambda c: np.sum(c.astype(np.float64) * 0.0)),
-    ]:
+    for name, scalars, ref in _REDUCTIONS:
         parts = _backend.reduce(name, x, *scalars)
         k = parts.size
         want = [ref(x[c * n // k : (c + 1) * n // k]) for c in range(k)]
@@ -319,3 +323,66 @@ def test_accumulation_follows_the_gradient_objects_given(rng):
         ref_acc.step([g.copy() for g in given])
         for p, r in zip(params, ref):
             np.testing.assert_array_equal(p, r)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("special", [None, np.nan, np.inf])
+def test_multi_array_reductions_match_numpy_item_by_item(dtype, special):
+    # a list of arrays reduced by one call: a partial per work item (an array, or a chunk
+    # of a long one), the same whatever the thread count
+    import numba
+
+    from fastgd import _backend
+
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(s).astype(dtype) * 3
+              for s in (5, 40_000, 1, 16_384, 3, 100_000)]
+    if special is not None:
+        arrays[1][12_345] = special
+    x = _backend.multi_span(arrays)
+    lay = x.layout
+    for name, scalars, ref in _REDUCTIONS:
+        parts = _backend.reduce(name, x, *scalars)
+        want = [ref(arrays[a][o : o + n]) for a, o, n in
+                zip(lay.item_of, lay.chunk_offsets, lay.chunk_sizes)]
+        assert parts.size == lay.item_of.size > len(arrays)
+        np.testing.assert_allclose(parts, want, rtol=1e-12, atol=0, err_msg=name)
+        threads = numba.get_num_threads()
+        try:
+            numba.set_num_threads(1)
+            one = _backend.reduce(name, x, *scalars)
+        finally:
+            numba.set_num_threads(threads)
+        np.testing.assert_array_equal(one, parts, err_msg=name)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_norms_and_clipping_of_a_list_take_one_call_per_dtype(norm_type, monkeypatch, rng):
+    from fastgd import _backend
+
+    shapes = [(40, 30), (0,), (), (7,), (20_000,), (3, 2)]
+    grads = [np.asarray(rng.standard_normal(s) * 3, dtype=np.float32 if i % 2 else np.float64)
+             for i, s in enumerate(shapes)]
+    flat = np.concatenate([g.astype(np.float64).ravel() for g in grads])
+    want = (np.max(np.abs(flat)) if norm_type == math.inf
+            else np.sum(np.abs(flat) ** norm_type) ** (1 / norm_type))
+    calls = []
+    real_reduce, real_launch = _backend.reduce, _backend.launch
+    monkeypatch.setattr(_backend, "reduce", lambda *a: calls.append(a[0]) or real_reduce(*a))
+    monkeypatch.setattr(_backend, "launch", lambda *a: calls.append(a[1]) or real_launch(*a))
+    norm = grad_norm(grads, norm_type)
+    assert norm == pytest.approx(want, rel=1e-12)
+    assert len(calls) == 2  # float64 arrays, then float32 ones
+    calls.clear()
+    expected = [g * g.dtype.type(1.5 / (norm + 1e-6)) for g in grads]
+    assert clip_grad_norm_(grads, 1.5, norm_type) == norm
+    assert calls.count("scale") == 2 and len(calls) == 4
+    for g, e in zip(grads, expected):
+        np.testing.assert_array_equal(g, e)
+    calls.clear()
+    expected = [np.clip(g, -0.01, 0.01) for g in grads]
+    clip_grad_value_(grads, 0.01)
+    assert calls == ["clamp", "clamp"]
+    for g, e in zip(grads, expected):
+        np.testing.assert_array_equal(g, e)

@@ -447,7 +447,7 @@ def _per_array_steps(monkeypatch):
     from fastgd.optim.base import Optimizer
 
     monkeypatch.setattr(Optimizer, "_update_together", lambda self, plan, *a, **k: plan)
-    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
+    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: None)
 
 
 @pytest.mark.parametrize(("name", "options", "step"), [

@@ -126,7 +126,10 @@ class Shadow:
 
         # the twins are compared launch by launch: the CPU-only multi-array path is off
         monkeypatch.setattr(Optimizer, "_update_together", lambda self, plan, *a, **k: plan)
-        monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
+        monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: None)
+        # and so are the multi-array reductions of clipping (the GPU reduces per array)
+        monkeypatch.setattr(fastgd.clip, "_per_dtype", lambda spans: [s.reshape(-1)
+                                                                       for s in spans])
         self.launched: Counter = Counter()
         self.calls: dict[str, tuple] = {}  # one launch per (kernel, argument types)
         real_variant = CudaRule.variant

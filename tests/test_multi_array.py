@@ -21,14 +21,14 @@ def _per_array(monkeypatch):
 
     monkeypatch.setattr(Optimizer, "_update_together",
                         lambda self, plan, *a, **k: plan)
-    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
+    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: None)
 
 
 def _general_only(monkeypatch):
     """Turn the separate-arrays step off: lists go through the general step's grouping."""
     from fastgd.optim.base import Optimizer
 
-    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: False)
+    monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: None)
 
 
 @pytest.mark.parametrize("path", ["separate", "general"])
@@ -125,8 +125,9 @@ def test_warmup_compiles_the_multi_array_drivers(monkeypatch):
     monkeypatch.setattr(_backend, "_multi_drivers", {})
     params = [np.zeros(5, np.float32) for _ in range(3)]
     fastgd.Adagrad(params, lr=0.1).warmup()
-    built = {(k[0], k[-1]) for k in _backend._multi_drivers}
-    assert built == {("adagrad", False), ("adagrad", True)}  # serial and parallel
+    built = {(k[1], k[-1]) for k in _backend._multi_drivers}
+    # the update and the clipped step's norm, serial and parallel
+    assert built == {("adagrad", False), ("adagrad", True), ("sumsq", False), ("sumsq", True)}
     assert not params[0].any()
 
 
@@ -277,3 +278,59 @@ def test_the_data_pointer_is_read_only_where_it_checks_out(monkeypatch):
     assert _backend.address(base[2:]) == base.__array_interface__["data"][0] + 16
     assert _backend.addresses_of([base, base[1:]]).tolist() == [
         base.__array_interface__["data"][0] + k for k in (0, 8)]
+
+
+@pytest.mark.parametrize(("step_kw", "policy"), [
+    ({"clip_norm": 1.0}, "propagate"), ({"clip_norm": 0.5, "norm_type": "inf"}, "propagate"),
+    ({"clip_norm": 2.0, "norm_type": 3.0}, "skip"), ({}, "skip"), ({}, "raise"),
+    ({"clip_norm": 1.0, "grad_scale": 0.5}, "raise")])
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_a_list_with_clipping_or_a_nonfinite_policy_takes_the_separate_step(
+        name, step_kw, policy, monkeypatch, rng):
+    # the norm or the finiteness check over the list (one reduction per dtype), then the
+    # multi-array launch: the results of one launch per array, bit for bit, and a skipped
+    # or refused step changes nothing
+    from fastgd.optim.base import Optimizer
+
+    shapes = [(40_000,), (3, 5), (), (0,), (17,)]
+    dtypes = [np.float32, np.float64, np.float32, np.float32, np.float64]
+    init = [np.asarray(rng.standard_normal(s), dtype=d) for s, d in zip(shapes, dtypes)]
+    steps = [[np.asarray(rng.standard_normal(s) * 3, dtype=d) for s, d in zip(shapes, dtypes)]
+             for _ in range(5)]
+    steps[2][4][3] = np.nan
+    kw = {"lr": 0.01, "momentum": 0.9} if name == "SGD" else {"lr": 0.01}
+
+    def run(per_array):
+        params = [x.copy() for x in init]
+        opt = getattr(fastgd, name)(params, **kw, nonfinite=policy)
+        separate = []
+        if per_array:
+            _per_array(monkeypatch)
+        else:
+            real = Optimizer._step_separate
+            monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: separate.append(
+                real(self, *a)) or separate[-1])
+        outcomes, norms = [], []
+        for grads in steps:
+            try:
+                outcomes.append(opt.step(grads, **step_kw))
+            except fastgd.NonFiniteGradientError:
+                outcomes.append("raised")
+            norms.append(opt.last_grad_norm)
+        monkeypatch.undo()
+        return params, opt, outcomes, norms, separate
+
+    a, opt_a, out_a, norms_a, separate = run(False)
+    b, opt_b, out_b, norms_b, _ = run(True)
+    assert separate and None not in separate  # every step took the separate path
+    want = {"propagate": True, "skip": False, "raise": "raised"}[policy]
+    assert out_a == out_b == [True, True, want, True, True]
+    assert (opt_a.steps_applied, opt_a.steps_skipped) == (opt_b.steps_applied,
+                                                          opt_b.steps_skipped)
+    np.testing.assert_array_equal(np.array(norms_a, dtype=float), np.array(norms_b, dtype=float))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    for i in sb["state"]:
+        for k, v in sb["state"][i].items():
+            np.testing.assert_array_equal(sa["state"][i][k], v, err_msg=f"{i} {k}")

@@ -993,14 +993,18 @@ class Optimizer(ABC):
             clip_norm = V.nonneg("clip_norm", clip_norm)
             p_norm = _clip._norm_type(norm_type)
         hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
-        if (not attached and clip_norm is None and self.nonfinite == "propagate"
-                and self.average is None and self.elementwise
-                and self._step_separate(gl, hps, scale)):
-            self.steps_applied += 1
-            return True
+        checks = clip_norm is not None or self.nonfinite != "propagate"
+        if (not attached and self.average is None and self.elementwise
+                and not (checks and self._cuda)):
+            done = self._step_separate(
+                gl, hps, scale,
+                None if not checks else lambda spans: self._checked_scale(
+                    spans, gl, scale, clip_norm, p_norm if clip_norm is not None else 2.0))
+            if done is not None:
+                return done
         self._together.clear()
         plan = self._plan(gl, attached)
-        if clip_norm is not None or self.nonfinite != "propagate":
+        if checks:
             spans = [_flat_grad(g) for _, _, pieces in plan for _, _, g in pieces]
         if clip_norm is not None and self._cuda and self.nonfinite == "propagate":
             # on the GPU: norm and scale stay on the device, no host synchronization
@@ -1008,20 +1012,11 @@ class Optimizer(ABC):
             scale, self.last_grad_norm = _clip.device_clip_scale(
                 spans, p_norm, clip_norm, scale, self._params[0],
                 dtypes=sorted({p.dtype for p in self._params}, key=str))
-        elif clip_norm is not None or self.nonfinite != "propagate":
-            if clip_norm is not None:
-                norm = _clip.total_norm(spans, p_norm) * abs(scale)
-                self.last_grad_norm = norm
-                finite = math.isfinite(norm)
-            else:
-                finite = _clip.all_finite(spans)
-            if not finite and self.nonfinite != "propagate":
-                if self.nonfinite == "raise":
-                    raise _clip.NonFiniteGradientError(self._nonfinite_message(gl))
-                self.steps_skipped += 1
+        elif checks:
+            scale = self._checked_scale(spans, gl, scale, clip_norm,
+                                        p_norm if clip_norm is not None else 2.0)
+            if scale is None:
                 return False
-            if clip_norm is not None:
-                scale *= _clip.clip_coef(clip_norm, norm)
         weights = (None if self.average is None else
                    self.average.weights(self.n_averaged, self.steps_applied + 1))
         fused = weights is not None and self.fused_average and not self.per_parameter
@@ -1170,18 +1165,49 @@ class Optimizer(ABC):
         self._multi_cache["separate"] = (self._layout_version, out)
         return out
 
-    def _step_separate(self, gl: Sequence[Any], hps: list[dict[str, Any]], scale: Any
-                       ) -> bool:
+    def _checked_scale(self, spans: list[Any], gl: Sequence[Any], scale: Any,
+                       clip_norm: float | None, p_norm: float) -> Any:
+        """The step's gradient scale after clipping and the non-finite policy (host side).
+
+        Computes the norm (kept in :attr:`last_grad_norm`) or checks finiteness over the
+        gradient ``spans``; returns None for a step that ``nonfinite="skip"`` skips (counted
+        in :attr:`steps_skipped`), and raises under ``nonfinite="raise"``.
+        """
+        if clip_norm is not None:
+            norm = _clip.total_norm(spans, p_norm) * abs(scale)
+            self.last_grad_norm = norm
+            finite = math.isfinite(norm)
+        else:
+            finite = _clip.all_finite(spans)
+        if not finite and self.nonfinite != "propagate":
+            if self.nonfinite == "raise":
+                raise _clip.NonFiniteGradientError(self._nonfinite_message(gl))
+            self.steps_skipped += 1
+            return None
+        if clip_norm is not None:
+            scale *= _clip.clip_coef(clip_norm, norm)
+        return scale
+
+    def _step_separate(self, gl: Sequence[Any], hps: list[dict[str, Any]], scale: Any,
+                       check: Callable[[list[Any]], Any] | None = None) -> bool | None:
         """A whole step over separate arrays, one multi-array launch per group and dtype.
 
-        The common step of a plain list of arrays (every gradient given, no clipping,
-        ``nonfinite="propagate"``, no averaging), without the general step's plan: the
-        same launches and results as :meth:`_update_together`. Returns False, having
-        changed nothing, where it does not apply (then the general step runs).
+        The common step of a plain list of arrays (every gradient given, no averaging),
+        without the general step's plan: the same launches and results as
+        :meth:`_update_together`. Returns None, having changed nothing, where it does not
+        apply (then the general step runs); else whether the update was applied.
+
+        Args:
+            gl: the checked gradients.
+            hps: the groups' hyperparameters.
+            scale: the gradient scale.
+            check: for clipping or a non-finite policy (NumPy arrays): given the
+                gradients, returns the scale to use, or None to skip the step
+                (:meth:`_checked_scale`).
         """
         dense = self._multi_cache.get("shapes")
         if (dense is None or dense[3] is not gl) and any(map(operator.is_, gl, repeat(None))):
-            return False  # (gradients that matched as dense arrays hold no None)
+            return None  # (gradients that matched as dense arrays hold no None)
         work = []
         together = self._together
         for gi, segs, single, ids in self._separate_groups():
@@ -1191,7 +1217,7 @@ class Optimizer(ABC):
                     first is None or (
                         not all(map(operator.is_, map(_SHARED, segs), repeat(first)))
                         and any(seg.shared != first for seg in segs[1:]))):
-                return False  # differing step counts: the general step splits them
+                return None  # differing step counts: the general step splits them
             if single is not None:  # one array per segment: its gradient
                 given = list(map(gl.__getitem__, single))
             else:
@@ -1202,9 +1228,13 @@ class Optimizer(ABC):
                     else:  # views of one buffer (or size-0 arrays beside one): one span
                         g = self._grad_spans(id(seg), [gl[i] for i in seg.index])
                         if g is None:
-                            return False
+                            return None
                         given.append(g)
             work.append((gi, segs, given, ids))
+        if check is not None:
+            scale = check([g for _, _, given, _ in work for g in given])
+            if scale is None:
+                return False
         for gi, segs, given, ids in work:
             hp = hps[gi]
             gs = -scale if hp.get("maximize", False) else scale
@@ -1216,6 +1246,7 @@ class Optimizer(ABC):
             else:
                 together[ids] = (self._layout_version, self._launch_together(
                     hp, segs, given, lambda given=given: given, gs, ids=ids))
+        self.steps_applied += 1
         return True
 
     def _multi_spans(self, segs: list[_Segment], hp: Mapping[str, Any],

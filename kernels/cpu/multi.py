@@ -140,11 +140,12 @@ def _sources_digest(module: str) -> str:
 def _module(module: str, name: str, flags: tuple[tuple[str, bool], ...], pattern: str) -> Any:
     """The generated module of one kernel variant and argument pattern.
 
-    ``pattern`` has per kernel argument ``"a"`` (an array) or ``"s"`` (a scalar).
+    ``pattern`` has per kernel argument ``"a"`` (an array), ``"s"`` (a scalar) or ``"o"``
+    (a reduction's output: one element per work item).
     """
-    params = ", ".join(f"t{i}" if k == "a" else f"s{i}" for i, k in enumerate(pattern))
-    call = ", ".join(f"carray(void_pointer(t{i}[w]), (n,), DT)" if k == "a" else f"s{i}"
-                     for i, k in enumerate(pattern))
+    params = ", ".join(f"s{i}" if k == "s" else f"t{i}" for i, k in enumerate(pattern))
+    call = ", ".join(f"carray(void_pointer(t{i}[w]), (n,), DT)" if k == "a" else
+                     f"t{i}[w:w + 1]" if k == "o" else f"s{i}" for i, k in enumerate(pattern))
     source = _TEMPLATE.format(module=module, name=name, flags=flags, params=params, call=call)
     digest = hashlib.sha1((source + _sources_digest(module)).encode()).hexdigest()[:16]
     suffix = "".join(f"_{k}{int(v)}" for k, v in flags)
@@ -174,7 +175,9 @@ def driver(module: str, name: str, flags: tuple[tuple[str, bool], ...], pattern:
         name: the kernel's name in it.
         flags: the variant flags, ``(name, value)`` pairs sorted by name.
         pattern: per kernel argument, ``"a"`` (an array: the driver takes a table of
-            addresses) or ``"s"`` (a scalar, the same for every item).
+            addresses), ``"s"`` (a scalar, the same for every item) or ``"o"`` (a
+            reduction's float64 output array, one element per item: the kernel's serial
+            build, given one output element, reduces the whole item into it).
         dtype: the arrays' NumPy scalar type.
         parallel: a ``prange`` loop over the threads' item ranges.
     """

@@ -205,6 +205,32 @@ def average_into(p: Any, avg: Any, weights: tuple[float, float]) -> None:
     _backend.launch("average", "average", (), p, w, 1.0 - w, div, avg)
 
 
+def _together(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """(parameter, average) kernel arguments for pairs of 1-D spans, fewest launches.
+
+    NumPy spans of a dtype that has several become one pair of
+    :class:`fastgd._backend.MultiSpan` (one multi-array launch updates them all, with the
+    results of one launch per span); CuPy spans and a dtype's lone span stay as they are;
+    empty spans are left out.
+    """
+    out: list[tuple[Any, Any]] = []
+    by_dtype: dict[Any, list[tuple[Any, Any]]] = {}
+    for p, a in pairs:
+        if not p.size:
+            continue
+        if type(p) is np.ndarray:
+            by_dtype.setdefault(p.dtype, []).append((p, a))
+        else:
+            out.append((p, a))
+    for group in by_dtype.values():
+        if len(group) == 1:
+            out.append(group[0])
+        else:
+            out.append((_backend.multi_span([p for p, _ in group]),
+                        _backend.multi_span([a for _, a in group])))
+    return out
+
+
 def swap(a: Any, b: Any) -> None:
     """Exchange the contents of two 1-D spans of one dtype, in place."""
     _backend.launch("average", "swap", (), a, b)
@@ -267,6 +293,8 @@ class WeightAverage:
             for p in ps:
                 self.averaged.append(buf[at : at + p.size].reshape(p.shape))
                 at += p.size
+        # the launches of an update or a swap: separate NumPy runs of a dtype go together
+        self._launches = _together([(span, buf) for span, buf, _ in self._spans])
         #: How many updates the average holds; :attr:`steps` counts :meth:`update` calls.
         self.n_averaged = 0
         self.steps = 0
@@ -286,7 +314,7 @@ class WeightAverage:
         weights = self.average.weights(self.n_averaged, self.steps)
         if weights is None:
             return False
-        for span, buf, _ in self._spans:
+        for span, buf in self._launches:
             average_into(span, buf, weights)
         self.n_averaged += 1
         return True
@@ -294,7 +322,7 @@ class WeightAverage:
     @contextlib.contextmanager
     def swap(self) -> Iterator[None]:
         """Within the block the parameters hold the averaged weights (swapped back after)."""
-        with _swapped(self, [(span, buf) for span, buf, _ in self._spans]):
+        with _swapped(self, self._launches):
             yield
 
     def state_dict(self) -> dict[str, Any]:
@@ -365,6 +393,7 @@ def _swapped(owner: Any, pairs: list[tuple[Any, Any]]) -> Iterator[None]:
         raise RuntimeError("the averaged weights are already swapped in")
     if owner.n_averaged == 0:
         raise RuntimeError("no step has been averaged yet: nothing to swap in")
+    pairs = _together(pairs)
     for p, a in pairs:
         swap(p, a)
     owner._swapped = True

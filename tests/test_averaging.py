@@ -418,3 +418,39 @@ def test_matches_torch_averaged_model(average, dtype, rng):
     eps = np.finfo(dtype).eps
     for ours, theirs in zip(opt.averaged(), torch_avg.module):
         np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=8 * eps, atol=8 * eps)
+
+
+@pytest.mark.parametrize("average", [fastgd.EMA(0.8), fastgd.SWA(start=1, every=2)])
+def test_separate_arrays_average_and_swap_in_one_launch_per_dtype(average, monkeypatch, rng):
+    # a list of separate arrays of two dtypes: one multi-array launch per dtype for an
+    # update and for each swap, with the results of one WeightAverage per array
+    from fastgd import _backend
+
+    shapes = [(40_000,), (3, 5), (), (0,), (17,), (2, 2)]
+    params = [np.asarray(rng.standard_normal(s), dtype=np.float32 if i % 2 else np.float64)
+              for i, s in enumerate(shapes)]
+    each = [p.copy() for p in params]
+    wa = fastgd.WeightAverage(params, average)
+    refs = [fastgd.WeightAverage([p], average) for p in each]
+    launches = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda m, n, *a: launches.append(n) or real(m, n, *a))
+    for _ in range(4):
+        delta = [rng.standard_normal(p.shape) for p in params]
+        for p, e, d in zip(params, each, delta):
+            p += d
+            e += d
+        launches.clear()
+        averaged = wa.update()
+        assert len(launches) == (2 if averaged else 0)  # float64 arrays, float32 arrays
+        for r in refs:
+            assert r.update() == averaged
+        for a, r in zip(wa.averaged, refs):
+            np.testing.assert_array_equal(a, r.averaged[0])
+    launches.clear()
+    with wa.swap():
+        assert launches == ["swap", "swap"]
+        for p, r in zip(params, refs):
+            np.testing.assert_array_equal(p, r.averaged[0])
+    for p, e in zip(params, each):
+        np.testing.assert_array_equal(p, e)

@@ -994,8 +994,8 @@ class Optimizer(ABC):
             p_norm = _clip._norm_type(norm_type)
         hps = [self._scheduled(gi) for gi in range(len(self.param_groups))]
         checks = clip_norm is not None or self.nonfinite != "propagate"
-        if (not attached and self.average is None and self.elementwise
-                and not (checks and self._cuda)):
+        if (not attached and self.elementwise and not (checks and self._cuda) and (
+                self.average is None or (self.fused_average and not self.per_parameter))):
             done = self._step_separate(
                 gl, hps, scale,
                 None if not checks else lambda spans: self._checked_scale(
@@ -1192,10 +1192,11 @@ class Optimizer(ABC):
                        check: Callable[[list[Any]], Any] | None = None) -> bool | None:
         """A whole step over separate arrays, one multi-array launch per group and dtype.
 
-        The common step of a plain list of arrays (every gradient given, no averaging),
-        without the general step's plan: the same launches and results as
-        :meth:`_update_together`. Returns None, having changed nothing, where it does not
-        apply (then the general step runs); else whether the update was applied.
+        The common step of a plain list of arrays (every gradient given; a weight average
+        fused into the update kernels), without the general step's plan: the same
+        launches and results as :meth:`_update_together`. Returns None, having changed
+        nothing, where it does not apply (then the general step runs); else whether the
+        update was applied.
 
         Args:
             gl: the checked gradients.
@@ -1235,17 +1236,23 @@ class Optimizer(ABC):
             scale = check([g for _, _, given, _ in work for g in given])
             if scale is None:
                 return False
+        weights = (None if self.average is None else
+                   self.average.weights(self.n_averaged, self.steps_applied + 1))
         for gi, segs, given, ids in work:
             hp = hps[gi]
             gs = -scale if hp.get("maximize", False) else scale
             if len(segs) == 1:
                 seg = segs[0]
                 state = self._ensure_state(seg, hp, self._state_names(hp))
+                extra = ({} if weights is None else
+                         {"average": (self._ensure_state(seg, hp, (AVERAGE,))[0], *weights)})
                 seg.shared = self._update(hp, seg.shared, gs, given[0].reshape(-1), seg.span,
-                                          state)
+                                          state, **extra)
             else:
                 together[ids] = (self._layout_version, self._launch_together(
-                    hp, segs, given, lambda given=given: given, gs, ids=ids))
+                    hp, segs, given, lambda given=given: given, gs, weights, ids))
+        if weights is not None:  # every segment was averaged by its update kernel
+            self.n_averaged += 1
         self.steps_applied += 1
         return True
 

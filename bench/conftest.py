@@ -91,7 +91,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             if "torch" in v else [])
         w(f"{key[1]:<9}" + "  ".join(parts) + ("  (" + ", ".join(ratios) + ")"
                                                if ratios else ""))
-    _one_line(w, rows, "accumulate", "fastgd", ("torch",),
+    _one_line(w, rows, "accumulate", "fastgd", ("fastgd-list", "torch"),
               lambda key: "Gradient accumulation (300 tensors, a micro-batch of 4)")
     _one_line(w, rows, "average", "fused", ("separate", "torch"),
               lambda key: f"Adam + EMA of the weights, n={key[2]}")

@@ -49,7 +49,7 @@ def test_model_300_tensors(benchmark, rule, impl):
     benchmark(fn)
 
 
-@pytest.mark.parametrize("impl", ("fastgd", "torch"))
+@pytest.mark.parametrize("impl", ("fastgd", "fastgd-list", "torch"))
 def test_accumulate_300_tensors(benchmark, impl):
     # one micro-batch of four: the gradients added to the sums, every fourth an Adam step
     fn = _bench.accumulated(impl)

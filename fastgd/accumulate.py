@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from fastgd import _backend
 from fastgd.flat import flat_layout
 
@@ -64,14 +66,18 @@ class GradientAccumulator:
         self._sum_spans = [s.reshape(-1) for s in self._sums]
         self._seen = [False] * len(params)
         self._spans = _backend.SpanMemo()  # runs of gradients and of sums, per (i, j)
+        self._sum_multi: dict[tuple[int, int], Any] = {}  # runs of sums as MultiSpans
         #: Micro-batches accumulated in the current window.
         self.count = 0
 
     def _add(self, gl: Sequence[Any]) -> None:
-        """Add the gradients to the sums: one kernel per run of adjacent gradients.
+        """Add the gradients to the sums: one kernel per run of gradients.
 
-        Gradients that lie back to back in one buffer (a FlatParams's) are added with one
-        launch over the run, as the sums are laid out back to back per dtype too.
+        A run: consecutive gradients of one dtype, all new or all already seen in the
+        window. Gradients that lie back to back in one buffer (a FlatParams's) are added
+        with one launch over the run, as the sums are laid out back to back per dtype
+        too; separate NumPy arrays are copied into the sums by one ``np.concatenate`` or
+        added by one multi-array launch.
         """
         i, n = 0, len(gl)
         while i < n:
@@ -83,15 +89,28 @@ class GradientAccumulator:
                    and self._seen[j] == self._seen[i]):
                 j += 1
             g_run = self._spans(("grads", i, j), gl[i:j]) if j - i > 1 else None
-            s_run = self._spans(("sums", i, j), self._sum_spans[i:j]) if g_run is not None else None
-            if s_run is not None and s_run.size == g_run.size:
+            s_run = self._spans(("sums", i, j), self._sum_spans[i:j]) if j - i > 1 else None
+            if g_run is not None and s_run is not None and s_run.size == g_run.size:
                 self._accumulate(g_run, s_run, self._seen[i])
+            elif s_run is not None and type(gl[i]) is np.ndarray:
+                self._accumulate_separate(list(gl[i:j]), s_run, i, j)
             else:
                 for k in range(i, j):
                     self._accumulate(gl[k].reshape(-1), self._sum_spans[k], self._seen[k])
             for k in range(i, j):
                 self._seen[k] = True
             i = j
+
+    def _accumulate_separate(self, gs: list[np.ndarray], s_run: np.ndarray, i: int,
+                             j: int) -> None:
+        """Separate NumPy gradients ``i:j`` into their sums (back to back in ``s_run``)."""
+        if not self._seen[i]:
+            np.concatenate(gs, axis=None, out=s_run)
+            return
+        sums = self._sum_multi.get((i, j))
+        if sums is None:
+            sums = self._sum_multi[(i, j)] = _backend.multi_span(self._sum_spans[i:j])
+        _backend.launch("axpy", "axpy", (), _backend.multi_span(gs), 1.0, sums)
 
     def _accumulate(self, g: Any, s: Any, seen: bool) -> None:
         if not seen:

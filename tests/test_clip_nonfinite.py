@@ -386,3 +386,37 @@ def test_norms_and_clipping_of_a_list_take_one_call_per_dtype(norm_type, monkeyp
     assert calls == ["clamp", "clamp"]
     for g, e in zip(grads, expected):
         np.testing.assert_array_equal(g, e)
+
+
+def test_accumulation_of_separate_arrays_is_one_copy_or_one_launch_per_run(monkeypatch, rng):
+    # separate gradient arrays (new ones every micro-batch): the first of a window copied
+    # into the sums by one concatenate, the others added by one multi-array launch per
+    # run of a dtype; the window's step equals one step on the sums
+    from fastgd import _backend
+
+    shapes = [(40_000,), (3, 5), (), (0,), (17,), (2, 2)]
+    dtypes = [np.float32, np.float32, np.float32, np.float64, np.float64, np.float64]
+    init = [np.asarray(rng.standard_normal(s), dtype=d) for s, d in zip(shapes, dtypes)]
+    params, ref = [x.copy() for x in init], [x.copy() for x in init]
+    acc = fastgd.GradientAccumulator(fastgd.Adam(params, lr=0.01), steps=3)
+    ref_opt = fastgd.Adam(ref, lr=0.01)
+    launches = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda m, n, *a: launches.append(n) or real(m, n, *a))
+    for window in range(3):
+        sums = None
+        for k in range(3):
+            grads = [np.asarray(rng.standard_normal(s), dtype=d) for s, d in zip(shapes, dtypes)]
+            if window == 1 and k == 0:
+                grads[4] = None  # seen later in the window: a run of its own there
+            launches.clear()
+            acc.step(grads)
+            if k == 1 and window != 1:
+                assert launches == ["axpy", "axpy"]  # one per dtype
+            if sums is None:
+                sums = [None if g is None else g.copy() for g in grads]
+            else:
+                sums = [g.copy() if s is None else np.asarray(s + g) for s, g in zip(sums, grads)]
+        ref_opt.step(sums, grad_scale=1 / 3)
+        for p, r in zip(params, ref):
+            np.testing.assert_array_equal(p, r)

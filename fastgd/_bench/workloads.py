@@ -267,7 +267,8 @@ def accumulated(impl: str, sizes: Sequence[int] | None = None) -> Callable[[], N
     """One micro-batch of gradient accumulation over the 300-tensor model (float32).
 
     ``impl``: ``"fastgd"`` (:class:`fastgd.GradientAccumulator` over a FlatParams, four
-    micro-batches a window: three add the gradients to the sums, the fourth steps Adam) or
+    micro-batches a window: three add the gradients to the sums, the fourth steps Adam),
+    ``"fastgd-list"`` (the same over separate arrays, their gradients separate arrays) or
     ``"torch"`` (the same with ``torch._foreach_add_`` into sum tensors, then
     ``_foreach_mul_`` by 1/4 and the fused Adam step on the fourth).
     """
@@ -279,6 +280,11 @@ def accumulated(impl: str, sizes: Sequence[int] | None = None) -> Callable[[], N
             g[...] = rng.standard_normal(g.shape)
         acc = fastgd.GradientAccumulator(fastgd.Adam(flat, lr=1e-3), steps=4)
         return acc.step
+    if impl == "fastgd-list":
+        ps = [np.zeros(s, np.float32) for s in sizes]
+        gs = [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+        acc = fastgd.GradientAccumulator(fastgd.Adam(ps, lr=1e-3), steps=4)
+        return lambda: acc.step(gs)
     if impl != "torch":
         raise ValueError(f"unknown impl {impl!r}")
     torch = _torch()

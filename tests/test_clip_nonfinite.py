@@ -77,6 +77,14 @@ def test_clip_grad_value():
     (lambda g: clip_grad_value_(g, math.nan), ValueError, "clip_value"),
     (lambda g: clip_grad_norm_([*g, np.ones(2, np.int32)], 1.0), TypeError, "dtype int32"),
     (lambda g: clip_grad_norm_(3.0, 1.0), TypeError, "must be an array or a list"),
+    (lambda g: clip_grad_norm_([*g, np.ones(2, np.float16)], 1.0), TypeError,
+     r"grads\[2\] has dtype float16"),
+    (lambda g: clip_grad_norm_([*g, np.ones((3, 4))[:, 1]], 1.0), ValueError,
+     r"grads\[2\] is not C-contiguous"),
+    (lambda g: clip_grad_value_([*g, np.frombuffer(b"\0" * 16)], 1.0), ValueError,
+     r"grads\[2\] is read-only"),
+    (lambda g: clip_grad_value_((*g, [1.0]), 1.0), TypeError,
+     r"grads\[2\] must be a NumPy or CuPy array, got list"),
 ])
 def test_clip_errors_change_nothing(call, exc, match):
     g = [np.full(3, 5.0), np.full(2, -4.0)]
@@ -420,3 +428,12 @@ def test_accumulation_of_separate_arrays_is_one_copy_or_one_launch_per_run(monke
         ref_opt.step(sums, grad_scale=1 / 3)
         for p, r in zip(params, ref):
             np.testing.assert_array_equal(p, r)
+
+
+def test_grad_norm_reads_read_only_and_strided_arrays(rng):
+    a = rng.standard_normal((6, 5))
+    ro = np.frombuffer(rng.standard_normal(7).tobytes())  # read-only
+    grads = [a[:, 2], ro, a.T]  # strided, read-only, a transposed view
+    want = np.sqrt(sum(float(np.sum(g * g)) for g in grads))
+    assert grad_norm(grads) == pytest.approx(want, rel=1e-13)
+    assert grad_norm(tuple(grads), "inf") == max(float(np.max(np.abs(g))) for g in grads)

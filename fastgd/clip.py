@@ -292,7 +292,9 @@ def _scaled_args(gl: list[Any]) -> list[Any]:
     One per dtype for NumPy arrays (a multi-array launch); each flattened for CuPy ones.
     """
     live = [g for g in gl if g.size]
-    if live and type(live[0]) is np.ndarray:
+    # an array listed twice is scaled twice, in turn (as one call per array would): the
+    # threads of one launch would race on it
+    if live and type(live[0]) is np.ndarray and len(set(map(id, live))) == len(live):
         return _per_dtype(live)
     return [g.reshape(-1) for g in live]
 

@@ -437,3 +437,19 @@ def test_grad_norm_reads_read_only_and_strided_arrays(rng):
     want = np.sqrt(sum(float(np.sum(g * g)) for g in grads))
     assert grad_norm(grads) == pytest.approx(want, rel=1e-13)
     assert grad_norm(tuple(grads), "inf") == max(float(np.max(np.abs(g))) for g in grads)
+
+
+def test_an_array_listed_twice_is_clipped_twice_as_torch_does():
+    torch = pytest.importorskip("torch")
+    g = np.full(50_000, 2.0)  # large enough for the parallel kernels
+    other = np.full(10, 1.0)
+    t, t_other = torch.tensor(g.copy()), torch.tensor(other.copy())
+    tp = []
+    for v in (t, t_other, t):
+        p = torch.zeros(v.shape, dtype=torch.float64, requires_grad=True)
+        p.grad = v
+        tp.append(p)
+    want = torch.nn.utils.clip_grad_norm_(tp, 1.0)
+    assert clip_grad_norm_([g, other, g], 1.0) == pytest.approx(float(want), rel=1e-12)
+    np.testing.assert_allclose(g, t.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(other, t_other.numpy(), rtol=1e-12)

@@ -273,12 +273,19 @@ class WeightAverage:
                             f"got {type(params).__name__}")
         if not plist:
             raise ValueError("WeightAverage got an empty parameter list")
+        seen: dict[Any, int] = {}
         for i, p in enumerate(plist):
             _backend.check_array(p, f"params[{i}]", writeable=True)
             if type(p) is not type(plist[0]) or _backend.device_of(p) != _backend.device_of(
                     plist[0]):
                 raise TypeError(f"params[{i}] is a {_backend.kind(p)}, params[0] is a "
                                 f"{_backend.kind(plist[0])}")
+            # (as an optimizer's: one array twice would be swapped twice over)
+            for key in (id(p), *(((_backend.address(p), p.size),) if p.size else ())):
+                if key in seen:
+                    raise ValueError(f"params[{i}] is params[{seen[key]}] again; each "
+                                     "parameter may appear once")
+                seen[key] = i
         self._params = list(plist)
         #: (parameter span, average span, the parameters' shapes) per run of parameters
         #: that lie back to back in memory

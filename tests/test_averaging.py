@@ -385,6 +385,11 @@ def test_weight_average_errors_change_nothing(rng):
         ro = np.zeros(3)
         ro.flags.writeable = False
         fastgd.WeightAverage([ro], fastgd.EMA())
+    w = np.zeros(3)
+    for twice, match in [([w, params[0], w], r"params\[2\] is params\[0\] again"),
+                         ([w, w[:]], r"params\[1\] is params\[0\] again")]:  # a view
+        with pytest.raises(ValueError, match=match):
+            fastgd.WeightAverage(twice, fastgd.EMA())
 
 
 # -- torch.optim.swa_utils ------------------------------------------------------------------

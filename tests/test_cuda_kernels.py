@@ -128,8 +128,11 @@ class Shadow:
         monkeypatch.setattr(Optimizer, "_update_together", lambda self, plan, *a, **k: plan)
         monkeypatch.setattr(Optimizer, "_step_separate", lambda self, *a: None)
         # and so are the multi-array reductions of clipping (the GPU reduces per array)
+        # and the grouped launches of weight averages and their swaps
         monkeypatch.setattr(fastgd.clip, "_per_dtype", lambda spans: [s.reshape(-1)
                                                                        for s in spans])
+        monkeypatch.setattr(fastgd.averaging, "_together",
+                            lambda pairs: [(p, a) for p, a in pairs if p.size])
         self.launched: Counter = Counter()
         self.calls: dict[str, tuple] = {}  # one launch per (kernel, argument types)
         real_variant = CudaRule.variant

@@ -312,3 +312,43 @@ def test_history_rows_are_reused_and_kept_in_order_as_they_grow():
     again = _History.of(np.zeros(3), h.dirs, h.stps, h.ro)
     np.testing.assert_array_equal(np.stack(again.dirs), np.stack(h.dirs))
     assert again.ro == h.ro
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_a_list_of_arrays_steps_as_the_same_flat_params(dtype, line_search_fn, monkeypatch):
+    # separate arrays: the step's parameter updates are one multi-array launch each, with
+    # the iterates of the same values in one FlatParams, bit for bit
+    from fastgd import _backend
+
+    rng = np.random.default_rng(5)
+    shapes = [(3, 4), (5000,), (), (7,), (0,)]
+    scale = [rng.uniform(0.5, 2.0, s).astype(dtype) for s in shapes]
+    init = [np.asarray(rng.standard_normal(s), dtype=dtype) for s in shapes]
+    params = [x.copy() for x in init]
+    flat = fastgd.FlatParams(init, dtype)
+
+    def list_closure():
+        grads = [np.asarray(s * p) for s, p in zip(scale, params)]
+        return sum(0.5 * float(np.sum(g * p)) for g, p in zip(grads, params)), grads
+
+    def flat_closure():
+        loss = 0.0
+        for s, p, g in zip(scale, flat.params, flat.grads):
+            np.multiply(s, p, out=g)
+            loss += 0.5 * float(np.sum(g * p))
+        return loss
+
+    kw = {"lr": 0.5, "max_iter": 6, "history_size": 3, "line_search_fn": line_search_fn}
+    a, b = fastgd.LBFGS(params, **kw), fastgd.LBFGS(flat, **kw)
+    launches = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda *x: launches.append(
+        (x[1], type(x[-1]).__name__)) or real(*x))
+    for _ in range(2):
+        assert a.step(list_closure) == b.step(flat_closure)
+        for p, q in zip(params, flat.params):
+            np.testing.assert_array_equal(p, q)
+    updates = [k for k in launches if k[0] == "axpy"]
+    assert ("axpy", "MultiSpan") in updates  # the list's updates: multi-array launches
+    assert not np.allclose(params[1], init[1])

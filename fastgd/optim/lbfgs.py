@@ -372,6 +372,7 @@ class LBFGS(Optimizer):
         # recycled vectors of the parameters' size: curvature pairs that left the history,
         # the line search's copy of the parameters
         self._spare: list[Any] = []
+        self._offsets = np.zeros(0, np.int64)  # the parameters' offsets in a flat vector
         self._x0: list[Any] | None = None
 
     def _relayout(self, groups: list[Any]) -> None:
@@ -404,6 +405,8 @@ class LBFGS(Optimizer):
             if len(grads) == 1:
                 return xp.array(grads[0].reshape(-1), copy=True)
             return xp.concatenate([g.reshape(-1) for g in grads])
+        if type(out) is np.ndarray:  # one call: the arrays flattened into out in turn
+            return np.concatenate(grads, axis=None, out=out)
         o = 0
         for g in grads:
             xp.copyto(out[o : o + g.size], g.reshape(-1))
@@ -426,10 +429,27 @@ class LBFGS(Optimizer):
         if span is not None:
             _axpy(t, d, span)
             return
+        if type(d) is np.ndarray and len(self._params) > 1:
+            # separate NumPy arrays: one multi-array launch, d read in their pieces
+            params = self._param_multi()
+            pieces = _backend.MultiSpan(
+                [d], params.layout, _backend.address(d) + self._offsets * d.itemsize)
+            _backend.launch("axpy", "axpy", (), pieces, t, params)
+            return
         o = 0
         for p in self._params:
             _axpy(t, d[o : o + p.size], p.reshape(-1))
             o += p.size
+
+    def _param_multi(self) -> Any:
+        """The parameters as one :class:`fastgd._backend.MultiSpan` (kept per layout)."""
+        kept = self._multi_cache.get("lbfgs")
+        if kept is None or kept[0] != self._layout_version:
+            sizes = [p.size for p in self._params]
+            self._offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+            kept = self._multi_cache["lbfgs"] = (self._layout_version,
+                                                 _backend.multi_span(self._params))
+        return kept[1]
 
     def _copy_params(self) -> list[Any]:
         """The parameters' values, in buffers kept from one line search to the next."""

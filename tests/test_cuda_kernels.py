@@ -133,6 +133,7 @@ class Shadow:
                                                                        for s in spans])
         monkeypatch.setattr(fastgd.averaging, "_together",
                             lambda pairs: [(p, a) for p, a in pairs if p.size])
+        monkeypatch.setattr(fastgd.LBFGS, "_multi_array", lambda self, d: False)
         self.launched: Counter = Counter()
         self.calls: dict[str, tuple] = {}  # one launch per (kernel, argument types)
         real_variant = CudaRule.variant

@@ -429,8 +429,7 @@ class LBFGS(Optimizer):
         if span is not None:
             _axpy(t, d, span)
             return
-        if type(d) is np.ndarray and len(self._params) > 1:
-            # separate NumPy arrays: one multi-array launch, d read in their pieces
+        if self._multi_array(d):  # one launch, d read in the arrays' pieces
             params = self._param_multi()
             pieces = _backend.MultiSpan(
                 [d], params.layout, _backend.address(d) + self._offsets * d.itemsize)
@@ -440,6 +439,13 @@ class LBFGS(Optimizer):
         for p in self._params:
             _axpy(t, d[o : o + p.size], p.reshape(-1))
             o += p.size
+
+    def _multi_array(self, d: Any) -> bool:
+        """Whether an update is one multi-array launch: over separate NumPy arrays.
+
+        (On the GPU each array is updated by a launch of its own.)
+        """
+        return type(d) is np.ndarray and len(self._params) > 1
 
     def _param_multi(self) -> Any:
         """The parameters as one :class:`fastgd._backend.MultiSpan` (kept per layout)."""

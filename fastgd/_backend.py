@@ -31,6 +31,7 @@ __all__ = [
     "as_float64",
     "check_array",
     "device_of",
+    "identity_keys",
     "is_cupy",
     "kind",
     "launch",
@@ -178,6 +179,15 @@ def _data_field(field: int | None = None) -> int | None:
 
 _DATA_FIELD = _data_field()
 _read_pointer = ctypes.c_void_p.from_address
+
+
+def identity_keys(a: Any) -> tuple[Any, ...]:
+    """What makes an array the same parameter as another.
+
+    Its object, and (non-empty) where its memory starts and how many elements it has: a
+    view of the same memory is the same parameter.
+    """
+    return (id(a), (address(a), a.size)) if a.size else (id(a),)
 
 
 def addresses_of(arrays: list[Any]) -> np.ndarray:
@@ -503,6 +513,31 @@ def multi_span(arrays: list[Any]) -> MultiSpan:
             _layouts.clear()
         layout = _layouts[sizes] = MultiLayout(list(sizes))
     return MultiSpan(list(arrays), layout)
+
+
+_DTYPE = operator.attrgetter("dtype")
+
+
+def per_dtype(*columns: list[Any]) -> list[tuple[Any, ...]]:
+    """Kernel arguments for NumPy arrays launched together: a tuple per dtype.
+
+    ``columns`` are lists of equal length of non-empty, C-contiguous NumPy arrays, the
+    ``k``-th of each of one size and dtype (e.g. parameters and their averages). Per
+    dtype of the first column, in order of first appearance: a :class:`MultiSpan` per
+    column over the dtype's arrays where it has several (one multi-array launch, the
+    results of one launch per array), else its lone arrays flattened.
+    """
+    first = columns[0]
+    if len(first) == 1:
+        return [tuple(c[0].reshape(-1) for c in columns)]
+    if len(set(map(_DTYPE, first))) == 1:
+        return [tuple(map(multi_span, columns))]
+    by_dtype: dict[Any, list[int]] = {}
+    for k, a in enumerate(first):
+        by_dtype.setdefault(a.dtype, []).append(k)
+    return [tuple(c[ks[0]].reshape(-1) for c in columns) if len(ks) == 1 else
+            tuple(multi_span([c[k] for k in ks]) for c in columns)
+            for ks in by_dtype.values()]
 
 
 _multi_drivers: dict[tuple[Any, ...], Any] = {}

@@ -214,20 +214,18 @@ def _together(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     empty spans are left out.
     """
     out: list[tuple[Any, Any]] = []
-    by_dtype: dict[Any, list[tuple[Any, Any]]] = {}
+    ps: list[Any] = []
+    avs: list[Any] = []
     for p, a in pairs:
         if not p.size:
             continue
         if type(p) is np.ndarray:
-            by_dtype.setdefault(p.dtype, []).append((p, a))
+            ps.append(p)
+            avs.append(a)
         else:
             out.append((p, a))
-    for group in by_dtype.values():
-        if len(group) == 1:
-            out.append(group[0])
-        else:
-            out.append((_backend.multi_span([p for p, _ in group]),
-                        _backend.multi_span([a for _, a in group])))
+    if ps:
+        out.extend(_backend.per_dtype(ps, avs))
     return out
 
 
@@ -281,7 +279,7 @@ class WeightAverage:
                 raise TypeError(f"params[{i}] is a {_backend.kind(p)}, params[0] is a "
                                 f"{_backend.kind(plist[0])}")
             # (as an optimizer's: one array twice would be swapped twice over)
-            for key in (id(p), *(((_backend.address(p), p.size),) if p.size else ())):
+            for key in _backend.identity_keys(p):
                 if key in seen:
                     raise ValueError(f"params[{i}] is params[{seen[key]}] again; each "
                                      "parameter may appear once")

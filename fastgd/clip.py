@@ -45,25 +45,14 @@ def _norm_type(norm_type: Any) -> float:
     return p
 
 
-_DTYPE = operator.attrgetter("dtype")
-
-
 def _per_dtype(spans: list[np.ndarray]) -> list[Any]:
-    """NumPy arrays as one kernel argument per dtype, in order of first appearance.
+    """NumPy arrays as one kernel argument per dtype (:func:`fastgd._backend.per_dtype`).
 
     Several arrays of a dtype become one :class:`fastgd._backend.MultiSpan` (one call
     reduces or scales them all: 300 arrays cost one launch, not 300); a lone array is
     passed as itself, flattened.
     """
-    if len(spans) == 1:
-        return [spans[0].reshape(-1)]
-    if len(set(map(_DTYPE, spans))) == 1:
-        return [_backend.multi_span(spans)]
-    by_dtype: dict[Any, list[np.ndarray]] = {}
-    for s in spans:
-        by_dtype.setdefault(s.dtype, []).append(s)
-    return [g[0].reshape(-1) if len(g) == 1 else _backend.multi_span(g)
-            for g in by_dtype.values()]
+    return [arg for arg, in _backend.per_dtype(spans)]
 
 
 def total_norm(spans: Iterable[np.ndarray], norm_type: float) -> float:
@@ -202,6 +191,7 @@ def _grad_list(grads: Any, name: str = "grads", writeable: bool = True) -> list[
 
 
 _FLOATS = frozenset(_backend.FLOAT_DTYPES)
+_DTYPE = operator.attrgetter("dtype")
 _FLAGS = operator.attrgetter("flags")
 _C_CONTIGUOUS = operator.attrgetter("c_contiguous")
 _WRITEABLE = operator.attrgetter("writeable")

@@ -546,8 +546,7 @@ class Optimizer(ABC):
         refs = {id(r[0]): r for r in self._group_refs}
         plan = []
         params: list[Any] = []
-        seen: set[int] = set()
-        addresses: set[tuple[int, int]] = set()
+        seen: set[Any] = set()  # the parameters' identity keys
         first = None
         for gi, group in enumerate(groups):
             if not isinstance(group, dict) or "params" not in group:
@@ -575,12 +574,10 @@ class Optimizer(ABC):
                            if _backend.is_cupy(first) else "")
                         + "; one optimizer updates arrays of one kind on one device"
                     )
-                key = (_backend.address(p), p.size)
-                if id(p) in seen or (p.size and key in addresses):
+                keys = _backend.identity_keys(p)
+                if not seen.isdisjoint(keys):
                     raise ValueError(f"some parameters appear more than once ({name})")
-                seen.add(id(p))
-                if p.size:
-                    addresses.add(key)
+                seen.update(keys)
                 params.append(p)
             # (a list or array default is copied: groups never share a mutable value)
             missing = {k: copy.deepcopy(v) if _needs_snapshot(v) else v

@@ -372,7 +372,6 @@ class LBFGS(Optimizer):
         # recycled vectors of the parameters' size: curvature pairs that left the history,
         # the line search's copy of the parameters
         self._spare: list[Any] = []
-        self._offsets = np.zeros(0, np.int64)  # the parameters' offsets in a flat vector
         self._x0: list[Any] | None = None
 
     def _relayout(self, groups: list[Any]) -> None:
@@ -430,9 +429,9 @@ class LBFGS(Optimizer):
             _axpy(t, d, span)
             return
         if self._multi_array(d):  # one launch, d read in the arrays' pieces
-            params = self._param_multi()
+            params, offsets = self._param_multi()
             pieces = _backend.MultiSpan(
-                [d], params.layout, _backend.address(d) + self._offsets * d.itemsize)
+                [d], params.layout, _backend.address(d) + offsets * d.itemsize)
             _backend.launch("axpy", "axpy", (), pieces, t, params)
             return
         o = 0
@@ -447,15 +446,19 @@ class LBFGS(Optimizer):
         """
         return type(d) is np.ndarray and len(self._params) > 1
 
-    def _param_multi(self) -> Any:
-        """The parameters as one :class:`fastgd._backend.MultiSpan` (kept per layout)."""
+    def _param_multi(self) -> tuple[Any, np.ndarray]:
+        """The parameters as one :class:`fastgd._backend.MultiSpan`, and their offsets.
+
+        The offsets are where each parameter starts in the flat vector; both are kept per
+        layout.
+        """
         kept = self._multi_cache.get("lbfgs")
         if kept is None or kept[0] != self._layout_version:
             sizes = [p.size for p in self._params]
-            self._offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
-            kept = self._multi_cache["lbfgs"] = (self._layout_version,
-                                                 _backend.multi_span(self._params))
-        return kept[1]
+            kept = self._multi_cache["lbfgs"] = (
+                self._layout_version, _backend.multi_span(self._params),
+                np.cumsum([0, *sizes[:-1]], dtype=np.int64))
+        return kept[1], kept[2]
 
     def _copy_params(self) -> list[Any]:
         """The parameters' values, in buffers kept from one line search to the next."""

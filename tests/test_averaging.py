@@ -385,11 +385,13 @@ def test_weight_average_errors_change_nothing(rng):
         ro = np.zeros(3)
         ro.flags.writeable = False
         fastgd.WeightAverage([ro], fastgd.EMA())
-    w = np.zeros(3)
+    w = np.arange(3.0)
     for twice, match in [([w, params[0], w], r"params\[2\] is params\[0\] again"),
                          ([w, w[:]], r"params\[1\] is params\[0\] again")]:  # a view
+        before = snapshot(twice)
         with pytest.raises(ValueError, match=match):
             fastgd.WeightAverage(twice, fastgd.EMA())
+        assert_unchanged(before, twice)
 
 
 # -- torch.optim.swa_utils ------------------------------------------------------------------

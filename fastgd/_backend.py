@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "FLOAT_DTYPES",
+    "ShapeRecord",
     "SpanMemo",
     "address",
     "addresses_of",
@@ -37,6 +38,7 @@ __all__ = [
     "launch",
     "launch_sized",
     "reduce",
+    "shape_record",
     "span",
     "to_module_of",
     "xp_of",
@@ -179,6 +181,85 @@ def _data_field(field: int | None = None) -> int | None:
 
 _DATA_FIELD = _data_field()
 _read_pointer = ctypes.c_void_p.from_address
+
+
+def _header_fields(data: int | None = None) -> np.ndarray | None:
+    """Where a NumPy array object holds ``nd``, ``dimensions``, ``descr`` and ``flags``.
+
+    The fields that follow the data pointer in ``PyArrayObject_fields`` (what NumPy's
+    ``PyArray_NDIM``, ``PyArray_DIMS``, ``PyArray_DESCR`` and ``PyArray_FLAGS`` read), as
+    int64 offsets past the array's address, or None where they cannot be read. Like
+    :func:`_data_field`, checked on probe arrays (0-d to 3-d, views, transposed,
+    read-only, byte-swapped) against ``ndim``, ``shape``, ``dtype`` and ``flags``; a
+    64-bit CPython only.
+
+    Args:
+        data: the offset of the data pointer they follow (default: :data:`_DATA_FIELD`).
+    """
+    d = _DATA_FIELD if data is None else data
+    if d is None or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    fields = np.array([d + 8, d + 16, d + 40, d + 48], np.int64)  # nd, dims, descr, flags
+    base = np.arange(24.0)
+    readonly = np.ones(3, np.float32)
+    readonly.flags.writeable = False
+    probes = [base, base[3:], base.reshape(2, 3, 4), base.reshape(4, 6).T, np.array(2.0),
+              np.empty(0, np.float32), np.ones((5, 1), np.float32)[1:], readonly,
+              np.ones(3, ">f8"), np.ones(7, np.int8)[::2]]
+
+    def read(a: Any, k: int, kind: Any) -> int:
+        return kind.from_address(id(a) + int(fields[k])).value or 0
+
+    for a in probes:
+        nd = read(a, 0, ctypes.c_int)
+        dims = read(a, 1, ctypes.c_void_p)
+        flags = read(a, 3, ctypes.c_int)
+        # the dimensions pointer is followed last, once everything else checked out
+        if (nd != a.ndim or read(a, 2, ctypes.c_void_p) != id(a.dtype)
+                or bool(flags & 1) != a.flags.c_contiguous
+                or bool(flags & 0x400) != a.flags.writeable
+                or tuple(ctypes.c_int64.from_address(dims + 8 * k).value for k in range(nd))
+                != a.shape):
+            return None
+    return fields
+
+
+_HEADER_FIELDS = _header_fields()
+
+
+class ShapeRecord:
+    """The shapes, dtypes and contiguity of some NumPy arrays, to check again in one call.
+
+    For arrays that come back as the same objects step after step (a pipeline's gradient
+    buffers): :meth:`unchanged` tells in ~2 us for 300 arrays whether any was reshaped,
+    given another dtype or made non-contiguous in place since, where reading 300 shapes
+    and dtypes takes ~30 us. Built by :func:`shape_record`, which keeps the arrays.
+    """
+
+    __slots__ = ("arrays", "descrs", "dims", "ids", "nds")
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays  # kept alive: ``ids`` are their addresses
+        self.ids = np.fromiter(map(id, arrays), np.int64, len(arrays))
+        self.nds = np.fromiter(map(operator.attrgetter("ndim"), arrays), np.int32,
+                               len(arrays))
+        self.dims = np.array([d for a in arrays for d in a.shape], np.int64)
+        self.descrs = np.fromiter((id(a.dtype) for a in arrays), np.int64, len(arrays))
+
+    def unchanged(self) -> bool:
+        """Whether every array still has the recorded shape and dtype, C-contiguous."""
+        from fastgd.kernels.cpu.multi import headers_match
+
+        return bool(headers_match(self.ids, _HEADER_FIELDS, self.nds, self.dims,
+                                  self.descrs))
+
+
+def shape_record(arrays: list[Any]) -> ShapeRecord | None:
+    """A :class:`ShapeRecord` of ``arrays``, or None (not all NumPy arrays; no fast read)."""
+    if _HEADER_FIELDS is None or not all(map(operator.is_, map(type, arrays),
+                                             repeat(np.ndarray))):
+        return None
+    return ShapeRecord(list(arrays))
 
 
 def identity_keys(a: Any) -> tuple[Any, ...]:

@@ -102,10 +102,14 @@ def test_the_address_tables_follow_new_gradient_arrays(rng):
     opt = fastgd.SGD(params, lr=1.0)
     for k in range(3):  # new gradient arrays each step, and the same ones again
         grads = [np.full(8, 1.0 + k), np.full(3, 2.0 + k)]
-        opt.step(grads)
-        opt.step(grads)
-    np.testing.assert_array_equal(params[0], -2 * (1 + 2 + 3) * np.ones(8))
-    np.testing.assert_array_equal(params[1], -2 * (2 + 3 + 4) * np.ones(3))
+        for _ in range(3):
+            opt.step(grads)
+    np.testing.assert_array_equal(params[0], -3 * (1 + 2 + 3) * np.ones(8))
+    np.testing.assert_array_equal(params[1], -3 * (2 + 3 + 4) * np.ones(3))
+    grads[1] = np.full(3, 10.0)  # one array of the same list replaced
+    opt.step(grads)
+    np.testing.assert_array_equal(params[1], -3 * (2 + 3 + 4) * np.ones(3) - 10.0)
+    np.testing.assert_array_equal(params[0], -3 * (1 + 2 + 3) * np.ones(8) - 3.0)
 
 
 def test_threads_get_equal_shares_of_the_elements():
@@ -124,8 +128,13 @@ def test_threads_get_equal_shares_of_the_elements():
 
 def test_warmup_compiles_the_multi_array_drivers(monkeypatch):
     monkeypatch.setattr(_backend, "_multi_drivers", {})
+    reads = []
+    real = _backend.ShapeRecord.unchanged
+    monkeypatch.setattr(_backend.ShapeRecord, "unchanged",
+                        lambda self: reads.append(real(self)) or reads[-1])
     params = [np.zeros(5, np.float32) for _ in range(3)]
     fastgd.Adagrad(params, lr=0.1).warmup()
+    assert reads == [True]  # the header read of gradients given again
     built = {(k[1], k[-1]) for k in _backend._multi_drivers}
     # the update and the clipped step's norm, serial and parallel
     assert built == {("adagrad", False), ("adagrad", True), ("sumsq", False), ("sumsq", True)}
@@ -167,15 +176,28 @@ def test_the_drivers_go_to_a_writable_folder(tmp_path, monkeypatch):
     assert not multi._folder().startswith(str(tmp_path / "ro"))
 
 
-def test_gradients_passed_again_are_checked_again(rng):
-    # the same gradient objects as the step before pass a shorter check: a shape or dtype
-    # changed in place since, a None or a strided view in their place, is still refused
-    # with the error of the full check, and the refused step changes nothing
+@pytest.mark.parametrize("record", [True, False])
+@pytest.mark.parametrize("steps", [2, 4])
+def test_gradients_passed_again_are_checked_again(steps, record, rng, monkeypatch):
+    # the same gradient objects as the step before pass a shorter check (from the third
+    # time on, one compiled read of their headers): a shape or dtype changed in place
+    # since, a None or a strided view in their place, is still refused with the error of
+    # the full check, and the refused step changes nothing
+    if not record:  # no header reads (another Python): the Python check every time
+        monkeypatch.setattr(_backend, "_HEADER_FIELDS", None)
+    reads = []
+    real = _backend.ShapeRecord.unchanged
+    monkeypatch.setattr(_backend.ShapeRecord, "unchanged",
+                        lambda self: reads.append(real(self)) or reads[-1])
     params = [rng.standard_normal(4), rng.standard_normal(6)]
     grads = [rng.standard_normal(4), rng.standard_normal(6)]
     opt = fastgd.SGD(params, lr=0.1, momentum=0.9)
-    opt.step(grads)
-    opt.step(grads)
+    for _ in range(steps):
+        opt.step(grads)
+    # the header read served the steps after the second, where it can
+    assert reads == [True] * (steps - 2 if record else 0)
+    assert isinstance(opt._multi_cache["shapes"][4], _backend.ShapeRecord) == record
+    del reads[:]
     before = [p.copy() for p in params]
     state = copy.deepcopy(opt.state_dict())
 
@@ -199,10 +221,66 @@ def test_gradients_passed_again_are_checked_again(rng):
         opt.step(grads)
     unchanged()
     grads[0].dtype = np.float64
+    for _ in range(3):  # the same arrays, again past the header read where there is one
+        assert opt._dense_grads(list(grads)) is not None
+    grads[1].dtype = np.int64  # same size, another dtype
+    with pytest.raises(TypeError, match=r"grads\[1\] has dtype int64, params\[1\] has "
+                                        r"dtype float64"):
+        opt.step(grads)
+    unchanged()
+    assert (False in reads) == record  # the header read saw each change
+    grads[1].dtype = np.float64
     strided = [grads[0], np.ones(12)[::2]]  # a new list: a view with strides, copied
     opt.step(strided)
     np.testing.assert_array_equal(
         params[1], before[1] - 0.1 * (0.9 * state["state"][1]["momentum_buffer"] + 1.0))
+
+
+def test_a_shape_record_sees_in_place_changes():
+    base = np.arange(24.0)
+    arrays = [base.reshape(4, 6), base[:5], np.array(1.5), np.ones(3, np.float32),
+              np.empty(0), np.ones(3, ">f8")]
+    record = _backend.shape_record(arrays)
+    assert record is not None and record.unchanged()
+    arrays[0].shape = (6, 4)
+    assert not record.unchanged()
+    arrays[0].shape = (4, 6)
+    assert record.unchanged()
+    arrays[3].dtype = np.int32
+    assert not record.unchanged()
+    arrays[3].dtype = np.float32
+    assert record.unchanged()
+    arrays[5].dtype = np.dtype("<f8")  # equal size, another byte order: another dtype
+    assert not record.unchanged()
+    assert _backend.shape_record([np.ones(2), [1.0, 2.0]]) is None  # NumPy arrays only
+
+
+def test_the_header_fields_are_read_only_where_they_check_out():
+    import sys
+
+    if sys.implementation.name == "cpython" and _backend._DATA_FIELD is not None:
+        d = _backend._DATA_FIELD
+        assert _backend._HEADER_FIELDS.tolist() == [d + 8, d + 16, d + 40, d + 48]
+    for wrong in (8, 24, 32):  # other fields taken for the data pointer: refused
+        assert _backend._header_fields(wrong) is None
+
+
+def test_resolved_gradients_are_the_callers_own_list(rng):
+    params = [rng.standard_normal(4), rng.standard_normal(3)]
+    grads = [rng.standard_normal(4), rng.standard_normal(3)]
+    ref = [p.copy() for p in params]
+    opt, opt_ref = fastgd.SGD(params, lr=0.1), fastgd.SGD(ref, lr=0.1)
+    for _ in range(3):
+        opt.step(grads)
+        opt_ref.step([g.copy() for g in grads])
+    resolved = opt.resolve_grads(grads)
+    resolved[0] = np.arange(8.0)[::2]  # the caller's list: a strided view in it
+    opt.step(resolved)  # copied like any strided gradient
+    opt.step(grads)
+    opt_ref.step([np.arange(8.0)[::2].copy(), grads[1].copy()])
+    opt_ref.step([g.copy() for g in grads])
+    for p, q in zip(params, ref):
+        np.testing.assert_array_equal(p, q)
 
 
 def test_span_memo_finds_the_span_again_only_for_the_same_arrays():

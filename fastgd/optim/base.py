@@ -720,7 +720,7 @@ class Optimizer(ABC):
             self._sync()
             if grads is None or grads is self._attached_all:
                 return self._attached_grads()
-            return self._check_grads(grads)
+            return list(self._check_grads(grads))  # the caller's own list
 
     def _attached_grads(self) -> Sequence[Any]:
         if self.sparse_gradients:
@@ -841,8 +841,9 @@ class Optimizer(ABC):
                 f"expected {n} gradients (one per parameter, None to skip one), got {len(grads)}"
             )
         out = list(grads)
-        if self._dense_grads_match(out):
-            return out
+        dense = self._dense_grads(out)
+        if dense is not None:
+            return dense
         for i, (g, p) in enumerate(zip(out, self._params)):
             if g is None:
                 continue
@@ -866,32 +867,40 @@ class Optimizer(ABC):
                 out[i] = _backend.xp_of(g).ascontiguousarray(g)
         return out
 
-    def _dense_grads_match(self, grads: list[Any]) -> bool:
-        """Whether ``grads`` are C-contiguous NumPy arrays matching the parameters.
+    def _dense_grads(self, grads: list[Any]) -> list[Any] | None:
+        """``grads`` if they are C-contiguous NumPy arrays matching the parameters, else None.
 
         The common case of :meth:`_check_grads`, checked a list at a time (a few C-level
         passes instead of a Python loop per array); anything else goes through the loop,
-        which accepts it or raises the error that names it.
+        which accepts it or raises the error that names it. The same array objects as the
+        last accepted ones give back that earlier list (kept here, never handed out), so
+        that a step can tell by one identity test that its gradients are the last step's.
         """
         if self.sparse_gradients or self._cuda:
-            return False
+            return None
         cached = self._multi_cache.get("shapes")
         if cached is None or cached[0] != self._layout_version:
             cached = self._multi_cache["shapes"] = [
                 self._layout_version, list(map(_SHAPE, self._params)),
-                list(map(_DTYPE, self._params)), None]
+                list(map(_DTYPE, self._params)), None, None]
         # the arrays that passed last time are NumPy arrays, C-contiguous still (an
         # in-place shape change keeps that; setting strides is deprecated): their shapes
         # and dtypes are what can have changed
         last = cached[3]
-        if last is None or len(last) != len(grads) or not all(
-                map(operator.is_, grads, last)):
-            if not (all(map(operator.is_, map(type, grads), repeat(np.ndarray)))
-                    and all(map(_C_CONTIGUOUS, grads))):
-                return False
+        same = last is not None and len(last) == len(grads) and all(
+            map(operator.is_, grads, last))
+        if same:
+            # the same arrays a third time on: one compiled read of their headers
+            record = cached[4]
+            if record is not None and record.unchanged():
+                return last
+        elif not (all(map(operator.is_, map(type, grads), repeat(np.ndarray)))
+                  and all(map(_C_CONTIGUOUS, grads))):
+            return None
         ok = list(map(_SHAPE, grads)) == cached[1] and list(map(_DTYPE, grads)) == cached[2]
         cached[3] = grads if ok else None
-        return ok
+        cached[4] = _backend.shape_record(grads) if ok and same else None
+        return grads if ok else None
 
     def _check_sparse(self, g: Any, p: Any, i: int) -> Any:
         """A gradient for an optimizer of sparse gradients, or a sparse one for another."""
@@ -1127,8 +1136,8 @@ class Optimizer(ABC):
         spans = self._multi_spans(segs, hp, names, weights is not None, ids)
         key = ("grads", self._layout_version, ids)
         cached = self._multi_cache.get(key)
-        if cached is not None and len(cached[0]) == len(given) and all(
-                map(operator.is_, cached[0], given)):
+        if cached is not None and (cached[0] is given or (
+                len(cached[0]) == len(given) and all(map(operator.is_, cached[0], given)))):
             g_ms = cached[1]
         else:
             g_ms = _backend.MultiSpan(grads(), spans["params"].layout)
@@ -1140,16 +1149,17 @@ class Optimizer(ABC):
             seg.shared = new
         return new
 
-    def _separate_groups(self) -> list[tuple[int, list[_Segment], list[int] | None,
-                                             tuple[int, ...]]]:
+    def _separate_groups(self) -> tuple[list[tuple[int, list[_Segment], list[int] | None,
+                                                   tuple[int, ...]]], list[int] | None]:
         """Per group and dtype: its segments (kept per layout version).
 
         With each, the parameter index of every segment where each segment is one
-        parameter (else None), and the segments' ids.
+        parameter (else None), and the segments' ids. Second, that index list itself
+        where one group and dtype holds every parameter, one per segment, in order.
         """
         cached = self._multi_cache.get("separate")
         if cached is not None and cached[0] == self._layout_version:
-            return cached[1]
+            return cached[1], cached[2]
         out = []
         for gi, segs in enumerate(self._segments):
             by_dtype: dict[Any, list[_Segment]] = {}
@@ -1159,8 +1169,10 @@ class Optimizer(ABC):
                 single = ([seg.index[0] for seg in group]
                           if all(len(seg.index) == 1 for seg in group) else None)
                 out.append((gi, group, single, tuple(map(id, group))))
-        self._multi_cache["separate"] = (self._layout_version, out)
-        return out
+        everyone = (out[0][2] if len(out) == 1 and out[0][2] == list(range(len(self._params)))
+                    else None)
+        self._multi_cache["separate"] = (self._layout_version, out, everyone)
+        return out, everyone
 
     def _checked_scale(self, spans: list[Any], gl: Sequence[Any], scale: Any,
                        clip_norm: float | None, p_norm: float) -> Any:
@@ -1208,7 +1220,8 @@ class Optimizer(ABC):
             return None  # (gradients that matched as dense arrays hold no None)
         work = []
         together = self._together
-        for gi, segs, single, ids in self._separate_groups():
+        groups, everyone = self._separate_groups()
+        for gi, segs, single, ids in groups:
             first = segs[0].shared
             last = together.get(ids)
             if (last is None or last[1] is not first or last[0] != self._layout_version) and (
@@ -1217,7 +1230,9 @@ class Optimizer(ABC):
                         and any(seg.shared != first for seg in segs[1:]))):
                 return None  # differing step counts: the general step splits them
             if single is not None:  # one array per segment: its gradient
-                given = list(map(gl.__getitem__, single))
+                # (every parameter in order: the checked list itself, the same object
+                # step after step while the same arrays come back)
+                given = gl if single is everyone else list(map(gl.__getitem__, single))
             else:
                 given = []
                 for seg in segs:
@@ -1410,7 +1425,8 @@ class Optimizer(ABC):
         updated by one multi-array launch, which has a driver of its own). The copy
         takes two steps with serial kernels, two with parallel ones, the second of each
         clipped by ``norm_type`` (None: no clipping kernel); for CuPy arrays the CUDA
-        kernels are compiled likewise. Nothing of this optimizer changes.
+        kernels are compiled likewise; for NumPy arrays also the check that reads the
+        headers of gradient arrays given again. Nothing of this optimizer changes.
 
         Args:
             norm_type: the ``norm_type`` of the ``step(clip_norm=...)`` calls to prepare,
@@ -1453,6 +1469,9 @@ class Optimizer(ABC):
                 copy.step(grads)
                 if norm_type is not None:
                     copy.step(grads, clip_norm=1.0, norm_type=norm_type)
+        record = _backend.shape_record(grads)  # gradients given again: their header read
+        if record is not None:
+            record.unchanged()
         return self
 
     def zero_grad(self) -> None:

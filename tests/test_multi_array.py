@@ -129,12 +129,13 @@ def test_threads_get_equal_shares_of_the_elements():
 def test_warmup_compiles_the_multi_array_drivers(monkeypatch):
     monkeypatch.setattr(_backend, "_multi_drivers", {})
     reads = []
-    real = _backend.ShapeRecord.unchanged
-    monkeypatch.setattr(_backend.ShapeRecord, "unchanged",
-                        lambda self: reads.append(real(self)) or reads[-1])
+    real = _backend.ShapeRecord.match
+    monkeypatch.setattr(_backend.ShapeRecord, "match",
+                        lambda self, ids: reads.append(real(self, ids)) or reads[-1])
     params = [np.zeros(5, np.float32) for _ in range(3)]
+    fastgd.Adagrad(params, lr=0.1).warmup(norm_type=None)  # one step a mode
+    assert len(reads) == 1 and reads[0] is not None  # the header read of later gradients
     fastgd.Adagrad(params, lr=0.1).warmup()
-    assert reads == [True]  # the header read of gradients given again
     built = {(k[1], k[-1]) for k in _backend._multi_drivers}
     # the update and the clipped step's norm, serial and parallel
     assert built == {("adagrad", False), ("adagrad", True), ("sumsq", False), ("sumsq", True)}
@@ -179,24 +180,29 @@ def test_the_drivers_go_to_a_writable_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize("record", [True, False])
 @pytest.mark.parametrize("steps", [2, 4])
 def test_gradients_passed_again_are_checked_again(steps, record, rng, monkeypatch):
-    # the same gradient objects as the step before pass a shorter check (from the third
-    # time on, one compiled read of their headers): a shape or dtype changed in place
-    # since, a None or a strided view in their place, is still refused with the error of
-    # the full check, and the refused step changes nothing
+    # the same gradient objects as the step before pass a shorter check (after the first
+    # step, one compiled read of their headers): a shape or dtype changed in place since,
+    # a None or a strided view in their place, is still refused with the error of the
+    # full check, and the refused step changes nothing
     if not record:  # no header reads (another Python): the Python check every time
         monkeypatch.setattr(_backend, "_HEADER_FIELDS", None)
     reads = []
-    real = _backend.ShapeRecord.unchanged
-    monkeypatch.setattr(_backend.ShapeRecord, "unchanged",
-                        lambda self: reads.append(real(self)) or reads[-1])
+    real = _backend.ShapeRecord.match
+
+    def counted(self, ids):
+        out = real(self, ids)
+        reads.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_backend.ShapeRecord, "match", counted)
     params = [rng.standard_normal(4), rng.standard_normal(6)]
     grads = [rng.standard_normal(4), rng.standard_normal(6)]
     opt = fastgd.SGD(params, lr=0.1, momentum=0.9)
     for _ in range(steps):
         opt.step(grads)
-    # the header read served the steps after the second, where it can
-    assert reads == [True] * (steps - 2 if record else 0)
-    assert isinstance(opt._multi_cache["shapes"][4], _backend.ShapeRecord) == record
+    # the header read served every step after the first, where it can
+    assert reads == [True] * (steps - 1 if record else 0)
+    assert isinstance(opt._multi_cache["shapes"][5], _backend.ShapeRecord) == record
     del reads[:]
     before = [p.copy() for p in params]
     state = copy.deepcopy(opt.state_dict())
@@ -236,22 +242,85 @@ def test_gradients_passed_again_are_checked_again(steps, record, rng, monkeypatc
         params[1], before[1] - 0.1 * (0.9 * state["state"][1]["momentum_buffer"] + 1.0))
 
 
+def test_new_gradient_arrays_pass_the_header_read(rng, monkeypatch):
+    # a pipeline's fresh gradient arrays each step: checked by the header read, their
+    # addresses from it; whatever it refuses goes through the full check as before
+    reads = []
+    real = _backend.ShapeRecord.match
+
+    def counted(self, ids):
+        out = real(self, ids)
+        if self is opt._multi_cache["shapes"][5]:  # (not the reference optimizer's)
+            reads.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_backend.ShapeRecord, "match", counted)
+    shapes = [(4,), (2, 3), (), (5,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    ref = [p.copy() for p in params]
+    opt = fastgd.Adam(params, lr=0.1)
+    opt_ref = fastgd.Adam(ref, lr=0.1)
+    f8 = np.dtype("f8", metadata={"k": 1})  # equal to float64, another dtype object
+    sub = type("Sub", (np.ndarray,), {})
+    for t in range(7):
+        grads = [rng.standard_normal(s) for s in shapes]
+        given = list(grads)
+        if t == 3:
+            given[1] = np.asarray(grads[1], f8)  # refused by the read, accepted by the check
+        if t == 4:
+            given[3] = np.repeat(grads[3], 2)[::2]  # strided: copied by the full check
+        opt.step(given)
+        _per_array(monkeypatch)
+        opt_ref.step(grads)
+        monkeypatch.undo()
+        monkeypatch.setattr(_backend.ShapeRecord, "match", counted)
+    # the first list built the record; t == 3 failed the read, passed the full check
+    # and left its record, which t == 4 (strided: copied by the full check's loop) and
+    # t == 5 failed; t == 5 passed the full check and left the record t == 6 passed
+    assert reads == [True, True, False, False, False, True]
+    for p, q in zip(params, ref):
+        np.testing.assert_array_equal(p, q)
+    before = [p.copy() for p in params]
+    for bad, err in [(grads[0].view(sub), TypeError), (grads[0][:3], ValueError),
+                     (grads[0].astype(np.float32), TypeError)]:
+        with pytest.raises(err, match=r"grads\[0\]"):
+            opt.step([bad, *grads[1:]])
+        for p, b in zip(params, before):
+            np.testing.assert_array_equal(p, b)
+
+
 def test_a_shape_record_sees_in_place_changes():
     base = np.arange(24.0)
     arrays = [base.reshape(4, 6), base[:5], np.array(1.5), np.ones(3, np.float32),
               np.empty(0), np.ones(3, ">f8")]
     record = _backend.shape_record(arrays)
-    assert record is not None and record.unchanged()
+
+    def match(items):
+        return record.match(_backend.ids_of(items))
+
+    assert match(arrays).tolist() == [a.__array_interface__["data"][0] for a in arrays]
+    others = [np.ones((4, 6)), np.ones(5), np.array(0.0), np.zeros(3, np.float32),
+              np.empty(0), np.ones(3, arrays[5].dtype)]
+    assert match(others) is not None  # other arrays of the same shapes and dtypes
     arrays[0].shape = (6, 4)
-    assert not record.unchanged()
+    assert match(arrays) is None
     arrays[0].shape = (4, 6)
-    assert record.unchanged()
+    assert match(arrays) is not None
     arrays[3].dtype = np.int32
-    assert not record.unchanged()
+    assert match(arrays) is None
     arrays[3].dtype = np.float32
-    assert record.unchanged()
+    assert match(arrays) is not None
+    swapped = arrays[5].dtype
     arrays[5].dtype = np.dtype("<f8")  # equal size, another byte order: another dtype
-    assert not record.unchanged()
+    assert match(arrays) is None
+    arrays[5].dtype = swapped
+    for k, other in [(1, np.arange(10.0)[::2]),  # strided
+                     (1, np.ones(5).view(type("Sub", (np.ndarray,), {}))),  # a subclass
+                     (2, 1.5), (4, None), (3, [1.0, 2.0, 3.0]),  # not arrays
+                     (1, np.ones(5, dtype=np.dtype("f8", metadata={"k": 1})))]:  # equal dtype
+        assert match([*arrays[:k], other, *arrays[k + 1:]]) is None, (k, other)
+    assert match(arrays[:5]) is None
+    assert match(arrays) is not None
     assert _backend.shape_record([np.ones(2), [1.0, 2.0]]) is None  # NumPy arrays only
 
 
@@ -260,7 +329,8 @@ def test_the_header_fields_are_read_only_where_they_check_out():
 
     if sys.implementation.name == "cpython" and _backend._DATA_FIELD is not None:
         d = _backend._DATA_FIELD
-        assert _backend._HEADER_FIELDS.tolist() == [d + 8, d + 16, d + 40, d + 48]
+        assert _backend._HEADER_FIELDS.tolist() == [d - 8, d, d + 8, d + 16, d + 40, d + 48,
+                                                    id(np.ndarray)]
     for wrong in (8, 24, 32):  # other fields taken for the data pointer: refused
         assert _backend._header_fields(wrong) is None
 

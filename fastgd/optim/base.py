@@ -870,37 +870,62 @@ class Optimizer(ABC):
     def _dense_grads(self, grads: list[Any]) -> list[Any] | None:
         """``grads`` if they are C-contiguous NumPy arrays matching the parameters, else None.
 
-        The common case of :meth:`_check_grads`, checked a list at a time (a few C-level
-        passes instead of a Python loop per array); anything else goes through the loop,
-        which accepts it or raises the error that names it. The same array objects as the
-        last accepted ones give back that earlier list (kept here, never handed out), so
-        that a step can tell by one identity test that its gradients are the last step's.
+        The common case of :meth:`_check_grads`, checked a list at a time; anything else
+        goes through the loop, which accepts it or raises the error that names it. Once a
+        list has passed, the next lists (new arrays, or the same again: their shapes and
+        dtypes can have been set in place since) are checked by one compiled read of their
+        NumPy headers (:class:`fastgd._backend.ShapeRecord`), which also reads their
+        addresses for the launch (:meth:`_grads_addresses`); elsewhere, or when it fails,
+        a few C-level passes over the list. The same array objects as the last accepted
+        ones give back that earlier list (kept here, never handed out), so that a step can
+        tell by one identity test that its gradients are the last step's.
         """
         if self.sparse_gradients or self._cuda:
             return None
         cached = self._multi_cache.get("shapes")
         if cached is None or cached[0] != self._layout_version:
+            # layout version, the parameters' shapes and dtypes, the last accepted list,
+            # its ids, the record of the lists that passed, their addresses
             cached = self._multi_cache["shapes"] = [
                 self._layout_version, list(map(_SHAPE, self._params)),
-                list(map(_DTYPE, self._params)), None, None]
-        # the arrays that passed last time are NumPy arrays, C-contiguous still (an
-        # in-place shape change keeps that; setting strides is deprecated): their shapes
-        # and dtypes are what can have changed
+                list(map(_DTYPE, self._params)), None, None, None, None]
         last = cached[3]
         same = last is not None and len(last) == len(grads) and all(
             map(operator.is_, grads, last))
-        if same:
-            # the same arrays a third time on: one compiled read of their headers
-            record = cached[4]
-            if record is not None and record.unchanged():
-                return last
-        elif not (all(map(operator.is_, map(type, grads), repeat(np.ndarray)))
-                  and all(map(_C_CONTIGUOUS, grads))):
+        record = cached[5]
+        ids = cached[4] if same else None
+        if record is not None:
+            if ids is None:
+                ids = _backend.ids_of(grads)
+            addresses = record.match(ids)
+            if addresses is not None:
+                if same:
+                    return last
+                cached[3], cached[4], cached[6] = grads, ids, addresses
+                return grads
+        # the arrays that passed last time are NumPy arrays, C-contiguous still (an
+        # in-place shape change keeps that; setting strides is deprecated): their shapes
+        # and dtypes are what can have changed
+        if not same and not (all(map(operator.is_, map(type, grads), repeat(np.ndarray)))
+                             and all(map(_C_CONTIGUOUS, grads))):
             return None
         ok = list(map(_SHAPE, grads)) == cached[1] and list(map(_DTYPE, grads)) == cached[2]
-        cached[3] = grads if ok else None
-        cached[4] = _backend.shape_record(grads) if ok and same else None
-        return grads if ok else None
+        if not ok:
+            cached[3] = None
+            return None
+        accepted = last if same else grads
+        record = cached[5] = _backend.shape_record(accepted)
+        if ids is None and record is not None:
+            ids = _backend.ids_of(accepted)
+        cached[3], cached[4], cached[6] = accepted, ids, None
+        return accepted
+
+    def _grads_addresses(self, given: list[Any]) -> Any:
+        """The addresses of ``given`` if it is the list the header read last accepted."""
+        cached = self._multi_cache.get("shapes")
+        if cached is not None and cached[3] is given:
+            return cached[6]
+        return None
 
     def _check_sparse(self, g: Any, p: Any, i: int) -> Any:
         """A gradient for an optimizer of sparse gradients, or a sparse one for another."""
@@ -1140,7 +1165,8 @@ class Optimizer(ABC):
                 len(cached[0]) == len(given) and all(map(operator.is_, cached[0], given)))):
             g_ms = cached[1]
         else:
-            g_ms = _backend.MultiSpan(grads(), spans["params"].layout)
+            g_ms = _backend.MultiSpan(grads(), spans["params"].layout,
+                                      self._grads_addresses(given))
             self._multi_cache[key] = (given, g_ms)
         extra = {"average": (spans[AVERAGE], *weights)} if weights is not None else {}
         new = self._update(hp, segs[0].shared, gs, g_ms, spans["params"],
@@ -1469,9 +1495,9 @@ class Optimizer(ABC):
                 copy.step(grads)
                 if norm_type is not None:
                     copy.step(grads, clip_norm=1.0, norm_type=norm_type)
-        record = _backend.shape_record(grads)  # gradients given again: their header read
+        record = _backend.shape_record(grads)  # the header read of later gradients
         if record is not None:
-            record.unchanged()
+            record.match(_backend.ids_of(grads))
         return self
 
     def zero_grad(self) -> None:

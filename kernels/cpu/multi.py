@@ -61,32 +61,38 @@ def pointers_at(ids: Any, field: int) -> Any:  # pragma: no cover - compiled by 
 
 
 @njit(**_JIT_OPTIONS)
-def headers_match(ids: Any, fields: Any, nds: Any, dims: Any,
-                  descrs: Any) -> bool:  # pragma: no cover - compiled by Numba
-    """Whether the NumPy arrays at ``ids`` still have these shapes and dtypes, C-contiguous.
+def headers_match(ids: Any, fields: Any, nds: Any, dims: Any, descrs: Any,
+                  addresses: Any) -> bool:  # pragma: no cover - compiled by Numba
+    """Whether the objects at ``ids`` are C-contiguous NumPy arrays of these shapes and dtypes.
 
-    ``fields`` holds the offsets past an array's address of its ``nd`` (int32),
-    ``dimensions`` (pointer to int64), ``descr`` (pointer) and ``flags`` (int32) fields
-    (``fastgd._backend``, checked there); array ``i`` must have ``nds[i]`` dimensions, the
-    next ``nds[i]`` entries of ``dims``, the dtype object at address ``descrs[i]`` and the
-    C-contiguous flag. The arrays must be alive (the caller holds them).
+    ``fields`` holds the offsets past an object's address of its type pointer, and of a
+    NumPy array's data pointer, ``nd`` (int32), ``dimensions`` (pointer to int64),
+    ``descr`` (pointer) and ``flags`` (int32) (``fastgd._backend``, checked there), then
+    the address of the ``numpy.ndarray`` type. Object ``i`` must be of exactly that type
+    (read first: any object has a type pointer), have ``nds[i]`` dimensions, the next
+    ``nds[i]`` entries of ``dims``, the dtype object at address ``descrs[i]`` and the
+    C-contiguous flag; its data pointer goes to ``addresses[i]``. The objects must be alive
+    (the caller holds them).
     """
     at = 0
     for i in range(ids.size):
-        nd = carray(void_pointer(ids[i] + fields[0]), (1,), np.int32)[0]
+        if carray(void_pointer(ids[i] + fields[0]), (1,), np.int64)[0] != fields[6]:
+            return False
+        nd = carray(void_pointer(ids[i] + fields[2]), (1,), np.int32)[0]
         if nd != nds[i]:
             return False
-        if carray(void_pointer(ids[i] + fields[2]), (1,), np.int64)[0] != descrs[i]:
+        if carray(void_pointer(ids[i] + fields[4]), (1,), np.int64)[0] != descrs[i]:
             return False
-        if not carray(void_pointer(ids[i] + fields[3]), (1,), np.int32)[0] & 1:
+        if not carray(void_pointer(ids[i] + fields[5]), (1,), np.int32)[0] & 1:
             return False
         if nd:
-            shape = carray(void_pointer(carray(void_pointer(ids[i] + fields[1]), (1,),
+            shape = carray(void_pointer(carray(void_pointer(ids[i] + fields[3]), (1,),
                                                np.int64)[0]), (nd,), np.int64)
             for k in range(nd):
                 if shape[k] != dims[at + k]:
                     return False
         at += nd
+        addresses[i] = carray(void_pointer(ids[i] + fields[1]), (1,), np.int64)[0]
     return True
 
 

@@ -369,16 +369,20 @@ class SpanMemo:
     def __init__(self) -> None:
         self._last: dict[Any, tuple[list[Any], Any]] = {}
 
-    def __call__(self, key: Any, arrays: list[Any]) -> Any:
-        """``span(arrays)``, remembered under ``key``."""
+    def __call__(self, key: Any, arrays: list[Any], kept: bool = False) -> Any:
+        """``span(arrays)``, remembered under ``key``.
+
+        ``kept``: the list is never changed (an optimizer's own checked list): it is kept
+        itself, and the same list object again is known at once.
+        """
         last = self._last.get(key)
-        if last is not None and len(last[0]) == len(arrays) and all(
-                map(operator.is_, last[0], arrays)):
+        if last is not None and (last[0] is arrays or (len(last[0]) == len(arrays) and all(
+                map(operator.is_, last[0], arrays)))):
             return last[1]
         out = span(arrays)
         if len(self._last) >= self.LIMIT:
             self._last.clear()
-        self._last[key] = (list(arrays), out)
+        self._last[key] = (arrays if kept else list(arrays), out)
         return out
 
 

@@ -369,6 +369,17 @@ def test_span_memo_finds_the_span_again_only_for_the_same_arrays():
     for k in range(_backend.SpanMemo.LIMIT + 1):  # bounded: forgets everything at the limit
         memo(k, [buf[0:2]])
     assert len(memo._last) <= _backend.SpanMemo.LIMIT
+    # a caller's list is copied: edited in place after, it is looked at again
+    mine = [buf[0:3], buf[3:10]]
+    whole = memo("c", mine)
+    mine[1] = np.arange(7.0)
+    assert memo("c", mine) is None
+    # a list the caller never changes (kept=True) is kept itself: the same object again is
+    # known by one identity test, another list by its arrays
+    kept = [buf[0:3], buf[3:10]]
+    whole = memo("kept", kept, kept=True)
+    assert memo._last["kept"][0] is kept
+    assert memo("kept", kept) is whole and memo("kept", list(kept)) is whole
 
 
 @pytest.mark.parametrize("path", ["separate", "general"])

@@ -1180,8 +1180,9 @@ class Optimizer(ABC):
         """Per group and dtype: its segments (kept per layout version).
 
         With each, the parameter index of every segment where each segment is one
-        parameter (else None), and the segments' ids. Second, that index list itself
-        where one group and dtype holds every parameter, one per segment, in order.
+        parameter (else None), and the segments' ids. Second, where one group and dtype
+        holds every parameter in order, one per segment or all in one segment: that index
+        list (the first tuple's third item in the first case), else None.
         """
         cached = self._multi_cache.get("separate")
         if cached is not None and cached[0] == self._layout_version:
@@ -1195,8 +1196,12 @@ class Optimizer(ABC):
                 single = ([seg.index[0] for seg in group]
                           if all(len(seg.index) == 1 for seg in group) else None)
                 out.append((gi, group, single, tuple(map(id, group))))
-        everyone = (out[0][2] if len(out) == 1 and out[0][2] == list(range(len(self._params)))
-                    else None)
+        everyone = None
+        if len(out) == 1:
+            index = out[0][2] if out[0][2] is not None else (
+                out[0][1][0].index if len(out[0][1]) == 1 else None)
+            if index == list(range(len(self._params))):
+                everyone = index
         self._multi_cache["separate"] = (self._layout_version, out, everyone)
         return out, everyone
 
@@ -1265,7 +1270,9 @@ class Optimizer(ABC):
                     if len(seg.index) == 1:
                         given.append(gl[seg.index[0]])
                     else:  # views of one buffer (or size-0 arrays beside one): one span
-                        g = self._grad_spans(id(seg), [gl[i] for i in seg.index])
+                        # (of every parameter in order: the checked list itself)
+                        g = (self._grad_spans(id(seg), gl, kept=True) if everyone is not None
+                             else self._grad_spans(id(seg), [gl[i] for i in seg.index]))
                         if g is None:
                             return None
                         given.append(g)

@@ -44,14 +44,43 @@ def lincomb():
     return lincomb
 
 
+#: Elements a two-loop pass updates before summing them (in L1 for the sum).
+TWO_LOOP_BLOCK = 512
+
+
 @register_jitable
 def _update_and_dot(ds, xs, a, h, zs):
-    """One chunk of a two-loop pass: d <- h (d + a x), then the float64 sum of z d."""
+    """One chunk of a two-loop pass: d <- h (d + a x), then the float64 sum of z d.
+
+    Block by block: the update of ``TWO_LOOP_BLOCK`` elements, then their sum, in two
+    loops. A loop that both stores to ``d`` and sums over ``z`` would get a run-time
+    overlap check from the vectorizer, and its two outcomes (vector or scalar loop) add
+    in different orders under ``reassoc``: the sum would change in its last bits with
+    where the arrays lie. A loop that only reads needs no check.
+    """
     acc = 0.0
-    for i in range(ds.size):
-        v = h * (ds[i] + a * xs[i])
-        ds[i] = v
-        acc += np.float64(zs[i]) * np.float64(v)
+    n = ds.size
+    for lo in range(0, n, TWO_LOOP_BLOCK):
+        hi = min(lo + TWO_LOOP_BLOCK, n)
+        for i in range(lo, hi):
+            ds[i] = h * (ds[i] + a * xs[i])
+        for i in range(lo, hi):
+            acc += np.float64(zs[i]) * np.float64(ds[i])
+    return acc
+
+
+@register_jitable
+def _negate_and_dot(ds, gs, h, zs):
+    """The first two-loop pass's chunk: d <- h (-g), then the float64 sum of z d (in
+    blocks, as :func:`_update_and_dot`)."""
+    acc = 0.0
+    n = ds.size
+    for lo in range(0, n, TWO_LOOP_BLOCK):
+        hi = min(lo + TWO_LOOP_BLOCK, n)
+        for i in range(lo, hi):
+            ds[i] = h * -gs[i]
+        for i in range(lo, hi):
+            acc += np.float64(zs[i]) * np.float64(ds[i])
     return acc
 
 
@@ -68,7 +97,9 @@ def two_loop():
     inner product is summed in float64 over ``parts.size`` fixed chunks (as the ``dot``
     reduction), then over the chunks in order: the same result on any number of threads.
     A pass with no inner product left sums ``d`` against itself, unused (no extra
-    memory). ``reassoc`` lets the sums vectorize; the updates have no sum to reorder.
+    memory). ``reassoc`` lets the sums vectorize; the updates have no sum to reorder, and
+    stores and sums are separate loops, so no sum depends on where the arrays lie
+    (:func:`_update_and_dot`).
     """
 
     def two_loop(Y, S, order, ro, h_diag, parts, g, d):
@@ -84,15 +115,7 @@ def two_loop():
         for c in prange(k):
             lo = c * n // k
             hi = (c + 1) * n // k
-            ds = d[lo:hi]
-            gs = g[lo:hi]
-            zs = z[lo:hi]
-            acc = 0.0
-            for i in range(ds.size):
-                v = h0 * -gs[i]
-                ds[i] = v
-                acc += np.float64(zs[i]) * np.float64(v)
-            parts[c] = acc
+            parts[c] = _negate_and_dot(d[lo:hi], g[lo:hi], h0, z[lo:hi])
         for j in range(m - 1, -1, -1):  # newest pair first
             total = 0.0
             for c in range(k):

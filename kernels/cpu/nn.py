@@ -339,6 +339,10 @@ def colsum():
     return colsum
 
 
+#: Elements of a weight :func:`l2_grad` updates before summing their squares.
+L2_BLOCK = 512
+
+
 @rule(NEVER_PARALLEL, fastmath=frozenset({"reassoc"}))
 def l2_grad():
     """g <- g + l2 w (a weight's L2 gradient), and out[0] += the sum of w^2 in float64 (its
@@ -349,11 +353,17 @@ def l2_grad():
     def l2_grad(w, l2, g, out):
         l2 = as_dtype_of(l2, g)
         acc = 0.0
-        for i in range(g.size):
-            v = w[i]
-            g[i] = g[i] + l2 * v
-            v64 = np.float64(v)
-            acc += v64 * v64
+        n = g.size
+        # block by block, the update and then the sum: a loop that stored to g while
+        # summing would get the vectorizer's run-time overlap check, whose two outcomes
+        # add in different orders (the sum's last bits would depend on where w and g lie)
+        for lo in range(0, n, L2_BLOCK):
+            hi = min(lo + L2_BLOCK, n)
+            for i in range(lo, hi):
+                g[i] = g[i] + l2 * w[i]
+            for i in range(lo, hi):
+                v64 = np.float64(w[i])
+                acc += v64 * v64
         out[0] += acc
 
     return l2_grad
@@ -760,18 +770,22 @@ def _bce_row(z, i, y, r, inv_n, w):
     zero = as_dtype_of(0.0, z)
     lr = 0.0
     hits = 0
+    # the loss, summed in a loop that only reads (one that also stored dz would get the
+    # vectorizer's run-time overlap check, whose two outcomes sum in different orders)
     for c in range(z.shape[1]):
         v = z[i, c]
         tc = y[r, c]
         if (v > zero and tc == one) or (not v > zero and tc == zero):
             hits += 1
+        lr += float(max(v, v * 0) - v * tc + vlog1p_unit(vexp(-abs(v))))
+    for c in range(z.shape[1]):
+        v = z[i, c]
         e = vexp(-abs(v))
-        lr += float(max(v, v * 0) - v * tc + vlog1p_unit(e))
         if v >= 0:
             s = one / (one + e)
         else:
             s = e / (one + e)
-        z[i, c] = (s - tc) * inv_n * w
+        z[i, c] = (s - y[r, c]) * inv_n * w
     return lr, hits
 
 

@@ -242,6 +242,53 @@ def _math_inputs(name, rng):
             [0.0, 1.0, 5e-324, np.nan]]  # vlog1p_unit: e^-|z| in [0, 1]
 
 
+_MATH_BITS = """
+import hashlib, sys
+import numpy as np
+from numba import njit
+from fastgd import _backend
+from fastgd.kernels.cpu import nn
+if sys.argv[1] == "linear first":  # the one-pass kernel (reassoc, contract) compiled first
+    rows, d, k = 4, 3, 9
+    for softmax in (True, False):
+        y = np.zeros(rows, np.int64) if softmax else np.zeros((rows, k))
+        _backend.launch_sized(rows * d * k, "nn", "linear_xent", (("softmax", softmax),),
+                              np.ones((rows, d)), np.ones((k, d)), np.ones(k), y, np.empty(0),
+                              1.0, np.zeros((1, 2, k)), np.zeros((1, k, d)),
+                              np.empty((1, k, d)), np.empty((1, k)), np.empty(1), np.empty(1))
+x = np.random.default_rng(0).standard_normal(20_000) * 6
+digest = hashlib.sha256()
+for fn in (nn.vexp, nn.vtanh, nn.vlog1p_unit):
+    @njit
+    def each(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+    for dtype in (np.float64, np.float32):
+        xs = (np.abs(x) / 6 if fn is nn.vlog1p_unit else x).astype(dtype)
+        out = np.empty_like(xs)
+        each(xs, out)
+        digest.update(out.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_the_math_functions_do_not_depend_on_which_kernel_compiled_first(tmp_path):
+    # a called function takes its first caller's fast-math flags unless its own are set:
+    # the math functions' results must be the same whichever kernel a process compiled
+    # first (fresh disk caches: nothing loaded)
+    import os
+    import subprocess
+    import sys
+
+    out = []
+    for order in ("linear first", "math first"):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / order.replace(" ", "_")))
+        proc = subprocess.run([sys.executable, "-c", _MATH_BITS, order], env=env,
+                              capture_output=True, text=True, timeout=300, check=True)
+        out.append(proc.stdout.strip())
+    assert len(out[0]) == 64 and out[0] == out[1]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(VECTOR_MATH))
 def test_vectorized_math_is_within_its_bound_of_the_exact_value(name, dtype):

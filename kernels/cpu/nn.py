@@ -46,6 +46,15 @@ def _pow2(typingctx: Any, kf: Any) -> Any:  # pragma: no cover - Numba typing
     return kf(kf), codegen
 
 
+#: The compile options of the math functions kernels call (not inline): no fast-math, set
+#: explicitly. Numba compiles a called function once per signature, and one whose
+#: ``fastmath`` is not set takes its first caller's: compiled first by the one-pass linear
+#: kernel (``reassoc``, ``contract``), ``_exp64`` would compute with fused multiply-adds
+#: for every later kernel of the process, and for the disk cache (tanh then fell outside
+#: its 1 ulp, and results depended on which kernel a process compiled first).
+_MATH_OPTIONS = dict(_JIT_OPTIONS, fastmath=False)
+
+
 # exp(x) = 2^k e^r with k = rint(x / ln 2) and r = x - k ln 2 (|r| <= ln(2) / 2; ln 2 in two
 # parts, the first exact times any k used), e^r by a polynomial: in float64 a Chebyshev fit
 # of degree 11 on [-ln(2) / 2, ln(2) / 2] (mpmath's chebyfit in 50-digit arithmetic; error
@@ -55,7 +64,7 @@ def _pow2(typingctx: Any, kf: Any) -> Any:  # pragma: no cover - Numba typing
 # subnormals round once. x is clamped where e^x is already 0 or
 # inf in the type (NaN passes through). Written without calls or branches, a loop of it
 # vectorizes, where libm's exp is a scalar call per element: within 1 ulp of it (tested).
-@njit(**_JIT_OPTIONS)
+@njit(**_MATH_OPTIONS)
 def _exp64(x):  # pragma: no cover - compiled
     xc = -1400.0 if x < -1400.0 else x
     xc = 1400.0 if xc > 1400.0 else xc
@@ -70,7 +79,7 @@ def _exp64(x):  # pragma: no cover - compiled
     return p * _pow2(k1) * _pow2(kf - k1)
 
 
-@njit(**_JIT_OPTIONS)
+@njit(**_MATH_OPTIONS)
 def _exp32(x):  # pragma: no cover - compiled
     lo = np.float32(-170.0)
     hi = np.float32(170.0)
@@ -91,8 +100,9 @@ def _vectorizable(reference: Any, f64: Any, f32: Any, doc: str) -> Any:
     """A math function for the kernels' loops: ``f64`` or ``f32`` by its argument's type.
 
     Called from Python it is ``reference`` (NumPy's). ``f64`` / ``f32`` keep their own
-    compile flags unless they are built ``inline="always"``: a caller's fast-math flags
-    (the one-pass kernel reassociates its sums) never reach the others' range reductions.
+    compile flags (``_MATH_OPTIONS``: fast-math off, set, so not taken from a caller)
+    unless they are built ``inline="always"``: a caller's fast-math flags (the one-pass
+    kernel reassociates its sums) never reach the others' range reductions.
     """
 
     def fn(x: Any) -> Any:
@@ -165,8 +175,9 @@ vtanh = _vectorizable(np.tanh, _tanh64, _tanh32, "tanh(x) within 1 ulp; vectoriz
 # u = e / (2 + e) in [0, 1/3], log(1 + e) = 2 atanh(u) = 2u (1 + u^2/3 + u^4/5 + ...)
 # (17 terms in float64, 8 in float32: truncation below 2^-54 / 2^-25 relative). Within
 # 2 ulp of log1p (tested); no call, so a loop of it vectorizes. Not inlined into the
-# caller's IR: the one-pass kernel's fast-math flags never reach it.
-@njit(**_JIT_OPTIONS)
+# caller's IR, and its fast-math off explicitly (``_MATH_OPTIONS``): the one-pass kernel's
+# flags never reach it.
+@njit(**_MATH_OPTIONS)
 def _log1p_unit64(e):  # pragma: no cover - compiled
     u = e / (2.0 + e)
     w = u * u
@@ -190,7 +201,7 @@ def _log1p_unit64(e):  # pragma: no cover - compiled
     return (u + u) + (u + u) * w * p
 
 
-@njit(**_JIT_OPTIONS)
+@njit(**_MATH_OPTIONS)
 def _log1p_unit32(e):  # pragma: no cover - compiled
     u = e / (np.float32(2.0) + e)
     w = u * u

@@ -351,7 +351,7 @@ def colsum():
 
 
 #: Elements of a weight :func:`l2_grad` updates before summing their squares.
-L2_BLOCK = 512
+L2_BLOCK = 2048
 
 
 @rule(NEVER_PARALLEL, fastmath=frozenset({"reassoc"}))
@@ -370,11 +370,15 @@ def l2_grad():
         # add in different orders (the sum's last bits would depend on where w and g lie)
         for lo in range(0, n, L2_BLOCK):
             hi = min(lo + L2_BLOCK, n)
-            for i in range(lo, hi):
-                g[i] = g[i] + l2 * w[i]
-            for i in range(lo, hi):
-                v64 = np.float64(w[i])
-                acc += v64 * v64
+            wb = w[lo:hi]
+            gb = g[lo:hi]
+            for i in range(gb.size):
+                gb[i] = gb[i] + l2 * wb[i]
+            s = 0.0
+            for i in range(wb.size):
+                v64 = np.float64(wb[i])
+                s += v64 * v64
+            acc += s
         out[0] += acc
 
     return l2_grad

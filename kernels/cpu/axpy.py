@@ -49,8 +49,9 @@ TWO_LOOP_BLOCK = 2048
 
 
 @register_jitable
-def _update_and_dot(ds, xs, a, h, zs):
-    """One chunk of a two-loop pass: d <- h (d + a x), then the float64 sum of z d.
+def _update_and_dot(ds, xs, a, h, zs, fresh):
+    """One chunk of a two-loop pass: d <- h (d + a x) (``fresh``: d <- h (-x), the first
+    pass), then the float64 sum of z d.
 
     Block by block, the update of ``TWO_LOOP_BLOCK`` elements, then their sum, in two
     loops (over views of the block: loops over ``range(lo, hi)`` of the chunk ran 2.8x
@@ -66,28 +67,12 @@ def _update_and_dot(ds, xs, a, h, zs):
         db = ds[lo:hi]
         xb = xs[lo:hi]
         zb = zs[lo:hi]
-        for i in range(db.size):
-            db[i] = h * (db[i] + a * xb[i])
-        s = 0.0
-        for i in range(db.size):
-            s += np.float64(zb[i]) * np.float64(db[i])
-        acc += s
-    return acc
-
-
-@register_jitable
-def _negate_and_dot(ds, gs, h, zs):
-    """The first two-loop pass's chunk: d <- h (-g), then the float64 sum of z d (in
-    blocks, as :func:`_update_and_dot`)."""
-    acc = 0.0
-    n = ds.size
-    for lo in range(0, n, TWO_LOOP_BLOCK):
-        hi = min(lo + TWO_LOOP_BLOCK, n)
-        db = ds[lo:hi]
-        gb = gs[lo:hi]
-        zb = zs[lo:hi]
-        for i in range(db.size):
-            db[i] = h * -gb[i]
+        if fresh:
+            for i in range(db.size):
+                db[i] = h * -xb[i]
+        else:
+            for i in range(db.size):
+                db[i] = h * (db[i] + a * xb[i])
         s = 0.0
         for i in range(db.size):
             s += np.float64(zb[i]) * np.float64(db[i])
@@ -126,7 +111,7 @@ def two_loop():
         for c in prange(k):
             lo = c * n // k
             hi = (c + 1) * n // k
-            parts[c] = _negate_and_dot(d[lo:hi], g[lo:hi], h0, z[lo:hi])
+            parts[c] = _update_and_dot(d[lo:hi], g[lo:hi], one, h0, z[lo:hi], True)
         for j in range(m - 1, -1, -1):  # newest pair first
             total = 0.0
             for c in range(k):
@@ -140,7 +125,7 @@ def two_loop():
             for c in prange(k):
                 lo = c * n // k
                 hi = (c + 1) * n // k
-                parts[c] = _update_and_dot(d[lo:hi], x[lo:hi], a, hj, z[lo:hi])
+                parts[c] = _update_and_dot(d[lo:hi], x[lo:hi], a, hj, z[lo:hi], False)
         for j in range(m):  # oldest pair first
             total = 0.0
             for c in range(k):
@@ -151,6 +136,6 @@ def two_loop():
             for c in prange(k):
                 lo = c * n // k
                 hi = (c + 1) * n // k
-                parts[c] = _update_and_dot(d[lo:hi], x[lo:hi], a, one, z[lo:hi])
+                parts[c] = _update_and_dot(d[lo:hi], x[lo:hi], a, one, z[lo:hi], False)
 
     return two_loop

@@ -172,3 +172,28 @@ def test_functional_matches_class(name, case, dtype, rng):
                 state.setdefault(n, np.full(shape, opt._state_init(checked, n), p.dtype))
         scalars = _functional_call(name, hp, p, g, state, t, scalars)
         np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("size", [37, "parallel"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_eps_hat_is_computed_in_keras_order(dtype, size, amsgrad, rng):
+    """``eps_mode="hat"`` steps as Keras / scikit-learn write it, bit for bit:
+    ``p - (lr sqrt(1-b2^t)/(1-b1^t)) * (m / (sqrt(v + eps_root (1-b2^t)) + eps))``."""
+    n = _threshold("Adam") + 1001 if size == "parallel" else size
+    lr, (b1, b2), eps, eps_root = 3e-3, (0.8, 0.95), 1e-3, 1e-4
+    p = rng.standard_normal(n).astype(dtype)
+    opt = fastgd.Adam([p], lr=lr, betas=(b1, b2), eps=eps, eps_root=eps_root,
+                      amsgrad=amsgrad, eps_mode="hat")
+    one = np.dtype(dtype).type
+    r, m, v, vmax = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for t in range(1, 6):
+        g = rng.standard_normal(n).astype(dtype)
+        opt.step([g])
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        m = m + one(1 - b1) * (g - m)
+        v = one(b2) * v + one(1 - b2) * (g * g)
+        vmax = np.maximum(vmax, v)
+        denom = np.sqrt((vmax if amsgrad else v) + one(eps_root * bc2)) + one(eps)
+        r = r - one(lr * bc2**0.5 / bc1) * (m / denom)
+        np.testing.assert_array_equal(p, r, err_msg=f"step {t}")

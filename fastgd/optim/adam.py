@@ -27,14 +27,15 @@ def _launch_adam(g: Any, p: Any, m: Any, v: Any, vmax: Any, *, gs: Any, step: fl
     l2, decay = decay_terms(lr, weight_decay, decoupled)
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
-    if eps_mode == "hat":  # eps + sqrt(v) before bias correction: eps / sqrt(bc2) after it
-        eps = eps / bc2**0.5
+    bc2_sqrt, step_size = bc2**0.5, lr / bc1
+    if eps_mode == "hat":  # Keras / scikit-learn: lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps)
+        bc2_sqrt, step_size = 1.0, lr * bc2_sqrt / bc1
     # kernels/cpu/adam.py: adam(g, gs, l2, decay, one_minus_beta1, beta2, one_minus_beta2,
     # bc2_sqrt, eps, eps_root_bc2, step_size, *avg_s | p, m, v, vmax, avg); vmax is only
     # touched by the AMSGrad variant
     flags, avg_s, avg = averaging((("amsgrad", vmax is not None),), average, p)
     _backend.launch("adam", "adam", flags, g, gs, l2, decay, 1.0 - beta1, beta2, 1.0 - beta2,
-                    bc2**0.5, eps, eps_root * bc2, lr / bc1, *avg_s, p, m, v,
+                    bc2_sqrt, eps, eps_root * bc2, step_size, *avg_s, p, m, v,
                     p if vmax is None else vmax, avg)
 
 
@@ -55,7 +56,10 @@ def adam_(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
     torch's update, bit for bit). ``eps_mode="hat"`` adds :math:`\epsilon` to
     :math:`\sqrt{\hat v}` before the bias correction instead (Kingma & Ba's
     :math:`\hat\epsilon`, as TensorFlow / Keras do): the denominator becomes
-    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`.
+    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`,
+    computed in their order (step size
+    :math:`\gamma\sqrt{1-\beta_2^t}/(1-\beta_1^t)` times
+    :math:`m/(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)`: one division fewer).
     Weight decay is L2 (:math:`g \leftarrow g + \lambda\theta`) or, with
     ``decoupled_weight_decay``, AdamW's :math:`\theta \leftarrow \theta(1-\gamma\lambda)`
     (Loshchilov & Hutter, 2019). Kingma & Ba, 2015.
@@ -152,7 +156,9 @@ class Adam(Optimizer):
     update is torch's bit for bit. Recipes from TensorFlow / Keras add :math:`\epsilon` to
     :math:`\sqrt{\hat v}` *before* the bias correction (the paper's :math:`\hat\epsilon`):
     ``eps_mode="hat"`` reproduces them, the denominator being
-    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`.
+    :math:`(\sqrt{\hat v + \epsilon_r(1-\beta_2^t)} + \epsilon)/\sqrt{1-\beta_2^t}`
+    (computed as they do: the step size :math:`\gamma\sqrt{1-\beta_2^t}/(1-\beta_1^t)`
+    times :math:`m/(\sqrt{\hat v} + \epsilon)`, one division per element fewer).
 
     Args:
         params: arrays, a :class:`~fastgd.FlatParams`, or a list of param-group dicts.

@@ -12,7 +12,10 @@ def adam(amsgrad, average):
 
     ``denom = sqrt((v or vmax) + eps_root_bc2) / bc2_sqrt + eps``: ``eps_root_bc2`` is
     optax's ``eps_root`` times ``1 - beta2^t`` (0 for torch's form, where adding it changes
-    no bit). Weight decay is either L2 (``l2``, added
+    no bit). ``bc2_sqrt`` 1 (the epsilon-hat form, whose bias correction is in
+    ``step_size``) skips the division, which changes no bit (x / 1 is x) and saves one of
+    the loop's two divisions: the loop is bound by its square root and divisions (11110
+    float64 elements: 13.6 against 10.5 us here). Weight decay is either L2 (``l2``, added
     to the gradient) or decoupled (``decay = 1 - lr * wd`` multiplies the parameter);
     callers pass ``l2 = 0`` / ``decay = 1`` for the form not in use. ``vmax`` is only
     touched by the AMSGrad variant.
@@ -49,7 +52,10 @@ def adam(amsgrad, average):
                     vm = vi
                 vmax[i] = vm
                 vi = vm
-            denom = np.sqrt(vi + eps_root_bc2) / bc2_sqrt + eps
+            denom = np.sqrt(vi + eps_root_bc2)
+            if bc2_sqrt != 1:  # loop-invariant: LLVM splits the loop on it
+                denom = denom / bc2_sqrt
+            denom = denom + eps
             pn = pi - step_size * (mi / denom)
             p[i] = pn
             if average:

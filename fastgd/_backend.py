@@ -66,9 +66,15 @@ class _Variant:
 _kernel_cache: dict[tuple[Any, ...], _Variant] = {}
 
 
+#: Types that are never CuPy's: answered without reading the type's module (the check
+#: runs several times per training step).
+_HOST_TYPES = frozenset({np.ndarray, np.float64, np.float32, float, int})
+
+
 def is_cupy(a: Any) -> bool:
     """Whether ``a`` is a CuPy array (checked without importing CuPy)."""
-    return type(a).__module__.split(".", 1)[0] == "cupy"
+    t = type(a)
+    return t not in _HOST_TYPES and t.__module__.split(".", 1)[0] == "cupy"
 
 
 def _cupy() -> Any:

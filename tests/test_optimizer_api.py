@@ -461,3 +461,14 @@ def test_torch_implementation_switches(name):
     ]:
         with pytest.raises(exc, match=match):
             cls([p.copy()], **kw)
+
+
+def test_is_cupy_answers_host_types_and_reads_other_types_module():
+    from fastgd import _backend
+
+    host = [np.zeros(3), np.float64(1.0), np.float32(1.0), 1.0, 1, np.zeros(2).view(np.matrix),
+            np.int64(3), [1.0], None]
+    assert not any(_backend.is_cupy(a) for a in host)
+    fake = type("ndarray", (), {"__module__": "cupy._core.core"})()  # CuPy's array type
+    assert _backend.is_cupy(fake)
+    assert _backend.xp_of(np.zeros(1)) is np

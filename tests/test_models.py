@@ -783,3 +783,94 @@ def test_mostly_zero_dense_input_takes_the_csr_kernels():
     assert model._loss_and_grad(_CSR.from_dense(Xs), ys) == pytest.approx(loss, rel=1e-14)
     np.testing.assert_allclose(model.flat.grad_buffers[np.dtype(np.float64)], grads,
                                rtol=1e-12, atol=1e-15)
+
+
+_COMPILED_CASES = [  # (layer sizes, output, loss)
+    ([5, 7, 3], "multiclass", None), ([5, 7, 6, 4], "multiclass", None),
+    ([5, 7, 3], "multilabel", None), ([5, 7, 3], "regression", "mse"),
+    ([5, 7, 6, 3], "regression", "squared_error"), ([5, 7, 3], "regression", "huber"),
+    ([5, 7, 3], "regression", "poisson"),
+]
+
+
+def _pass(model, X, y, correct):
+    loss = model._loss_and_grad(X, y, None, correct)
+    return loss, model.flat.grad_buffers[model.dtype].copy(), model._ws[X.shape[0]]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize(("sizes", "output", "loss"), _COMPILED_CASES)
+def test_compiled_pass_equals_the_python_pass_bit_for_bit(sizes, output, loss, activation,
+                                                          dtype, monkeypatch):
+    from fastgd._threads import blas_threads
+
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((13, sizes[0])).astype(dtype)
+    k = sizes[-1]
+    y = {"multiclass": rng.integers(0, k, 13),
+         "multilabel": (rng.random((13, k)) > 0.5).astype(dtype),
+         "regression": rng.random((13, k)).astype(dtype) * 3}[output]
+    runs = []
+    for compiled in (True, False):
+        model = MLP(sizes, activation=activation, output=output, loss=loss, seed=1,
+                    dtype=dtype, l2=0.1)
+        if not compiled:
+            monkeypatch.setattr(model, "_compiled_pass", lambda X, w: False)
+        Xp, yp = model._prepare(X, y)
+        correct = np.zeros(1) if output != "regression" else None
+        with fastgd.serial_kernels(), blas_threads(1):
+            assert model._compiled_pass(Xp, None) == compiled
+            first = _pass(model, Xp, yp, correct)  # twice: the second on the first's state
+            loss_value, grads, ws = _pass(model, Xp, yp, correct)
+        runs.append((first[0], first[1], loss_value, grads, ws,
+                     None if correct is None else correct[0]))
+    (l1, g1, l2, g2, w1, c1), (m1, h1, m2, h2, v1, d1) = runs
+    assert (l1, l2) == (m1, m2) and np.isfinite(l1)
+    assert np.array_equal(g1, h1) and np.array_equal(g2, h2) and np.any(g2 != 0)
+    for name in ("Z", "A", "D"):
+        for a, b in zip(w1[name], v1[name]):
+            assert np.array_equal(a, b), name
+    assert c1 == d1
+
+
+def test_compiled_pass_only_where_it_applies(monkeypatch):
+    from fastgd.kernels.cpu import batch
+
+    from fastgd._threads import blas_threads
+
+    pytest.importorskip("scipy")
+    X = np.zeros((8, 4), np.float32)
+    model = MLP([4, 6, 3], output="multiclass", seed=0)
+    with fastgd.serial_kernels():
+        assert not model._compiled_pass(X, None)  # BLAS on its own threads
+        with blas_threads(1):
+            assert model._compiled_pass(X, None)
+            assert not model._compiled_pass(X, np.ones(8, np.float32))  # sample weights
+            assert not model._compiled_pass(X[:1], None)  # one row: NumPy's gemv
+            assert not MLP([4, 3], output="multiclass")._compiled_pass(X, None)
+            assert not MLP([4, 6, 1], output="binary")._compiled_pass(X, None)
+            assert not MLP([4, 6, 3], output="multiclass", l1=0.1)._compiled_pass(X, None)
+            monkeypatch.setattr(batch, "available", lambda: False)  # no SciPy
+            assert not model._compiled_pass(X, None)
+            monkeypatch.undo()
+            assert model._compiled_pass(X, None)
+    with blas_threads(1):  # outside serial_kernels too: the pass's kernels are serial
+        assert model._compiled_pass(X, None)
+
+
+def test_the_compiled_pass_calls_kernels_that_are_serial_everywhere():
+    # the driver calls serial builds; the Python pass may only ever choose the same
+    import re
+    from pathlib import Path
+
+    from fastgd.kernels.cpu import _jit, batch, nn
+
+    source = Path(batch.__file__).read_text()
+    called = set(re.findall(r'serial_body\("nn", "(\w+)"', source))
+    kernels = called | {"softmax_xent", "bce_logits", "mse", "huber", "poisson",
+                        "correct_labels", "correct_binary"}
+    assert {"bias_act", "colsum", "l2_grad", "act_grad_colsum"} <= kernels
+    for name in kernels:
+        assert getattr(nn, name).threshold == _jit.NEVER_PARALLEL, name

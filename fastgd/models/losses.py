@@ -57,6 +57,27 @@ def inverse_total(name: str, rows: int, cols: int, weights: Any = None,
     return 1.0 / total if total > 0 else 1.0
 
 
+def loss_kernel(name: str, z: Any, y: Any, loss_buf: Any, delta: float, inv: float
+                ) -> tuple[str, tuple[Any, ...], float]:
+    """The ``nn`` kernel computing loss ``name`` in place, its arguments, its sum's factor.
+
+    The factor turns the sum of ``loss_buf`` into the mean loss; ``inv`` is
+    :func:`inverse_total`'s. Shared by :func:`mean_loss_and_grad_` and the MLP's compiled
+    pass (``kernels/cpu/batch.py``), which make the same call.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    if name == "softmax_xent":
+        return "softmax_xent", (y, inv, z, loss_buf), inv
+    zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
+    if name == "huber":
+        return "huber", (yf, float(delta), inv, zf, lf), inv
+    if name == "squared_error":  # the mse kernel: z <- 2 (z - y) inv, loss (z - y)^2
+        return "mse", (yf, inv / 2, zf, lf), inv / 2
+    kernel = {"mse": "mse", "bce": "bce_logits", "poisson": "poisson"}[name]
+    return kernel, (yf, inv, zf, lf), inv
+
+
 def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0,
                         weights: Any = None, weight_sum: float | None = None) -> Any:
     """:func:`loss_and_grad_` without reading the loss on the host.
@@ -74,22 +95,10 @@ def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float =
         The mean loss: a Python float for NumPy arrays, a 0-d float64 CuPy array for CuPy
         arrays (so a training step need not wait for the GPU).
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     rows = z.shape[0]
     inv = inverse_total(name, rows, z.size // max(rows, 1), weights, weight_sum)
-    if name == "softmax_xent":
-        _backend.launch("nn", "softmax_xent", (), y, inv, z, loss_buf)
-    else:
-        zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
-        if name == "huber":
-            _backend.launch("nn", "huber", (), yf, float(delta), inv, zf, lf)
-        elif name == "squared_error":  # the mse kernel: z <- 2 (z - y) inv, loss (z - y)^2
-            _backend.launch("nn", "mse", (), yf, inv / 2, zf, lf)
-            inv = inv / 2
-        else:
-            kernel = {"mse": "mse", "bce": "bce_logits", "poisson": "poisson"}[name]
-            _backend.launch("nn", kernel, (), yf, inv, zf, lf)
+    kernel, args, inv = loss_kernel(name, z, y, loss_buf, delta, inv)
+    _backend.launch("nn", kernel, (), *args)
     if weights is None:
         return _backend.as_float64(loss_buf.sum()) * inv
     z2 = z.reshape(rows, -1)

@@ -30,11 +30,12 @@ import numpy as np
 
 from fastgd import _backend
 from fastgd import _validate as V
+from fastgd._threads import one_blas_thread
 from fastgd.flat import FlatParams
-from fastgd.kernels.codes import LINEAR_BLOCK
+from fastgd.kernels.codes import ACT_CODES, LINEAR_BLOCK
 from fastgd.models.activations import ACTIVATIONS, act_grad_colsum_, bias_act_
 from fastgd.models.init import INITIALIZERS, initialize
-from fastgd.models.losses import inverse_total, mean_loss_and_grad_
+from fastgd.models.losses import inverse_total, loss_kernel, mean_loss_and_grad_
 
 __all__ = ["MLP", "LinearRegression", "LogisticRegression"]
 
@@ -578,6 +579,8 @@ class MLP:
         if (self.n_layers == 1 and self.loss_name in _ONE_PASS_LOSSES
                 and not isinstance(X, _CSR) and self._one_pass(X)):
             return self._linear_loss_and_grad(X, y, sample_weight, correct)
+        if self._compiled_pass(X, sample_weight):
+            return self._compiled_loss_and_grad(X, y, correct)
         loss, delta, ws = self._forward_loss(X, y, sample_weight, correct)  # delta: dL/dZ_L
         xp = self._xp
         p, g = self.flat.params, self.flat.grads
@@ -604,6 +607,55 @@ class MLP:
                                  self.activation, self.alpha)
                 delta = d
         return loss + self._penalty(sumsq if self.l2 else None)
+
+    def _compiled_pass(self, X: Any, sample_weight: Any) -> bool:
+        """Whether this call's pass runs as one compiled call (``kernels/cpu/batch.py``).
+
+        A dense NumPy input of >= 2 rows without sample weights or an l1 penalty, hidden
+        layers, no layer of width 1 (NumPy multiplies by a vector with another BLAS routine
+        than a matrix product, so the bits would differ), SciPy present (its BLAS does the
+        products), BLAS on one thread (inside ``blas_threads(1)``, as the estimators fit
+        by default: two BLAS libraries each with worker threads would contend, a model
+        step took 4.3-4.6 ms against 1.35-1.74 here): the same calls as the Python pass below, from
+        compiled code (the Python pass spends ~14 us a batch dispatching them). The pass's
+        kernels have no parallel build (``NEVER_PARALLEL``; tested), so the driver's serial
+        builds are the ones the Python pass runs.
+        """
+        if (type(X) is not np.ndarray or sample_weight is not None or self.l1
+                or self.n_layers < 2 or X.shape[0] < 2 or min(self.layer_sizes) < 2
+                or not one_blas_thread()):
+            return False
+        from fastgd.kernels.cpu import batch
+
+        return batch.available()
+
+    def _compiled_loss_and_grad(self, X: Any, y: Any, correct: Any) -> float:
+        """:meth:`_loss_and_grad`'s pass as one compiled call (see :meth:`_compiled_pass`).
+
+        The same kernels on the same arrays in the same order as the Python pass (the
+        products by SciPy's BLAS instead of NumPy's), the same loss and penalty sums.
+        """
+        from fastgd.kernels.cpu import batch
+
+        ws = self._workspace(X.shape[0])
+        out, sumsq = ws["Z"][-1], ws["sumsq"]
+        softmax = self.loss_name == "softmax_xent"
+        target = y.reshape(-1) if softmax else y
+        loss_buf = ws["loss_rows"] if softmax else ws["loss"]
+        inv = inverse_total(self.loss_name, out.shape[0], out.size // out.shape[0])
+        kernel, largs, inv = loss_kernel(self.loss_name, out, target, loss_buf,
+                                         self.huber_delta, inv)
+        if softmax:
+            count, cargs = "correct_labels", (out, target)
+        else:
+            count, cargs = "correct_binary", (out.reshape(-1), target.reshape(-1))
+        # without a count the kernel is not called; its cell is any float64 array
+        cargs += (sumsq if correct is None else correct,)
+        run = batch.driver(ACT_CODES[self.activation], ACT_CODES["identity"], kernel, count,
+                           self.n_layers)
+        run(X, float(self.alpha), float(self.l2), correct is not None, cargs, largs, sumsq,
+            *self.flat.params, *self.flat.grads, *ws["Z"], *ws["A"], *ws["D"])
+        return float(loss_buf.sum()) * inv + self._penalty(sumsq if self.l2 else None)
 
     def _linear_chunks(self, rows: int) -> int:
         """Row chunks of the one-pass linear kernel: a fixed count, whatever the threads."""

@@ -158,34 +158,31 @@ def _folder() -> str:
     raise OSError(f"no writable folder for fastgd's multi-array drivers among {candidates}")
 
 
-def _sources_digest(module: str) -> str:
-    """A digest of the sources a driver's machine code comes from.
+def _sources_digest(files: tuple[str, ...]) -> str:
+    """A digest of the sources (files of ``kernels/cpu``) a generated driver comes from.
 
-    Numba checks a cached function against its own file only; the loop body compiled into
-    a driver lives in the rule's module (and ``_jit.py``, and this file), so their bytes go
-    into the generated module's name: a changed kernel gets a new module, never stale code.
+    Numba checks a cached function against its own file only; the kernels compiled into a
+    driver live in their rule modules (and ``_jit.py``, and the generator's file), so their
+    bytes go into the generated module's name: a changed kernel gets a new module, never
+    stale code.
     """
     h = hashlib.sha1()
     here = os.path.dirname(os.path.abspath(__file__))
-    for file in (f"{module}.py", "_jit.py", "multi.py"):
+    for file in files:
         with open(os.path.join(here, file), "rb") as f:
             h.update(f.read())
     return h.hexdigest()
 
 
-def _module(module: str, name: str, flags: tuple[tuple[str, bool], ...], pattern: str) -> Any:
-    """The generated module of one kernel variant and argument pattern.
+def load_generated(stem: str, source: str, files: tuple[str, ...]) -> Any:
+    """The module of generated ``source``, written once under :func:`_folder` and imported.
 
-    ``pattern`` has per kernel argument ``"a"`` (an array), ``"s"`` (a scalar) or ``"o"``
-    (a reduction's output: one element per work item).
+    Its name is ``stem`` and a digest of the source and of ``files`` (the kernel sources
+    it compiles, :func:`_sources_digest`), so Numba's disk cache of its functions is never
+    stale.
     """
-    params = ", ".join(f"s{i}" if k == "s" else f"t{i}" for i, k in enumerate(pattern))
-    call = ", ".join(f"carray(void_pointer(t{i}[w]), (n,), DT)" if k == "a" else
-                     f"t{i}[w:w + 1]" if k == "o" else f"s{i}" for i, k in enumerate(pattern))
-    source = _TEMPLATE.format(module=module, name=name, flags=flags, params=params, call=call)
-    digest = hashlib.sha1((source + _sources_digest(module)).encode()).hexdigest()[:16]
-    suffix = "".join(f"_{k}{int(v)}" for k, v in flags)
-    mod_name = f"fastgd_multi_{module}_{name}{suffix}_{pattern}_{digest}"
+    digest = hashlib.sha1((source + _sources_digest(files)).encode()).hexdigest()[:16]
+    mod_name = f"{stem}_{digest}"
     if mod_name in sys.modules:
         return sys.modules[mod_name]
     folder = _folder()
@@ -200,6 +197,21 @@ def _module(module: str, name: str, flags: tuple[tuple[str, bool], ...], pattern
     sys.modules[mod_name] = mod
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
+
+
+def _module(module: str, name: str, flags: tuple[tuple[str, bool], ...], pattern: str) -> Any:
+    """The generated module of one kernel variant and argument pattern.
+
+    ``pattern`` has per kernel argument ``"a"`` (an array), ``"s"`` (a scalar) or ``"o"``
+    (a reduction's output: one element per work item).
+    """
+    params = ", ".join(f"s{i}" if k == "s" else f"t{i}" for i, k in enumerate(pattern))
+    call = ", ".join(f"carray(void_pointer(t{i}[w]), (n,), DT)" if k == "a" else
+                     f"t{i}[w:w + 1]" if k == "o" else f"s{i}" for i, k in enumerate(pattern))
+    source = _TEMPLATE.format(module=module, name=name, flags=flags, params=params, call=call)
+    suffix = "".join(f"_{k}{int(v)}" for k, v in flags)
+    return load_generated(f"fastgd_multi_{module}_{name}{suffix}_{pattern}", source,
+                          (f"{module}.py", "_jit.py", "multi.py"))
 
 
 def driver(module: str, name: str, flags: tuple[tuple[str, bool], ...], pattern: str,

@@ -617,7 +617,7 @@ class MLP:
         products), BLAS on one thread (inside ``blas_threads(1)``, as the estimators fit
         by default: two BLAS libraries each with worker threads would contend, a model
         step took 4.3-4.6 ms against 1.35-1.74 here): the same calls as the Python pass below, from
-        compiled code (the Python pass spends ~14 us a batch dispatching them). The pass's
+        compiled code (the Python pass spends ~20 us a batch dispatching them). The pass's
         kernels have no parallel build (``NEVER_PARALLEL``; tested), so the driver's serial
         builds are the ones the Python pass runs.
         """

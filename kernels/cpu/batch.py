@@ -1,8 +1,9 @@
 """An MLP's whole loss-and-gradient pass on NumPy arrays as one compiled call.
 
 The model's Python pass (``fastgd.models.mlp.MLP._loss_and_grad``) calls, per layer, a
-matrix product and one or two kernels of ``nn.py``: about 20 calls a batch, each paying
-Python's and Numba's dispatch (~14 us of a 200 x 100 -> 100 -> 10 batch). A *driver* makes
+matrix product and one or two kernels of ``nn.py``, each paying Python's and Numba's
+dispatch: ~20 us a batch (19-20 us for a 4-unit model, whose arithmetic is negligible; a
+200 x 100 -> 100 -> 10 batch took 285 us through the driver against ~314). A *driver* makes
 the same calls, in the same order, on the same arrays, from compiled code: the products
 through Numba's ``np.dot`` (SciPy's BLAS, ``scipy.linalg.cython_blas``), the kernels as
 their serial builds. The results are the Python pass's, bit for bit where both BLAS

@@ -57,16 +57,19 @@ def inverse_total(name: str, rows: int, cols: int, weights: Any = None,
     return 1.0 / total if total > 0 else 1.0
 
 
-def loss_kernel(name: str, z: Any, y: Any, loss_buf: Any, delta: float, inv: float
+def loss_kernel(name: str, z: Any, y: Any, loss_buf: Any, delta: float = 1.0,
+                weights: Any = None, weight_sum: float | None = None
                 ) -> tuple[str, tuple[Any, ...], float]:
     """The ``nn`` kernel computing loss ``name`` in place, its arguments, its sum's factor.
 
-    The factor turns the sum of ``loss_buf`` into the mean loss; ``inv`` is
-    :func:`inverse_total`'s. Shared by :func:`mean_loss_and_grad_` and the MLP's compiled
-    pass (``kernels/cpu/batch.py``), which make the same call.
+    The factor turns the sum of ``loss_buf`` into the mean loss (:func:`inverse_total`'s,
+    halved for squared_error). Shared by :func:`mean_loss_and_grad_` and the MLP's
+    compiled pass (``kernels/cpu/batch.py``), which make the same call.
     """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    rows = z.shape[0]
+    inv = inverse_total(name, rows, z.size // max(rows, 1), weights, weight_sum)
     if name == "softmax_xent":
         return "softmax_xent", (y, inv, z, loss_buf), inv
     zf, yf, lf = z.reshape(-1), y.reshape(-1), loss_buf.reshape(-1)
@@ -95,12 +98,11 @@ def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float =
         The mean loss: a Python float for NumPy arrays, a 0-d float64 CuPy array for CuPy
         arrays (so a training step need not wait for the GPU).
     """
-    rows = z.shape[0]
-    inv = inverse_total(name, rows, z.size // max(rows, 1), weights, weight_sum)
-    kernel, args, inv = loss_kernel(name, z, y, loss_buf, delta, inv)
+    kernel, args, inv = loss_kernel(name, z, y, loss_buf, delta, weights, weight_sum)
     _backend.launch("nn", kernel, (), *args)
     if weights is None:
         return _backend.as_float64(loss_buf.sum()) * inv
+    rows = z.shape[0]
     z2 = z.reshape(rows, -1)
     _backend.launch("nn", "rowscale", (), weights, z2)
     per_row = loss_buf.reshape(rows, -1).sum(axis=1)

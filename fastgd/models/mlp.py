@@ -616,10 +616,10 @@ class MLP:
         than a matrix product, so the bits would differ), SciPy present (its BLAS does the
         products), BLAS on one thread (inside ``blas_threads(1)``, as the estimators fit
         by default: two BLAS libraries each with worker threads would contend, a model
-        step took 4.3-4.6 ms against 1.35-1.74 here): the same calls as the Python pass below, from
-        compiled code (the Python pass spends ~20 us a batch dispatching them). The pass's
-        kernels have no parallel build (``NEVER_PARALLEL``; tested), so the driver's serial
-        builds are the ones the Python pass runs.
+        step took 4.3-4.6 ms against 1.35-1.74 ms here): the same calls as the Python pass
+        below, from compiled code (the Python pass spends ~20 us a batch dispatching them).
+        The pass's kernels have no parallel build (``NEVER_PARALLEL``; tested), so the
+        driver's serial builds are the ones the Python pass runs.
         """
         if (type(X) is not np.ndarray or sample_weight is not None or self.l1
                 or self.n_layers < 2 or X.shape[0] < 2 or min(self.layer_sizes) < 2
@@ -639,20 +639,12 @@ class MLP:
 
         ws = self._workspace(X.shape[0])
         out, sumsq = ws["Z"][-1], ws["sumsq"]
-        softmax = self.loss_name == "softmax_xent"
-        target = y.reshape(-1) if softmax else y
-        loss_buf = ws["loss_rows"] if softmax else ws["loss"]
-        inv = inverse_total(self.loss_name, out.shape[0], out.size // out.shape[0])
+        target, loss_buf, (count, cargs) = self._output_calls(out, y, ws)
         kernel, largs, inv = loss_kernel(self.loss_name, out, target, loss_buf,
-                                         self.huber_delta, inv)
-        if softmax:
-            count, cargs = "correct_labels", (out, target)
-        else:
-            count, cargs = "correct_binary", (out.reshape(-1), target.reshape(-1))
+                                         self.huber_delta)
         # without a count the kernel is not called; its cell is any float64 array
         cargs += (sumsq if correct is None else correct,)
-        run = batch.driver(ACT_CODES[self.activation], ACT_CODES["identity"], kernel, count,
-                           self.n_layers)
+        run = batch.driver(ACT_CODES[self.activation], kernel, count, self.n_layers)
         run(X, float(self.alpha), float(self.l2), correct is not None, cargs, largs, sumsq,
             *self.flat.params, *self.flat.grads, *ws["Z"], *ws["A"], *ws["D"])
         return float(loss_buf.sum()) * inv + self._penalty(sumsq if self.l2 else None)
@@ -741,17 +733,24 @@ class MLP:
         before the output is overwritten (classifiers; :meth:`_correct_units`).
         """
         out, ws = self._forward(X)
-        softmax = self.loss_name == "softmax_xent"
-        target = y.reshape(-1) if softmax else y
+        target, loss_buf, (count, cargs) = self._output_calls(out, y, ws)
         if correct is not None:
-            if softmax:  # correct_labels(z, y | out)
-                _backend.launch("nn", "correct_labels", (), out, target, correct)
-            else:  # correct_binary(z, y | out), over every output
-                _backend.launch("nn", "correct_binary", (), out.reshape(-1),
-                                target.reshape(-1), correct)
-        loss_buf = ws["loss_rows"] if softmax else ws["loss"]
+            _backend.launch("nn", count, (), *cargs, correct)
         return mean_loss_and_grad_(self.loss_name, out, target, loss_buf,
                                    self.huber_delta, sample_weight), out, ws
+
+    def _output_calls(self, out: Any, y: Any, ws: dict[str, Any]
+                      ) -> tuple[Any, Any, tuple[str, tuple[Any, ...]]]:
+        """The loss's target and buffer, the correct-count kernel and its arguments.
+
+        The count's arguments lack its cell: ``correct_labels(z, y | cell)``, or
+        ``correct_binary(z, y | cell)`` over every output. Shared by the Python and the
+        compiled pass.
+        """
+        if self.loss_name == "softmax_xent":
+            target = y.reshape(-1)
+            return target, ws["loss_rows"], ("correct_labels", (out, target))
+        return y, ws["loss"], ("correct_binary", (out.reshape(-1), y.reshape(-1)))
 
     @_backend.on_model_device
     def predict_proba(self, X: Any) -> Any:

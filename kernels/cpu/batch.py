@@ -23,6 +23,7 @@ from typing import Any
 
 from numba import njit
 
+from ..codes import ACT_CODES
 from ._jit import _JIT_OPTIONS
 from .multi import load_generated
 
@@ -65,7 +66,7 @@ def available() -> bool:
     return True
 
 
-def _source(act: int, identity: int, loss: str, count: str, layers: int) -> str:
+def _source(act: int, loss: str, count: str, layers: int) -> str:
     """The driver's module: the forward pass, the loss, then the backward pass."""
     names = [f"W{k}, b{k}" for k in range(layers)] + [f"G{k}, g{k}" for k in range(layers)]
     names += [f"Z{k}" for k in range(layers)] + [f"A{k}" for k in range(layers - 1)]
@@ -89,18 +90,17 @@ def _source(act: int, identity: int, loss: str, count: str, layers: int) -> str:
             body.append(f"np.dot({delta}, W{k}.T, D{k - 1})")
             body.append(f"act_grad_colsum(Z{k - 1}, A{k - 1}, alpha, D{k - 1}, g{k - 1})")
             delta = f"D{k - 1}"
-    head = _HEAD.format(act=act, identity=identity, loss=loss, count=count,
+    head = _HEAD.format(act=act, identity=ACT_CODES["identity"], loss=loss, count=count,
                         params=", ".join(names))
     return head + "".join(f"        {line}\n" for line in body) + "\n    return driver\n"
 
 
 @functools.cache
-def driver(act: int, identity: int, loss: str, count: str, layers: int) -> Callable[..., Any]:
+def driver(act: int, loss: str, count: str, layers: int) -> Callable[..., Any]:
     """The compiled pass of an MLP with ``layers`` weight layers (>= 2).
 
     Args:
         act: the hidden layers' activation code (``fastgd.kernels.codes.ACT_CODES``).
-        identity: the identity's code (the output layer's bias).
         loss: the ``nn`` kernel of the loss (called on the tuple ``largs``).
         count: the ``nn`` kernel counting correct predictions (called on ``cargs`` when
             ``counting``).
@@ -110,7 +110,7 @@ def driver(act: int, identity: int, loss: str, count: str, layers: int) -> Calla
     ``W_k, b_k`` for every layer, their gradients ``G_k, g_k``, the workspace's ``Z_k``,
     ``A_k`` and ``D_k`` (:meth:`fastgd.models.mlp.MLP._workspace`).
     """
-    source = _source(act, identity, loss, count, layers)
+    source = _source(act, loss, count, layers)
     mod = load_generated(f"fastgd_batch_a{act}_{loss}_{count}_{layers}", source,
                          ("nn.py", "_jit.py", "multi.py", "batch.py"))
     fn = mod.make()

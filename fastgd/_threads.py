@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["blas_threads", "kernel_threads", "one_blas_thread"]
+__all__ = ["blas_threads", "kernel_threads"]
 
 _lock = threading.Lock()
 _controller: Any = None
@@ -39,24 +39,6 @@ def _blas_controller() -> Any:
         return _controller
 
 
-class _BlasLimit(threading.local):
-    """The limit of the innermost :func:`blas_threads` block of this thread (None: none)."""
-
-    n: int | None = None
-
-
-_blas_limit = _BlasLimit()
-
-
-def one_blas_thread() -> bool:
-    """Whether this thread is inside ``blas_threads(1)``.
-
-    There every BLAS library loaded (NumPy's, SciPy's) runs its calls on the calling
-    thread, with no worker threads of its own to contend with another library's.
-    """
-    return _blas_limit.n == 1
-
-
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[None]:
     """Within the block, BLAS libraries use at most ``n`` threads (None: unchanged).
@@ -66,12 +48,8 @@ def blas_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    old, _blas_limit.n = _blas_limit.n, n
-    try:
-        with _blas_controller().limit(limits=n, user_api="blas"):
-            yield
-    finally:
-        _blas_limit.n = old
+    with _blas_controller().limit(limits=n, user_api="blas"):
+        yield
 
 
 @contextlib.contextmanager

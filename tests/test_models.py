@@ -791,6 +791,12 @@ _COMPILED_CASES = [  # (layer sizes, output, loss)
     ([5, 7, 6, 3], "regression", "squared_error"), ([5, 7, 3], "regression", "huber"),
     ([5, 7, 3], "regression", "poisson"),
 ]
+#: Layers of width 1, where NumPy's matmul takes gemv, a dot product or its own loop
+_WIDTH_ONE_CASES = [
+    ([5, 7, 1], "binary", None), ([5, 7, 1], "regression", "squared_error"),
+    ([1, 7, 3], "multiclass", None), ([5, 1, 3], "multiclass", None),
+    ([1, 1, 1], "regression", "mse"), ([1, 7, 1], "binary", None),
+]
 
 
 def _pass(model, X, y, correct):
@@ -799,19 +805,34 @@ def _pass(model, X, y, correct):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize(("sizes", "output", "loss"), _COMPILED_CASES)
+@pytest.mark.parametrize(("sizes", "output", "loss", "activation"), [
+    *((*case, act) for case in _COMPILED_CASES for act in ACTIVATIONS),
+    *((*case, act) for case in _WIDTH_ONE_CASES for act in ("relu", "softplus"))])
 def test_compiled_pass_equals_the_python_pass_bit_for_bit(sizes, output, loss, activation,
                                                           dtype, monkeypatch):
+    _needs_callable_blas()
+    rng = np.random.default_rng(3)
+    for rows in (13, 1):
+        X = rng.standard_normal((rows, sizes[0])).astype(dtype)
+        X[X < -1] = -0.0  # signed zeros: NumPy's loop for an inner dimension of 1 adds to 0
+        k = sizes[-1]
+        y = {"multiclass": rng.integers(0, k, rows),
+             "multilabel": (rng.random((rows, k)) > 0.5).astype(dtype),
+             "binary": (rng.random((rows, k)) > 0.5).astype(dtype),
+             "regression": rng.random((rows, k)).astype(dtype) * 3}[output]
+        _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch)
+
+
+def _needs_callable_blas():
+    from fastgd.kernels.cpu import blas
+
+    if blas.addresses() is None:
+        pytest.skip("NumPy's BLAS is not a library fastgd's compiled pass can call")
+
+
+def _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch, threads=1):
     from fastgd._threads import blas_threads
 
-    pytest.importorskip("scipy")
-    rng = np.random.default_rng(3)
-    X = rng.standard_normal((13, sizes[0])).astype(dtype)
-    k = sizes[-1]
-    y = {"multiclass": rng.integers(0, k, 13),
-         "multilabel": (rng.random((13, k)) > 0.5).astype(dtype),
-         "regression": rng.random((13, k)).astype(dtype) * 3}[output]
     runs = []
     for compiled in (True, False):
         model = MLP(sizes, activation=activation, output=output, loss=loss, seed=1,
@@ -820,7 +841,7 @@ def test_compiled_pass_equals_the_python_pass_bit_for_bit(sizes, output, loss, a
             monkeypatch.setattr(model, "_compiled_pass", lambda X, w: False)
         Xp, yp = model._prepare(X, y)
         correct = np.zeros(1) if output != "regression" else None
-        with fastgd.serial_kernels(), blas_threads(1):
+        with fastgd.serial_kernels(), blas_threads(threads):
             assert model._compiled_pass(Xp, None) == compiled
             first = _pass(model, Xp, yp, correct)  # twice: the second on the first's state
             loss_value, grads, ws = _pass(model, Xp, yp, correct)
@@ -828,36 +849,56 @@ def test_compiled_pass_equals_the_python_pass_bit_for_bit(sizes, output, loss, a
                      None if correct is None else correct[0]))
     (l1, g1, l2, g2, w1, c1), (m1, h1, m2, h2, v1, d1) = runs
     assert (l1, l2) == (m1, m2) and np.isfinite(l1)
-    assert np.array_equal(g1, h1) and np.array_equal(g2, h2) and np.any(g2 != 0)
+    assert _same_bits(g1, h1) and _same_bits(g2, h2) and np.any(g2 != 0)
     for name in ("Z", "A", "D"):
         for a, b in zip(w1[name], v1[name]):
-            assert np.array_equal(a, b), name
+            assert _same_bits(a, b), name
     assert c1 == d1
+
+
+def _same_bits(a, b):
+    """Equal bit for bit (signed zeros told apart, which np.array_equal does not)."""
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
+        np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("sizes", "output"), [
+    ([70, 33, 1], "binary"), ([1, 45, 9], "multiclass"), ([70, 1, 9], "multiclass"),
+    ([37, 40, 1], "regression")])
+def test_compiled_pass_takes_numpys_routine_for_each_shape(sizes, output, dtype,
+                                                          monkeypatch):
+    # larger than the case above: BLAS's gemv and gemm run their blocked loops and tails,
+    # on one thread and on BLAS's own (None: unlimited), where the products split
+    _needs_callable_blas()
+    rng = np.random.default_rng(11)
+    for rows, threads in ((301, None), (301, 1), (64, None)):
+        X = rng.standard_normal((rows, sizes[0])).astype(dtype)
+        y = (rng.integers(0, sizes[-1], rows) if output == "multiclass"
+             else (rng.random((rows, sizes[-1])) > 0.5).astype(dtype))
+        _compare_passes(sizes, output, None, "relu", dtype, X, y, monkeypatch, threads)
 
 
 def test_compiled_pass_only_where_it_applies(monkeypatch):
     from fastgd.kernels.cpu import batch
 
-    from fastgd._threads import blas_threads
+    from fastgd.models.mlp import _CSR
 
-    pytest.importorskip("scipy")
+    _needs_callable_blas()
     X = np.zeros((8, 4), np.float32)
     model = MLP([4, 6, 3], output="multiclass", seed=0)
+    assert model._compiled_pass(X, None)  # on BLAS's own threads too: NumPy's library
     with fastgd.serial_kernels():
-        assert not model._compiled_pass(X, None)  # BLAS on its own threads
-        with blas_threads(1):
-            assert model._compiled_pass(X, None)
-            assert not model._compiled_pass(X, np.ones(8, np.float32))  # sample weights
-            assert not model._compiled_pass(X[:1], None)  # one row: NumPy's gemv
-            assert not MLP([4, 3], output="multiclass")._compiled_pass(X, None)
-            assert not MLP([4, 6, 1], output="binary")._compiled_pass(X, None)
-            assert not MLP([4, 6, 3], output="multiclass", l1=0.1)._compiled_pass(X, None)
-            monkeypatch.setattr(batch, "available", lambda: False)  # no SciPy
-            assert not model._compiled_pass(X, None)
-            monkeypatch.undo()
-            assert model._compiled_pass(X, None)
-    with blas_threads(1):  # outside serial_kernels too: the pass's kernels are serial
         assert model._compiled_pass(X, None)
+        assert not model._compiled_pass(X, np.ones(8, np.float32))  # sample weights
+        assert model._compiled_pass(X[:1], None)  # one row: gemv, as NumPy
+        assert not model._compiled_pass(X[:0], None)  # no rows
+        assert not model._compiled_pass(_CSR.from_dense(X), None)  # a sparse input
+        assert not MLP([4, 3], output="multiclass")._compiled_pass(X, None)
+        assert MLP([4, 6, 1], output="binary")._compiled_pass(X, None)
+        assert not MLP([4, 6, 3], output="multiclass", l1=0.1)._compiled_pass(X, None)
+        monkeypatch.setattr(batch, "available", lambda: False)  # no BLAS it can call
+        assert not model._compiled_pass(X, None)
 
 
 def test_the_compiled_pass_calls_kernels_that_are_serial_everywhere():

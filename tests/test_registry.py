@@ -24,7 +24,8 @@ from tests import reference as R
 
 KERNELS = Path(importlib.import_module("fastgd.kernels").__path__[0])
 #: kernel modules that serve the models, clipping and data movement, not an update rule
-NOT_RULES = {"_jit", "_elementwise", "average", "axpy", "batch", "gather", "multi", "nn", "reduce"}
+NOT_RULES = {"_jit", "_elementwise", "average", "axpy", "batch", "blas", "gather", "multi", "nn",
+             "reduce"}
 
 
 def _optimizer_classes():

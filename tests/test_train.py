@@ -267,8 +267,10 @@ def test_fit_scores_no_pass_over_the_training_data(monkeypatch):
     X, y = _blobs(200)
     model = MLP([5, 8, 3], output="multiclass", seed=0)
     rows = []
-    real = MLP._forward
+    real, compiled = MLP._forward, MLP._compiled_loss_and_grad
     monkeypatch.setattr(MLP, "_forward", lambda self, a: rows.append(len(a)) or real(self, a))
+    monkeypatch.setattr(MLP, "_compiled_loss_and_grad",  # its forward pass is compiled in
+                        lambda self, X, *a: rows.append(len(X)) or compiled(self, X, *a))
     fastgd.fit(model, fastgd.Adam(model.flat, lr=0.01), X, y, epochs=2, batch_size=50,
                progress=False)
     assert rows == [50] * 8  # the training batches, and no forward pass over all rows

@@ -30,7 +30,6 @@ import numpy as np
 
 from fastgd import _backend
 from fastgd import _validate as V
-from fastgd._threads import one_blas_thread
 from fastgd.flat import FlatParams
 from fastgd.kernels.codes import ACT_CODES, LINEAR_BLOCK
 from fastgd.models.activations import ACTIVATIONS, act_grad_colsum_, bias_act_
@@ -611,19 +610,16 @@ class MLP:
     def _compiled_pass(self, X: Any, sample_weight: Any) -> bool:
         """Whether this call's pass runs as one compiled call (``kernels/cpu/batch.py``).
 
-        A dense NumPy input of >= 2 rows without sample weights or an l1 penalty, hidden
-        layers, no layer of width 1 (NumPy multiplies by a vector with another BLAS routine
-        than a matrix product, so the bits would differ), SciPy present (its BLAS does the
-        products), BLAS on one thread (inside ``blas_threads(1)``, as the estimators fit
-        by default: two BLAS libraries each with worker threads would contend, a model
-        step took 4.3-4.6 ms against 1.35-1.74 ms here): the same calls as the Python pass
-        below, from compiled code (the Python pass spends ~20 us a batch dispatching them).
-        The pass's kernels have no parallel build (``NEVER_PARALLEL``; tested), so the
-        driver's serial builds are the ones the Python pass runs.
+        A dense NumPy input of >= 1 row without sample weights or an l1 penalty, hidden
+        layers, and NumPy's BLAS one that ``kernels/cpu/blas.py`` can call (NumPy's bundled
+        OpenBLAS): the same calls as the Python pass below, from compiled code (the Python
+        pass spends ~20 us a batch dispatching them), each product by NumPy's own routine
+        with NumPy's arguments. The pass's kernels have no parallel build
+        (``NEVER_PARALLEL``; tested), so the driver's serial builds are the ones the Python
+        pass runs.
         """
         if (type(X) is not np.ndarray or sample_weight is not None or self.l1
-                or self.n_layers < 2 or X.shape[0] < 2 or min(self.layer_sizes) < 2
-                or not one_blas_thread()):
+                or self.n_layers < 2 or X.shape[0] == 0):
             return False
         from fastgd.kernels.cpu import batch
 
@@ -632,12 +628,18 @@ class MLP:
     def _compiled_loss_and_grad(self, X: Any, y: Any, correct: Any) -> float:
         """:meth:`_loss_and_grad`'s pass as one compiled call (see :meth:`_compiled_pass`).
 
-        The same kernels on the same arrays in the same order as the Python pass (the
-        products by SciPy's BLAS instead of NumPy's), the same loss and penalty sums.
+        The same kernels and products on the same arrays in the same order as the Python
+        pass, the same loss and penalty sums. The products' plans (which BLAS routine,
+        which arguments: ``blas.plan``) depend only on the arrays' shapes and strides, and
+        are kept with the workspace per stride of ``X``.
         """
-        from fastgd.kernels.cpu import batch
+        from fastgd.kernels.cpu import batch, blas
 
         ws = self._workspace(X.shape[0])
+        plans = ws.setdefault("plans", {}).get(X.strides)
+        if plans is None:
+            views = batch.product_views(X, self.flat.params, self.flat.grads, ws)
+            plans = ws["plans"][X.strides] = np.stack([blas.plan(*v) for v in views])
         out, sumsq = ws["Z"][-1], ws["sumsq"]
         target, loss_buf, (count, cargs) = self._output_calls(out, y, ws)
         kernel, largs, inv = loss_kernel(self.loss_name, out, target, loss_buf,
@@ -645,7 +647,8 @@ class MLP:
         # without a count the kernel is not called; its cell is any float64 array
         cargs += (sumsq if correct is None else correct,)
         run = batch.driver(ACT_CODES[self.activation], kernel, count, self.n_layers)
-        run(X, float(self.alpha), float(self.l2), correct is not None, cargs, largs, sumsq,
+        run(blas.addresses()[self.dtype], plans, X, float(self.alpha), float(self.l2),
+            correct is not None, cargs, largs, sumsq,
             *self.flat.params, *self.flat.grads, *ws["Z"], *ws["A"], *ws["D"])
         return float(loss_buf.sum()) * inv + self._penalty(sumsq if self.l2 else None)
 

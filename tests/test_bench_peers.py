@@ -151,7 +151,7 @@ def test_gemm_floor_times_the_model_steps_matmuls_on_finite_data(model, monkeypa
 
     # the step's compiled pass calls NumPy's BLAS directly, with the Python pass's products
     # (tests/test_models.py): the Python pass shows them to np.matmul's spy
-    monkeypatch.setattr(MLP, "_compiled_pass", lambda self, X, w: False)
+    monkeypatch.setattr(MLP, "_compiled_pass", lambda self, X: False)
     shape = W.MLP_SHAPES[model]
     seen: dict[str, list] = {"gemm": [], "fastgd": []}
     matmul = np.matmul

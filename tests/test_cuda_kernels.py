@@ -135,7 +135,7 @@ class Shadow:
                             lambda pairs: [(p, a) for p, a in pairs if p.size])
         monkeypatch.setattr(fastgd.LBFGS, "_multi_array", lambda self, d: False)
         # and the MLP's compiled pass (NumPy only), whose kernels are not launched one by one
-        monkeypatch.setattr(MLP, "_compiled_pass", lambda self, X, w: False)
+        monkeypatch.setattr(MLP, "_compiled_pass", lambda self, X: False)
         self.launched: Counter = Counter()
         self.calls: dict[str, tuple] = {}  # one launch per (kernel, argument types)
         real_variant = CudaRule.variant

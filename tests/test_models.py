@@ -799,8 +799,8 @@ _WIDTH_ONE_CASES = [
 ]
 
 
-def _pass(model, X, y, correct):
-    loss = model._loss_and_grad(X, y, None, correct)
+def _pass(model, X, y, correct, weights=None):
+    loss = model._loss_and_grad(X, y, weights, correct)
     return loss, model.flat.grad_buffers[model.dtype].copy(), model._ws[X.shape[0]]
 
 
@@ -821,6 +821,10 @@ def test_compiled_pass_equals_the_python_pass_bit_for_bit(sizes, output, loss, a
              "binary": (rng.random((rows, k)) > 0.5).astype(dtype),
              "regression": rng.random((rows, k)).astype(dtype) * 3}[output]
         _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch)
+        weights = rng.random(rows) * 2
+        weights[::3] = 0  # rows that do not count
+        _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch,
+                        weights=weights)
 
 
 def _needs_callable_blas():
@@ -830,7 +834,8 @@ def _needs_callable_blas():
         pytest.skip("NumPy's BLAS is not a library fastgd's compiled pass can call")
 
 
-def _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch, threads=1):
+def _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch, threads=1,
+                    weights=None):
     from fastgd._threads import blas_threads
 
     runs = []
@@ -838,13 +843,14 @@ def _compare_passes(sizes, output, loss, activation, dtype, X, y, monkeypatch, t
         model = MLP(sizes, activation=activation, output=output, loss=loss, seed=1,
                     dtype=dtype, l2=0.1)
         if not compiled:
-            monkeypatch.setattr(model, "_compiled_pass", lambda X, w: False)
+            monkeypatch.setattr(model, "_compiled_pass", lambda X: False)
         Xp, yp = model._prepare(X, y)
+        w = model._check_weights(weights, Xp.shape[0])
         correct = np.zeros(1) if output != "regression" else None
         with fastgd.serial_kernels(), blas_threads(threads):
-            assert model._compiled_pass(Xp, None) == compiled
-            first = _pass(model, Xp, yp, correct)  # twice: the second on the first's state
-            loss_value, grads, ws = _pass(model, Xp, yp, correct)
+            assert model._compiled_pass(Xp) == compiled
+            first = _pass(model, Xp, yp, correct, w)  # twice: the second on the first's state
+            loss_value, grads, ws = _pass(model, Xp, yp, correct, w)
         runs.append((first[0], first[1], loss_value, grads, ws,
                      None if correct is None else correct[0]))
     (l1, g1, l2, g2, w1, c1), (m1, h1, m2, h2, v1, d1) = runs
@@ -887,18 +893,17 @@ def test_compiled_pass_only_where_it_applies(monkeypatch):
     _needs_callable_blas()
     X = np.zeros((8, 4), np.float32)
     model = MLP([4, 6, 3], output="multiclass", seed=0)
-    assert model._compiled_pass(X, None)  # on BLAS's own threads too: NumPy's library
+    assert model._compiled_pass(X)  # on BLAS's own threads too: NumPy's library
     with fastgd.serial_kernels():
-        assert model._compiled_pass(X, None)
-        assert not model._compiled_pass(X, np.ones(8, np.float32))  # sample weights
-        assert model._compiled_pass(X[:1], None)  # one row: gemv, as NumPy
-        assert not model._compiled_pass(X[:0], None)  # no rows
-        assert not model._compiled_pass(_CSR.from_dense(X), None)  # a sparse input
-        assert not MLP([4, 3], output="multiclass")._compiled_pass(X, None)
-        assert MLP([4, 6, 1], output="binary")._compiled_pass(X, None)
-        assert not MLP([4, 6, 3], output="multiclass", l1=0.1)._compiled_pass(X, None)
+        assert model._compiled_pass(X)
+        assert model._compiled_pass(X[:1])  # one row: gemv, as NumPy
+        assert not model._compiled_pass(X[:0])  # no rows
+        assert not model._compiled_pass(_CSR.from_dense(X))  # a sparse input
+        assert not MLP([4, 3], output="multiclass")._compiled_pass(X)
+        assert MLP([4, 6, 1], output="binary")._compiled_pass(X)
+        assert not MLP([4, 6, 3], output="multiclass", l1=0.1)._compiled_pass(X)
         monkeypatch.setattr(batch, "available", lambda: False)  # no BLAS it can call
-        assert not model._compiled_pass(X, None)
+        assert not model._compiled_pass(X)
 
 
 def test_the_compiled_pass_calls_kernels_that_are_serial_everywhere():

@@ -691,7 +691,8 @@ def test_mini_batch_fit_runs_every_kernel_serially_and_blas_on_one_thread(
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("kw", [{"solver": "adam"}, {"solver": "lbfgs", "alpha": 0.0},
                                 {"solver": "sgd", "activation": "tanh"},
-                                {"solver": "adam", "n_jobs": -1}, {"binary": True}])
+                                {"solver": "adam", "n_jobs": -1}, {"binary": True},
+                                {"weighted": True}])
 def test_mlp_fit_runs_its_batches_compiled_with_the_python_passs_model(kw, monkeypatch):
     from fastgd.models.mlp import MLP
 
@@ -699,15 +700,18 @@ def test_mlp_fit_runs_its_batches_compiled_with_the_python_passs_model(kw, monke
     kw = dict(kw)
     if kw.pop("binary", False):  # one output unit: NumPy's gemv in its products
         y = y % 2
+    fit_args = {}
+    if kw.pop("weighted", False):  # sample weights: the rows' losses and gradients scaled
+        fit_args["sample_weight"] = np.random.default_rng(0).random(len(y)) * 2
     args = {"hidden_layer_sizes": (24, 12), "max_iter": 3, "random_state": 0, **kw}
     calls = []
     compiled = MLP._compiled_loss_and_grad
     monkeypatch.setattr(MLP, "_compiled_loss_and_grad",
                         lambda self, *a: calls.append(1) or compiled(self, *a))
-    ours = MLPClassifier(**args).fit(X, y)
+    ours = MLPClassifier(**args).fit(X, y, **fit_args)
     assert calls  # a dense X runs the compiled pass, on one BLAS thread or every core
-    monkeypatch.setattr(MLP, "_compiled_pass", lambda self, X, w: False)
-    python = MLPClassifier(**args).fit(X, y)
+    monkeypatch.setattr(MLP, "_compiled_pass", lambda self, X: False)
+    python = MLPClassifier(**args).fit(X, y, **fit_args)
     for a, b in zip(_params(ours), _params(python)):
         assert np.array_equal(a, b)
     assert ours.loss_ == python.loss_

@@ -100,13 +100,20 @@ def mean_loss_and_grad_(name: str, z: Any, y: Any, loss_buf: Any, delta: float =
     """
     kernel, args, inv = loss_kernel(name, z, y, loss_buf, delta, weights, weight_sum)
     _backend.launch("nn", kernel, (), *args)
+    if weights is not None:
+        _backend.launch("nn", "rowscale", (), weights, z.reshape(z.shape[0], -1))
+    return loss_total(loss_buf, z.shape[0], weights) * inv
+
+
+def loss_total(loss_buf: Any, rows: int, weights: Any = None) -> Any:
+    """The loss kernel's buffer summed (over rows weighted by ``weights``), as float64.
+
+    Shared by :func:`mean_loss_and_grad_` and the MLP's compiled pass.
+    """
     if weights is None:
-        return _backend.as_float64(loss_buf.sum()) * inv
-    rows = z.shape[0]
-    z2 = z.reshape(rows, -1)
-    _backend.launch("nn", "rowscale", (), weights, z2)
+        return _backend.as_float64(loss_buf.sum())
     per_row = loss_buf.reshape(rows, -1).sum(axis=1)
-    return _backend.as_float64(per_row @ weights.astype(per_row.dtype, copy=False)) * inv
+    return _backend.as_float64(per_row @ weights.astype(per_row.dtype, copy=False))
 
 
 def loss_and_grad(name: str, z: Any, y: Any, delta: float = 1.0) -> tuple[float, Any]:

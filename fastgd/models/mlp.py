@@ -34,7 +34,7 @@ from fastgd.flat import FlatParams
 from fastgd.kernels.codes import ACT_CODES, LINEAR_BLOCK
 from fastgd.models.activations import ACTIVATIONS, act_grad_colsum_, bias_act_
 from fastgd.models.init import INITIALIZERS, initialize
-from fastgd.models.losses import inverse_total, loss_kernel, mean_loss_and_grad_
+from fastgd.models.losses import inverse_total, loss_kernel, loss_total, mean_loss_and_grad_
 
 __all__ = ["MLP", "LinearRegression", "LogisticRegression"]
 
@@ -578,8 +578,8 @@ class MLP:
         if (self.n_layers == 1 and self.loss_name in _ONE_PASS_LOSSES
                 and not isinstance(X, _CSR) and self._one_pass(X)):
             return self._linear_loss_and_grad(X, y, sample_weight, correct)
-        if self._compiled_pass(X, sample_weight):
-            return self._compiled_loss_and_grad(X, y, correct)
+        if self._compiled_pass(X):
+            return self._compiled_loss_and_grad(X, y, sample_weight, correct)
         loss, delta, ws = self._forward_loss(X, y, sample_weight, correct)  # delta: dL/dZ_L
         xp = self._xp
         p, g = self.flat.params, self.flat.grads
@@ -607,25 +607,25 @@ class MLP:
                 delta = d
         return loss + self._penalty(sumsq if self.l2 else None)
 
-    def _compiled_pass(self, X: Any, sample_weight: Any) -> bool:
+    def _compiled_pass(self, X: Any) -> bool:
         """Whether this call's pass runs as one compiled call (``kernels/cpu/batch.py``).
 
-        A dense NumPy input of >= 1 row without sample weights or an l1 penalty, hidden
-        layers, and NumPy's BLAS one that ``kernels/cpu/blas.py`` can call (NumPy's bundled
-        OpenBLAS): the same calls as the Python pass below, from compiled code (the Python
-        pass spends ~20 us a batch dispatching them), each product by NumPy's own routine
-        with NumPy's arguments. The pass's kernels have no parallel build
+        A dense NumPy input of >= 1 row (sample weights or not), no l1 penalty, hidden
+        layers, and NumPy's BLAS one that ``kernels/cpu/blas.py`` can call (NumPy's
+        bundled OpenBLAS): the same calls as the Python pass below, from compiled code (the
+        Python pass spends ~20 us a batch dispatching them), each product by NumPy's own
+        routine with NumPy's arguments. The pass's kernels have no parallel build
         (``NEVER_PARALLEL``; tested), so the driver's serial builds are the ones the Python
         pass runs.
         """
-        if (type(X) is not np.ndarray or sample_weight is not None or self.l1
-                or self.n_layers < 2 or X.shape[0] == 0):
+        if type(X) is not np.ndarray or self.l1 or self.n_layers < 2 or X.shape[0] == 0:
             return False
         from fastgd.kernels.cpu import batch
 
         return batch.available()
 
-    def _compiled_loss_and_grad(self, X: Any, y: Any, correct: Any) -> float:
+    def _compiled_loss_and_grad(self, X: Any, y: Any, sample_weight: Any, correct: Any
+                                ) -> float:
         """:meth:`_loss_and_grad`'s pass as one compiled call (see :meth:`_compiled_pass`).
 
         The same kernels and products on the same arrays in the same order as the Python
@@ -643,14 +643,16 @@ class MLP:
         out, sumsq = ws["Z"][-1], ws["sumsq"]
         target, loss_buf, (count, cargs) = self._output_calls(out, y, ws)
         kernel, largs, inv = loss_kernel(self.loss_name, out, target, loss_buf,
-                                         self.huber_delta)
+                                         self.huber_delta, sample_weight)
         # without a count the kernel is not called; its cell is any float64 array
         cargs += (sumsq if correct is None else correct,)
+        weights = sumsq[:0] if sample_weight is None else sample_weight
         run = batch.driver(ACT_CODES[self.activation], kernel, count, self.n_layers)
         run(blas.addresses()[self.dtype], plans, X, float(self.alpha), float(self.l2),
-            correct is not None, cargs, largs, sumsq,
+            correct is not None, cargs, largs, weights, sumsq,
             *self.flat.params, *self.flat.grads, *ws["Z"], *ws["A"], *ws["D"])
-        return float(loss_buf.sum()) * inv + self._penalty(sumsq if self.l2 else None)
+        return (loss_total(loss_buf, X.shape[0], sample_weight) * inv
+                + self._penalty(sumsq if self.l2 else None))
 
     def _linear_chunks(self, rows: int) -> int:
         """Row chunks of the one-pass linear kernel: a fixed count, whatever the threads."""

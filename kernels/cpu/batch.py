@@ -42,10 +42,11 @@ count = serial_body("nn", {count!r}, ())
 colsum = serial_body("nn", "colsum", ())
 l2_grad = serial_body("nn", "l2_grad", ())
 act_grad_colsum = serial_body("nn", "act_grad_colsum", (("act", {act}),))
+rowscale = serial_body("nn", "rowscale", ())
 
 
 def make():
-    def driver(blas, plans, X, alpha, l2, counting, cargs, largs, sumsq, {params}):
+    def driver(blas, plans, X, alpha, l2, counting, cargs, largs, weights, sumsq, {params}):
 '''
 
 
@@ -70,8 +71,10 @@ def _source(act: int, loss: str, count: str, layers: int) -> str:
         body.append(f"bias_act(b{k}, alpha, Z{k}, A{k})" if k < layers - 1
                     else f"bias_identity(b{k}, 0.01, Z{k}, Z{k})")
     last = layers - 1
-    body += ["if counting:", "    count(*cargs)", "loss(*largs)", "if l2 != 0:",
-             "    sumsq[0] = 0", f"colsum(Z{last}, g{last})"]
+    body += ["if counting:", "    count(*cargs)", "loss(*largs)",
+             "if weights.size:",  # sample weights scale the loss gradient's rows
+             f"    rowscale(weights, Z{last})",
+             "if l2 != 0:", "    sumsq[0] = 0", f"colsum(Z{last}, g{last})"]
     delta = f"Z{last}"
     for k in range(last, -1, -1):  # backward, from the output layer down
         a = "X" if k == 0 else f"A{k - 1}"
@@ -118,7 +121,8 @@ def driver(act: int, loss: str, count: str, layers: int) -> Callable[..., Any]:
 
     The driver's arguments: ``blas`` (``blas.addresses()[dtype]``), ``plans`` (one
     :func:`fastgd.kernels.cpu.blas.plan` per product of :func:`product_views`), ``X,
-    alpha, l2, counting, cargs, largs, sumsq``, then ``W_k, b_k`` for every layer, their gradients
+    alpha, l2, counting, cargs, largs``, ``weights`` (the rows' sample weights, or an
+    empty array), ``sumsq``, then ``W_k, b_k`` for every layer, their gradients
     ``G_k, g_k``, the workspace's ``Z_k``, ``A_k`` and ``D_k``
     (:meth:`fastgd.models.mlp.MLP._workspace`).
     """

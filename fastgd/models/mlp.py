@@ -610,7 +610,7 @@ class MLP:
     def _compiled_pass(self, X: Any) -> bool:
         """Whether this call's pass runs as one compiled call (``kernels/cpu/batch.py``).
 
-        A dense NumPy input of >= 1 row (sample weights or not), no l1 penalty, hidden
+        A dense NumPy input of >= 1 row (sample weights and penalties or not), hidden
         layers, and NumPy's BLAS one that ``kernels/cpu/blas.py`` can call (NumPy's
         bundled OpenBLAS): the same calls as the Python pass below, from compiled code (the
         Python pass spends ~20 us a batch dispatching them), each product by NumPy's own
@@ -618,7 +618,7 @@ class MLP:
         (``NEVER_PARALLEL``; tested), so the driver's serial builds are the ones the Python
         pass runs.
         """
-        if type(X) is not np.ndarray or self.l1 or self.n_layers < 2 or X.shape[0] == 0:
+        if type(X) is not np.ndarray or self.n_layers < 2 or X.shape[0] == 0:
             return False
         from fastgd.kernels.cpu import batch
 
@@ -649,7 +649,7 @@ class MLP:
         weights = sumsq[:0] if sample_weight is None else sample_weight
         run = batch.driver(ACT_CODES[self.activation], kernel, count, self.n_layers)
         run(blas.addresses()[self.dtype], plans, X, float(self.alpha), float(self.l2),
-            correct is not None, cargs, largs, weights, sumsq,
+            float(self.l1), correct is not None, cargs, largs, weights, sumsq,
             *self.flat.params, *self.flat.grads, *ws["Z"], *ws["A"], *ws["D"])
         return (loss_total(loss_buf, X.shape[0], sample_weight) * inv
                 + self._penalty(sumsq if self.l2 else None))

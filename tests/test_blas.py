@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -27,21 +28,17 @@ def _addresses():
     return found
 
 
-_CALL = []
-
-
+@functools.cache
 def _compiled():
-    if not _CALL:
-        @njit(cache=False)
-        def run(addresses, plan, a, b, out):
-            blas.matmul(addresses, plan, a, b, out)
+    @njit(cache=False)
+    def run(addresses, plan, a, b, out):
+        blas.matmul(addresses, plan, a, b, out)
 
-        def call(addresses, a, b, out):
-            # the compiled side reads the C-contiguous arrays under the views (A for A.T)
-            run(addresses, blas.plan(a, b, out), _base(a), _base(b), out)
+    def call(addresses, a, b, out):
+        # the compiled side reads the C-contiguous arrays under the views (A for A.T)
+        run(addresses, blas.plan(a, b, out), _base(a), _base(b), out)
 
-        _CALL.append(call)
-    return _CALL[0]
+    return call
 
 
 def _base(view):

@@ -88,16 +88,15 @@ def _call(context: Any, builder: Any, signature: Any, args: Any, kinds: str,
     """Call the routine at address ``args[0]`` with the other arguments, by ``kinds``.
 
     One letter per argument of the C routine: ``e`` a CBLAS enumeration (int) from the next
-    argument, ``t`` the constant ``CblasTrans``, ``i`` a 64-bit integer from the next
-    argument, ``a`` the next argument's (an array's) data pointer, ``1`` / ``0`` the
-    constants 1 and 0 in the arrays' precision. ``returns``: the routine returns that
-    precision (``dot``), else nothing.
+    argument, ``i`` a 64-bit integer from the next argument, ``a`` the next argument's (an
+    array's) data pointer, ``1`` / ``0`` the constants 1 and 0 in the arrays' precision.
+    ``returns``: the routine returns that precision (``dot``), else nothing.
     """
     tys = signature.args
     dtype = next(t.dtype for t in tys if isinstance(t, types.Array))
     fl = context.get_value_type(dtype)
-    kinds_ir = {"e": ir.IntType(32), "t": ir.IntType(32), "i": ir.IntType(64),
-                "a": fl.as_pointer(), "1": fl, "0": fl}
+    kinds_ir = {"e": ir.IntType(32), "i": ir.IntType(64), "a": fl.as_pointer(), "1": fl,
+                "0": fl}
     fnty = ir.FunctionType(fl if returns else ir.VoidType(), [kinds_ir[k] for k in kinds])
     values, at = [], 1
     for kind in kinds:
@@ -107,7 +106,7 @@ def _call(context: Any, builder: Any, signature: Any, args: Any, kinds: str,
         elif kind == "a":
             values.append(context.make_array(tys[at])(context, builder, args[at]).data)
         else:
-            values.append(ir.Constant(kinds_ir[kind], {"t": _TRANS, "1": 1.0, "0": 0.0}[kind]))
+            values.append(ir.Constant(fl, float(kind)))
             continue
         at += 1
     result = builder.call(builder.inttoptr(args[0], fnty.as_pointer()), values)
@@ -125,12 +124,12 @@ def _gemm(typingctx: Any, addr: Any, order: Any, trans_a: Any, trans_b: Any, m: 
 
 
 @intrinsic
-def _gemv(typingctx: Any, addr: Any, order: Any, m: Any, n: Any, a: Any, lda: Any, x: Any,
-          incx: Any, y: Any, incy: Any) -> Any:  # pragma: no cover - Numba typing
-    """``cblas_?gemv(order, CblasTrans, m, n, 1, a, lda, x, incx, 0, y, incy)``."""
-    sig = types.void(addr, order, m, n, a, lda, x, incx, y, incy)
+def _gemv(typingctx: Any, addr: Any, order: Any, trans: Any, m: Any, n: Any, a: Any, lda: Any,
+          x: Any, incx: Any, y: Any, incy: Any) -> Any:  # pragma: no cover - Numba typing
+    """``cblas_?gemv(order, trans, m, n, 1, a, lda, x, incx, 0, y, incy)``."""
+    sig = types.void(addr, order, trans, m, n, a, lda, x, incx, y, incy)
     return sig, lambda context, builder, signature, args: _call(
-        context, builder, signature, args, "etii1aiai0ai")
+        context, builder, signature, args, "eeii1aiai0ai")
 
 
 @intrinsic
@@ -144,11 +143,10 @@ def _dot(typingctx: Any, addr: Any, n: Any, x: Any, incx: Any, y: Any, incy: Any
 
 # --- NumPy's matmul loop, planned in Python, run compiled ------------------------------------
 
-#: :func:`plan`'s routines (``PLAN[0]``)
+#: :func:`plan`'s routines, its first entry. The others: order, trans_a (gemv: its one
+#: transposition), trans_b, m, n, k, lda, ldb, ldc, incx, incy, and the element strides of
+#: ``a`` (2), ``b`` (2) and ``out`` (2) for the loop.
 LOOP, GEMM, GEMV_A, GEMV_B, DOT = range(5)
-#: A plan's length: routine, order, trans_a, trans_b, m, n, k, lda, ldb, ldc, incx, incy, and
-#: the element strides of ``a`` (2), ``b`` (2) and ``out`` (2) for the loop.
-PLAN_SIZE = 18
 
 
 def _blasable2d(stride1: int, stride2: int, d1: int, d2: int, size: int) -> bool:
@@ -234,9 +232,11 @@ def matmul(blas, plan, a, b, out):  # pragma: no cover - compiled
         _gemm(blas[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], a, plan[7], b,
               plan[8], out, plan[9])
     elif routine == GEMV_A:
-        _gemv(blas[1], plan[1], plan[4], plan[5], a, plan[7], b, plan[10], out, plan[11])
+        _gemv(blas[1], plan[1], plan[2], plan[4], plan[5], a, plan[7], b, plan[10], out,
+              plan[11])
     elif routine == GEMV_B:
-        _gemv(blas[1], plan[1], plan[4], plan[5], b, plan[7], a, plan[10], out, plan[11])
+        _gemv(blas[1], plan[1], plan[2], plan[4], plan[5], b, plan[7], a, plan[10], out,
+              plan[11])
     elif routine == DOT:  # NumPy's dot loop sums in float64
         out.reshape(out.size)[0] = 0.0 + _dot(blas[2], plan[4], a, plan[10], b, plan[11])
     else:

@@ -98,14 +98,19 @@ def test_matmul_obeys_blas_thread_limits_as_numpy():
 def test_plan_refuses_what_numpy_would_compute_otherwise():
     # the two cases where np.matmul would not call these routines on these arrays
     a = np.arange(12.0).reshape(3, 4)
-    out = np.empty((3, 3))
+    out = np.full((3, 3), 7.0)
+    strided = np.arange(24.0).reshape(3, 8)[:, ::2]  # NumPy copies it first
+    fortran = np.asfortranarray(out)
+    operands = [a.copy(), strided.copy(), fortran.copy()]
     with pytest.raises(ValueError, match="syrk"):  # a @ a.T: NumPy takes syrk
         blas.plan(a, a.T, out)
-    strided = np.arange(24.0).reshape(3, 8)[:, ::2]  # NumPy copies it first
     with pytest.raises(ValueError, match="copies"):
         blas.plan(strided, np.ones((4, 3)), out)
     with pytest.raises(ValueError, match="copies"):  # an F-ordered result: NumPy swaps
-        blas.plan(a, np.ones((4, 3)), np.asfortranarray(out))
+        blas.plan(a, np.ones((4, 3)), fortran)
+    assert np.all(out == 7.0)  # nothing written
+    for before, now in zip(operands, [a, strided, fortran]):
+        assert np.array_equal(before, now)
 
 
 def test_addresses_name_numpys_routines_per_dtype():
